@@ -1,0 +1,1 @@
+"""kpipe: a kernel patch build-and-verify pipeline."""

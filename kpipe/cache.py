@@ -1,0 +1,136 @@
+"""kpipe's cache: where trees, builds, kernels, images and probes live, and how entries are made safely.
+
+Entries are made in a temporary sibling folder and renamed into place once complete, so a crash or Ctrl-C
+never leaves a half-written entry under its final name. Each entry carries ``manifest.json`` listing its
+files with size and sha256; ``verify_entry`` detects a truncated or altered file so the caller rebuilds.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InfraError
+
+MANIFEST = "manifest.json"
+
+
+def cache_root() -> Path:
+    env = os.environ.get("KPIPE_CACHE")
+    if env:
+        root = Path(env)
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kpipe"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def cache_dir(*parts: str) -> Path:
+    p = cache_root().joinpath(*parts)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(bufsize):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def key_of(*parts: object) -> str:
+    """A short stable content key from the given parts."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive flock on ``path``; waits (saying so once) while another kpipe run holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        start = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    from .progress import note
+                    note(f"waiting for another kpipe run that holds the {what} lock ({path})")
+                    told = True
+                if timeout is not None and time.monotonic() - start > timeout:
+                    raise InfraError(f"timed out after {timeout:.0f} s waiting for the {what} lock {path}",
+                                     fix="another kpipe run is using it; wait for it or stop it") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_manifest(entry_dir: Path, meta: dict) -> None:
+    files = {}
+    for p in sorted(entry_dir.rglob("*")):
+        if p.is_file() and not p.is_symlink() and p.name != MANIFEST:
+            rel = str(p.relative_to(entry_dir))
+            files[rel] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    (entry_dir / MANIFEST).write_text(json.dumps({"meta": meta, "files": files}, indent=1, sort_keys=True))
+
+
+def verify_entry(entry_dir: Path, deep: bool = True) -> dict | None:
+    """The entry's meta when every listed file is present and intact; None when missing or damaged."""
+    mf = entry_dir / MANIFEST
+    if not mf.is_file():
+        return None
+    try:
+        data = json.loads(mf.read_text())
+        for rel, info in data["files"].items():
+            p = entry_dir / rel
+            if not p.is_file() or p.stat().st_size != info["size"]:
+                return None
+            if deep and sha256_file(p) != info["sha256"]:
+                return None
+        return data["meta"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def new_entry(final: Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``final``; on success it replaces ``final`` atomically, else it is removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            trash = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sweep_stale(parent: Path) -> None:
+    """Remove temp folders left by a run that was killed hard (SIGKILL) before it could clean up."""
+    if not parent.is_dir():
+        return
+    for p in parent.iterdir():
+        if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
+            with contextlib.suppress(OSError):
+                if time.time() - p.stat().st_mtime > 60:
+                    shutil.rmtree(p, ignore_errors=True)

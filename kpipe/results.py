@@ -1,0 +1,165 @@
+"""The result model: a run -> per arch -> per test, with a status enum; result.json and junit.xml writers."""
+from __future__ import annotations
+
+import enum
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    XFAIL = "xfail"
+    ERROR = "error"
+
+    @property
+    def bad(self) -> bool:
+        return self in (Status.FAIL, Status.ERROR)
+
+
+@dataclass(frozen=True)
+class TestResult:
+    suite: str                 # verifier | selftests | extra
+    name: str
+    status: Status
+    expected: str = ""         # what the policy expects ("ok", "EINVAL", "exit 0", ...)
+    observed: str = ""         # what the kernel did
+    detail: str = ""           # diagnostic lines / reason
+    seconds: float = 0.0
+    output: str = ""           # path of the verbatim output file, relative to the run folder
+    subtests: tuple["TestResult", ...] = ()   # nested KTAP levels, kept as they came
+
+    def walk(self):
+        yield self
+        for s in self.subtests:
+            yield from s.walk()
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str                  # panic | oops | bug | warning | kasan | ...
+    source: str                # console | dmesg
+    line: str                  # the matching line
+    context: tuple[str, ...] = ()   # the lines after it (the report)
+
+
+@dataclass
+class ArchResult:
+    arch: str
+    verdict: str = "error"     # pass | fail | error
+    exit_code: int = 2
+    kernel: dict = field(default_factory=dict)     # release, tree, base, head
+    patches: list = field(default_factory=list)    # file, subject, author, status, commit
+    config: dict = field(default_factory=dict)     # fragments, missing
+    build: dict = field(default_factory=dict)      # seconds, cached, key, compiler
+    boot: dict = field(default_factory=dict)       # seconds, accel, findings
+    tests: list[TestResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    phases: dict = field(default_factory=dict)     # phase -> seconds
+    error: str = ""            # the error message when verdict is error
+    logs: dict = field(default_factory=dict)       # name -> relative path
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for t in self.tests:
+            c = out.setdefault(t.suite, {s.value: 0 for s in Status})
+            c[t.status.value] += 1
+        return out
+
+    def failures(self) -> list[TestResult]:
+        return [t for t in self.tests if t.status.bad]
+
+
+@dataclass
+class RunResult:
+    workflow: str
+    verdict: str = "error"
+    exit_code: int = 2
+    arches: dict[str, ArchResult] = field(default_factory=dict)
+    reproducer: str = ""
+    started: str = ""
+    seconds: float = 0.0
+    out_dir: str = ""
+    extra: dict = field(default_factory=dict)      # workflow-specific (premerge comparison, bisect steps)
+
+
+def _plain(o: Any) -> Any:
+    if isinstance(o, enum.Enum):
+        return o.value
+    if is_dataclass(o):
+        return {k: _plain(v) for k, v in asdict(o).items()}
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def to_dict(run: RunResult) -> dict:
+    d = _plain(run)
+    for name, ar in run.arches.items():
+        d["arches"][name]["counts"] = ar.counts()
+    return d
+
+
+def write_json(run: RunResult, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(to_dict(run), indent=2, sort_keys=False, default=str))
+    tmp.replace(path)
+
+
+def status_from_dict(d: dict) -> TestResult:
+    return TestResult(suite=d["suite"], name=d["name"], status=Status(d["status"]),
+                      expected=d.get("expected", ""), observed=d.get("observed", ""),
+                      detail=d.get("detail", ""), seconds=d.get("seconds", 0.0), output=d.get("output", ""),
+                      subtests=tuple(status_from_dict(s) for s in d.get("subtests", ())))
+
+
+def write_junit(run: RunResult, path: Path) -> None:
+    root = ET.Element("testsuites", name=f"kpipe {run.workflow}")
+    for arch, ar in run.arches.items():
+        by_suite: dict[str, list[TestResult]] = {}
+        for t in ar.tests:
+            by_suite.setdefault(t.suite, []).append(t)
+        if ar.verdict == "error" and not ar.tests:
+            by_suite.setdefault("pipeline", [])
+        for suite, tests in by_suite.items():
+            flat = [x for t in tests for x in _flatten(t)]
+            ts = ET.SubElement(root, "testsuite", name=f"{arch}.{suite}", tests=str(len(flat)),
+                               failures=str(sum(x.status == Status.FAIL for x, _ in flat)),
+                               errors=str(sum(x.status == Status.ERROR for x, _ in flat)),
+                               skipped=str(sum(x.status in (Status.SKIP, Status.XFAIL) for x, _ in flat)))
+            for t, name in flat:
+                tc = ET.SubElement(ts, "testcase", classname=f"{arch}.{suite}", name=name,
+                                   time=f"{t.seconds:.3f}")
+                msg = f"expected {t.expected}, observed {t.observed}".strip()
+                if t.status == Status.FAIL:
+                    ET.SubElement(tc, "failure", message=msg).text = t.detail
+                elif t.status == Status.ERROR:
+                    ET.SubElement(tc, "error", message=msg).text = t.detail
+                elif t.status in (Status.SKIP, Status.XFAIL):
+                    ET.SubElement(tc, "skipped", message=t.detail or t.status.value)
+            if suite == "pipeline":
+                tc = ET.SubElement(ts, "testcase", classname=f"{arch}.pipeline", name="pipeline")
+                ET.SubElement(tc, "error", message=ar.error or "pipeline error")
+                ts.set("tests", "1")
+                ts.set("errors", "1")
+    ET.indent(root)
+    tmp = path.with_suffix(".xml.tmp")
+    ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)
+    tmp.replace(path)
+
+
+def _flatten(t: TestResult, prefix: str = "") -> list[tuple[TestResult, str]]:
+    """Nested results become ``parent/child`` names: every level keeps its own status."""
+    name = f"{prefix}{t.name}"
+    out = [(t, name)]
+    for s in t.subtests:
+        out += _flatten(s, f"{name}/")
+    return out
