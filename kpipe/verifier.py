@@ -1,0 +1,400 @@
+"""The static C verifier (verify/*.c): build it for an arch, pick the expectation policy, run it in the
+guest, and turn its TAP into results.
+
+The expectations are data (verify/expectations.toml): one expected outcome per case and policy. The
+binary gets the chosen policy's column as a ``case=expected`` file and judges each case itself; this
+module re-judges every case against the same table, so a case the binary left out, a crash, a timeout or
+a binary run with the wrong expectations never passes silently.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import shlex
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import cache, proc
+from .arches import Arch
+from .errors import BuildError, InfraError, UsageError
+from .progress import note
+from .results import Status, TestResult
+
+VERIFY_DIR = Path(__file__).resolve().parent.parent / "verify"
+EXPECTATIONS = VERIFY_DIR / "expectations.toml"
+BINARY_NAME = "mremap_dontunmap"
+POLICIES = ("anon-only", "anon+shmem", "upstream")
+SEED_SUBJECT = "mm: Allow shmem mappings with MREMAP_DONTUNMAP"
+UPSTREAM_SINCE = (5, 13)     # "mm: extend MREMAP_DONTUNMAP to non-anonymous mappings"
+SUITE = "verifier"
+REMOTE_DIR = "/tmp/kpipe-verify"
+CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-static", "-pthread")
+
+_CASE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_OUTCOME = re.compile(r"^(ok|skip|E[A-Z0-9]+)$")
+
+
+# ------------------------------------------------------------------------------------------ expectations
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    outcomes: dict[str, str]        # policy -> "ok" | "skip" | errno name
+    requires: str = ""              # the matrix case whose move a data case depends on
+
+
+@dataclass(frozen=True)
+class Expectations:
+    path: Path
+    policies: dict[str, str]        # policy -> what it means
+    cases: dict[str, Case] = field(default_factory=dict)   # in file order
+
+    def column(self, policy: str) -> dict[str, str]:
+        check_policy(policy)
+        return {name: c.outcomes[policy] for name, c in self.cases.items()}
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise UsageError(f"unknown expectation policy {policy!r}; the policies are {', '.join(POLICIES)}",
+                         fix=f"use one of: {', '.join(POLICIES)} (--expect POLICY)")
+    return policy
+
+
+def load_expectations(path: Path | None = None) -> Expectations:
+    """Read and validate the expectations file (default verify/expectations.toml)."""
+    path = Path(path) if path is not None else EXPECTATIONS
+    fix = f"edit {path}: see the comment at its top for the format"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"expectations file not found: {path}",
+                         fix="pass an existing file, or use the default verify/expectations.toml") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"expectations file {path} is not valid TOML: {e}", fix=fix) from None
+    policies = data.get("policies", {})
+    if set(policies) != set(POLICIES):
+        raise UsageError(f"{path}: [policies] must list exactly {', '.join(POLICIES)}; it lists "
+                         f"{', '.join(policies) or 'nothing'}", fix=fix)
+    raw = data.get("cases")
+    if not isinstance(raw, dict) or not raw:
+        raise UsageError(f"{path}: no [cases.NAME] tables", fix=fix)
+    cases: dict[str, Case] = {}
+    problems: list[str] = []
+    for name, t in raw.items():
+        if not _CASE_NAME.match(name) or not isinstance(t, dict):
+            problems.append(f"[cases.{name}]: bad case name or not a table")
+            continue
+        unknown = set(t) - {"description", "requires", *POLICIES}
+        missing = [p for p in POLICIES if p not in t]
+        bad = [f"{p} = {t[p]!r}" for p in POLICIES if p in t and not _OUTCOME.match(str(t[p]))]
+        if unknown:
+            problems.append(f"[cases.{name}]: unknown keys {', '.join(sorted(unknown))}")
+        if missing:
+            problems.append(f"[cases.{name}]: no outcome for {', '.join(missing)}")
+        if bad:
+            problems.append(f"[cases.{name}]: bad outcome {', '.join(bad)} (use ok, skip or an errno name)")
+        cases[name] = Case(name, str(t.get("description", "")), {p: str(t.get(p, "")) for p in POLICIES},
+                           str(t.get("requires", "")))
+    for c in cases.values():
+        if c.requires and c.requires not in cases:
+            problems.append(f"[cases.{c.name}]: requires unknown case {c.requires!r}")
+    if problems:
+        raise UsageError(f"{path}: {len(problems)} problem(s) in the expectations", detail=problems, fix=fix)
+    return Expectations(path, {p: str(policies[p]) for p in POLICIES}, cases)
+
+
+def _version(release: str) -> tuple[int, int]:
+    m = re.match(r"^\s*(\d+)\.(\d+)", release or "")
+    if not m:
+        raise UsageError(f"cannot read a kernel version from the release string {release!r}",
+                         fix=f"pass --expect POLICY (one of: {', '.join(POLICIES)})")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _subject_key(subject: str) -> str:
+    s = re.sub(r"^\s*(\[[^\]]*\]\s*)+", "", subject)      # "[PATCH v2 1/3] " prefixes
+    return " ".join(s.split()).casefold()
+
+
+def choose_policy(kernel_release: str, series_subjects: list[str], override: str | None) -> str:
+    """--expect wins; a 5.13+ kernel has the upstream rule; a series carrying the seed patch gets
+    anon+shmem; anything else is the rule from before the patch."""
+    if override:
+        return check_policy(override)
+    if _version(kernel_release) >= UPSTREAM_SINCE:
+        return "upstream"
+    seed = _subject_key(SEED_SUBJECT)
+    if any(_subject_key(s) == seed for s in series_subjects):
+        return "anon+shmem"
+    return "anon-only"
+
+
+def expect_file_text(expectations: Expectations, policy: str) -> str:
+    lines = [f"# kpipe verifier expectations, policy {policy}: {expectations.policies[check_policy(policy)]}",
+             f"# from {expectations.path}"]
+    lines += [f"{name}={value}" for name, value in expectations.column(policy).items()]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+@functools.lru_cache(maxsize=None)
+def _compiler_id(cc: str) -> str:
+    path = shutil.which(cc)
+    if path is None:
+        raise InfraError(f"compiler {cc} not found: cannot build the verifier",
+                         fix=f"run `invoke setup` to install the compiler providing {cc}")
+    ver = proc.run([cc, "--version"], timeout=60, what=cc).stdout.splitlines()
+    machine = proc.run([cc, "-dumpmachine"], timeout=60, what=cc).stdout.strip()
+    return f"{Path(path).resolve()}|{ver[0] if ver else ''}|{machine}"
+
+
+def _digest_files(paths: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _headers_digest(include: Path) -> str:
+    return _digest_files(sorted(p for p in include.rglob("*") if p.is_file()), include)
+
+
+def verifier_sources() -> tuple[list[Path], list[Path]]:
+    """(the .c files, the .h files) of the verifier."""
+    return sorted(VERIFY_DIR.glob("*.c")), sorted(VERIFY_DIR.glob("*.h"))
+
+
+def build_verifier(arch: Arch, headers: Path, out_dir: Path, log: Path | None = None) -> Path:
+    """Build the verifier static for ``arch`` against the uapi headers in ``headers``/include; returns
+    out_dir/mremap_dontunmap. Cached by the content of the sources, the headers and the compiler."""
+    include = Path(headers) / "include"
+    if not (include / "linux" / "userfaultfd.h").is_file():
+        raise InfraError(f"installed uapi headers not found: {include}/linux/userfaultfd.h is missing",
+                         fix="build the kernel first: its headers_install output is the headers folder")
+    sources, local_headers = verifier_sources()
+    if not sources:
+        raise InfraError(f"no verifier sources in {VERIFY_DIR}", fix="restore verify/*.c from the repository")
+    start = time.monotonic()
+    key = cache.key_of("verifier", _compiler_id(arch.cc), CFLAGS,
+                       _digest_files(sources + local_headers, VERIFY_DIR), _headers_digest(include))
+    entry = cache.cache_dir("verifier") / key
+    built = False
+    if cache.verify_entry(entry) is None:
+        with cache.file_lock(cache.cache_dir("verifier") / f"{key}.lock", "verifier build"):
+            if cache.verify_entry(entry) is None:
+                with cache.new_entry(entry) as tmp:
+                    _compile(arch, include, sources, tmp / BINARY_NAME, log)
+                    cache.write_manifest(tmp, {"arch": arch.name, "cc": arch.cc, "headers": str(include)})
+                built = True
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / BINARY_NAME
+    tmp_dest = out_dir / f".{BINARY_NAME}.tmp"
+    shutil.copy2(entry / BINARY_NAME, tmp_dest)
+    tmp_dest.chmod(0o755)
+    tmp_dest.replace(dest)
+    how = f"built in {time.monotonic() - start:.1f} s" if built else "cached"
+    note(f"verifier for {arch.name}: {how} ({dest})")
+    if log is not None and not built:
+        with open(log, "a") as fh:
+            fh.write(f"\n# verifier for {arch.name}: cached ({entry})\n")
+    return dest
+
+
+def _compile(arch: Arch, include: Path, sources: list[Path], out: Path, log: Path | None) -> None:
+    cmd = [arch.cc, *CFLAGS, "-isystem", str(include), *map(str, sources), "-o", str(out)]
+    cp = proc.run(cmd, cwd=VERIFY_DIR, timeout=300, check=False, what=arch.cc)
+    output = ((cp.stdout or "") + (cp.stderr or "")).strip()
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as fh:
+            fh.write(f"\n$ {shlex.join(cmd)}\n{output}\n[exit {cp.returncode}]\n")
+    if cp.returncode != 0:
+        lines = output.splitlines()
+        errors = [l for l in lines if re.search(r"\b(fatal )?error:", l)]
+        shown = errors[:20] + ([f"... {len(errors) - 20} more errors"] if len(errors) > 20 else [])
+        raise BuildError(f"the verifier does not compile for {arch.name} against {include}",
+                         detail=[f"$ {shlex.join(cmd)}", *(shown or lines[-40:])], log=str(log) if log else None,
+                         fix="read the compiler lines above; the headers must come from the target tree's "
+                             "headers_install")
+
+
+# ------------------------------------------------------------------------------------------- TAP -> results
+
+_PLAN = re.compile(r"^1\.\.(\d+)\s*$")
+_POINT = re.compile(r"^(ok|not ok)\s+(\d+)\s+(\S+)(?:\s+#\s*(.*?))?\s*$")
+_DIAG = re.compile(r"^#\s+(\S+):\s+observed\s+(\S+)\s+expected\s+(\S+)(?:\s+\(([\d.]+) s\))?\s*$")
+_NOTE = re.compile(r"^#\s+([a-z0-9][a-z0-9-]*):\s+(.*)$")
+_BAIL = re.compile(r"^Bail out!\s*(.*)$")
+KSFT_EXIT = {0: "all passed", 1: "some failed", 4: "all skipped"}
+
+
+@dataclass
+class _Seen:
+    ok: bool
+    number: int
+    directive: str
+    observed: str = ""
+    expected: str = ""
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _scan(text: str) -> tuple[dict[str, list[_Seen]], int | None, str | None]:
+    """Test points by name (in order), the plan, the Bail out! reason."""
+    points: dict[str, list[_Seen]] = {}
+    diag: dict[str, tuple[str, str, float]] = {}
+    notes: dict[str, list[str]] = {}
+    plan, bail = None, None
+    for line in text.splitlines():
+        line = line.rstrip()
+        if m := _PLAN.match(line):
+            plan = int(m.group(1))
+        elif m := _BAIL.match(line):
+            bail = m.group(1) or "no reason given"
+        elif m := _DIAG.match(line):
+            diag[m.group(1)] = (m.group(2), m.group(3), float(m.group(4) or 0))
+        elif m := _NOTE.match(line):
+            notes.setdefault(m.group(1), []).append(m.group(2))
+        elif m := _POINT.match(line):
+            name = m.group(3)
+            obs, exp, secs = diag.pop(name, ("", "", 0.0))
+            points.setdefault(name, []).append(
+                _Seen(m.group(1) == "ok", int(m.group(2)), m.group(4) or "", obs, exp, secs, notes.pop(name, [])))
+    return points, plan, bail
+
+
+def _why_missing(exit_status: int | None, bail: str | None, plan: int | None, seen: int) -> str:
+    if bail:
+        return f"the verifier bailed out: {bail}"
+    if exit_status is None:
+        return "the verifier did not finish (timed out or lost)"
+    if exit_status not in KSFT_EXIT:
+        return f"the verifier exited with status {exit_status}"
+    if plan is None:
+        return "the verifier printed no TAP plan"
+    return f"not in the verifier's output ({seen} of {plan} planned points seen; is the binary older " \
+           f"than the expectations?)"
+
+
+def _judge(name: str, s: _Seen, expected: str, policy: str) -> TestResult:
+    detail = "; ".join(s.notes)
+    base = dict(suite=SUITE, name=name, expected=expected, seconds=s.seconds)
+    directive = s.directive
+    if directive.lower().startswith("crashed"):
+        observed = s.observed or directive.split(":", 1)[-1].strip().split()[0]
+        return TestResult(**base, status=Status.FAIL, observed=observed,
+                          detail="; ".join(x for x in (directive, detail) if x))
+    if s.expected and s.expected != expected:
+        return TestResult(**base, status=Status.ERROR, observed=s.observed,
+                          detail=f"the binary was given expected {s.expected!r}, but the expectations say "
+                                 f"{expected!r} under policy {policy}")
+    if directive.upper().startswith("SKIP"):
+        if not s.ok:
+            return TestResult(**base, status=Status.ERROR, observed=s.observed,
+                              detail=f"'not ok' with a SKIP directive: {directive}")
+        reason = directive[4:].strip() or "no reason given"
+        return TestResult(**base, status=Status.SKIP, observed=s.observed or "skip",
+                          detail="; ".join(x for x in (reason, detail) if x))
+    if not s.observed:
+        return TestResult(**base, status=Status.ERROR, observed="",
+                          detail="no 'observed ... expected ...' diagnostic line for this case")
+    status = Status.PASS if s.observed == expected else Status.FAIL
+    if (status == Status.PASS) != s.ok:
+        return TestResult(**base, status=Status.ERROR, observed=s.observed,
+                          detail=f"the binary said {'ok' if s.ok else 'not ok'} for observed {s.observed} "
+                                 f"expected {expected}")
+    if status == Status.FAIL and expected == "skip":
+        detail = "; ".join(x for x in ("the move succeeded where the policy refuses it", detail) if x)
+    return TestResult(**base, status=status, observed=s.observed, detail=detail)
+
+
+def parse_tap(text: str, exit_status: int | None, expectations: Expectations, policy: str) -> list[TestResult]:
+    """One result per expected case (in the expectations' order), then anything unexpected: unknown
+    cases, duplicates, and an exit status that contradicts the results. Never drops a case."""
+    column = expectations.column(policy)
+    points, plan, bail = _scan(text)
+    seen = sum(len(v) for v in points.values())
+    results: list[TestResult] = []
+    for name, expected in column.items():
+        got = points.get(name)
+        if not got:
+            results.append(TestResult(SUITE, name, Status.ERROR, expected=expected, observed="missing",
+                                      detail=_why_missing(exit_status, bail, plan, seen)))
+            continue
+        results.append(_judge(name, got[0], expected, policy))
+        for extra in got[1:]:
+            results.append(TestResult(SUITE, name, Status.ERROR, expected=expected, observed=extra.observed,
+                                      detail=f"reported again as test point {extra.number}"))
+    for name, got in points.items():
+        if name not in column:
+            results.append(TestResult(SUITE, name, Status.ERROR, observed=got[0].observed,
+                                      detail=f"case not in {expectations.path.name}: add its expected outcomes"))
+    results += _exit_check(exit_status, plan, seen, bail, points)
+    return results
+
+
+def _exit_check(exit_status: int | None, plan: int | None, seen: int, bail: str | None,
+                points: dict[str, list[_Seen]]) -> list[TestResult]:
+    """A result named 'verifier-exit' when the run as a whole says something the cases do not."""
+    any_fail = any(not s.ok for v in points.values() for s in v)
+    all_skip = seen > 0 and all(s.directive.upper().startswith("SKIP") for v in points.values() for s in v)
+    problem = ""
+    if exit_status is None:
+        problem = "the verifier did not finish (timed out or lost)"
+    elif exit_status not in KSFT_EXIT:
+        problem = f"the verifier exited with status {exit_status}"
+    elif bail:
+        problem = f"the verifier bailed out: {bail}"
+    elif plan is not None and plan != seen:
+        problem = f"the plan announced {plan} test points, {seen} were printed"
+    elif exit_status == 1 and not any_fail:
+        problem = "exit status 1 (failure) but no test point failed"
+    elif exit_status == 0 and any_fail:
+        problem = "exit status 0 (pass) but a test point failed"
+    elif exit_status == 4 and not all_skip:
+        problem = "exit status 4 (all skipped) but some test points ran"
+    if not problem:
+        return []
+    observed = "timeout" if exit_status is None else f"exit {exit_status}"
+    return [TestResult(SUITE, "verifier-exit", Status.ERROR, expected="exit 0, 1 or 4", observed=observed,
+                       detail=problem)]
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+def run_verifier(session, binary: Path, policy: str, expectations: Expectations, out_dir: Path,
+                 timeout: float = 120, remote_dir: str = REMOTE_DIR) -> list[TestResult]:
+    """Push the binary and the policy's expectation file, run it, keep the TAP verbatim in
+    out_dir/verifier.tap, and return one result per case."""
+    check_policy(policy)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expect_local = out_dir / "verifier-expect.txt"
+    expect_local.write_text(expect_file_text(expectations, policy))
+    remote_bin, remote_expect = f"{remote_dir}/{BINARY_NAME}", f"{remote_dir}/expect.txt"
+    prep = session.run(["mkdir", "-p", remote_dir], timeout=30)
+    if prep.exit_status != 0:
+        raise InfraError(f"cannot create {remote_dir} in the guest (exit {prep.exit_status})",
+                         detail=(prep.stderr or prep.stdout).strip().splitlines()[-5:])
+    session.put(Path(binary), remote_bin, 0o755)
+    session.put(expect_local, remote_expect, 0o644)
+    case_timeout = int(max(5, min(30, timeout / 6)))
+    res = session.run([remote_bin, "-e", remote_expect, "-t", str(case_timeout)], timeout=timeout)
+    (out_dir / "verifier.tap").write_text(res.stdout)
+    if res.stderr:
+        (out_dir / "verifier.stderr").write_text(res.stderr)
+    exit_status = None if res.timed_out else res.exit_status
+    results = parse_tap(res.stdout, exit_status, expectations, policy)
+    if res.stderr.strip():
+        tail = " | ".join(res.stderr.strip().splitlines()[-3:])
+        results = [replace(r, detail=f"{r.detail}; stderr: {tail}" if r.detail else f"stderr: {tail}")
+                   if r.status == Status.ERROR else r for r in results]
+    return [replace(r, output="verifier.tap") for r in results]
