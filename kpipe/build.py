@@ -1,8 +1,32 @@
-"""Build stage (placeholder: the Kernel value; the build itself lands next)."""
+"""Build stage: configure from kconfig fragments, validate, build out of tree (O=), cache by content key.
+
+Layout in the cache:
+  builds/<tree>-<arch>-<config key>[-ccache]/   the incremental build folder (kept between runs)
+  kernels/<arch>/<content key>/                 finished artifacts + manifest (image, vmlinux, System.map,
+                                                .config, uapi headers); reused without running make
+
+Content key = source tree hash (base + applied patches) + merged config + start target + compiler + arch.
+"""
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import cache, proc
+from .arches import Arch
+from .errors import BuildError, InfraError, KpipeError
+from .progress import note
+
+BUILD_RECIPE = 1     # bump when the way kernels are built changes, to invalidate old entries
+CONFIG_STAMP = ".kpipe-config.json"
+_ERROR_LINE = re.compile(r"^(\S+?:\d+:(\d+:)? (fatal )?error: .*|.*undefined reference to .*|make\[\d+\]: \*\*\* .*|"
+                         r"\S+: error: .*)$")
+_COMPILED = re.compile(r"^\s+CC\s+(\S+\.o)\s*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -19,4 +43,160 @@ class Kernel:
     seconds: float = 0.0
     cached: bool = False
     tree_src: Path | None = None   # the scratch checkout the kernel was built from
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)   # compiled: objects make compiled; build_dir
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    arch: Arch
+    src: Path                 # scratch checkout
+    tree_ident: str
+    tree_hash: str            # content of the checkout (git tree id)
+    config_text: str          # merged fragment text
+    config_key: str
+    defconfig: str = "tinyconfig"
+    jobs: int = 0             # 0: all cores
+    ccache: bool | None = None  # None: use it when installed
+
+
+def compiler_version(arch: Arch) -> str:
+    if not shutil.which(arch.cc):
+        raise InfraError(f"the {arch.name} compiler {arch.cc} is not installed (or not on PATH)",
+                         fix="run `invoke setup` (installs build-essential and gcc-aarch64-linux-gnu)")
+    out = proc.run([arch.cc, "--version"], what=arch.cc).stdout
+    return out.splitlines()[0].strip() if out else arch.cc
+
+
+def use_ccache(requested: bool | None) -> bool:
+    if requested is None:
+        requested = os.environ.get("KPIPE_CCACHE", "1") != "0"
+    return bool(requested and shutil.which("ccache"))
+
+
+def content_key(req: BuildRequest, compiler: str) -> str:
+    return cache.key_of("kernel", BUILD_RECIPE, req.arch.name, req.tree_hash, req.config_text, req.defconfig, compiler)
+
+
+def _make_cmd(req: BuildRequest, bdir: Path, ccache: bool, *targets: str) -> list[str]:
+    cmd = ["make", "-C", str(req.src), f"O={bdir}", *req.arch.make_vars]
+    if ccache:
+        cmd.append(f"CC=ccache {req.arch.cc}")
+    return cmd + list(targets)
+
+
+def _make_env(ccache: bool) -> dict:
+    env = {"KBUILD_BUILD_USER": "kpipe", "KBUILD_BUILD_HOST": "kpipe", "LC_ALL": "C"}
+    if ccache:
+        env["CCACHE_DIR"] = str(cache.cache_dir("ccache"))
+    return env
+
+
+def cached_kernel(arch: Arch, key: str) -> Kernel | None:
+    entry = cache.cache_root() / "kernels" / arch.name / key
+    meta = cache.verify_entry(entry)
+    if meta is None:
+        if entry.exists():
+            note(f"cached kernel {entry} is damaged (a file is missing or altered): rebuilding it")
+        return None
+    return _kernel_from_entry(arch, entry, meta, cached=True)
+
+
+def _kernel_from_entry(arch: Arch, entry: Path, meta: dict, cached: bool) -> Kernel:
+    return Kernel(arch=arch.name, image=entry / Path(arch.image_path).name,
+                  vmlinux=entry / "vmlinux" if (entry / "vmlinux").exists() else None,
+                  system_map=entry / "System.map" if (entry / "System.map").exists() else None,
+                  config=entry / "config", headers=entry / "headers", release=meta["release"],
+                  compiler=meta["compiler"], key=meta["key"], seconds=meta.get("seconds", 0.0), cached=cached,
+                  tree_src=Path(meta["src"]) if meta.get("src") else None,
+                  extra={"compiled": meta.get("compiled", []), "build_dir": meta.get("build_dir", "")})
+
+
+def build_dir(req: BuildRequest, ccache: bool) -> Path:
+    name = f"{req.tree_ident}-{req.arch.name}-{cache.key_of(req.config_key, req.defconfig)[:12]}"
+    return cache.cache_dir("builds") / (name + ("-ccache" if ccache else ""))
+
+
+def configure(req: BuildRequest, bdir: Path, ccache: bool, log: Path, validate) -> Path:
+    """tinyconfig (or --defconfig) + fragments + olddefconfig, once per build folder; then validation."""
+    stamp = bdir / CONFIG_STAMP
+    dotconfig = bdir / ".config"
+    want = {"config_key": req.config_key, "defconfig": req.defconfig}
+    try:
+        ok = json.loads(stamp.read_text()) == want and dotconfig.is_file()
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        stamp.unlink(missing_ok=True)
+        env = _make_env(ccache)
+        proc.run(_make_cmd(req, bdir, ccache, req.defconfig), log=log, env=env, timeout=600,
+                 what=f"make {req.defconfig}")
+        with open(dotconfig, "a") as f:
+            f.write("\n# ---- kpipe fragments ----\n" + req.config_text)
+        proc.run(_make_cmd(req, bdir, ccache, "olddefconfig"), log=log, env=env, timeout=600, what="make olddefconfig")
+        validate(dotconfig)
+        stamp.write_text(json.dumps(want))
+    return dotconfig
+
+
+def build(req: BuildRequest, log: Path, validate) -> Kernel:
+    """The kernel for ``req``: from the cache when its content key is there, else built with make.
+
+    ``validate(dotconfig)`` raises ConfigError when a requested option did not get set.
+    """
+    arch = req.arch
+    compiler = compiler_version(arch)
+    key = content_key(req, compiler)
+    hit = cached_kernel(arch, key)
+    if hit is not None:
+        return hit
+    cc = use_ccache(req.ccache)
+    bdir = build_dir(req, cc)
+    jobs = req.jobs or os.cpu_count() or 1
+    with cache.file_lock(bdir.parent / f"{bdir.name}.lock", f"{arch.name} build folder"):
+        hit = cached_kernel(arch, key)          # another run may have built it while we waited
+        if hit is not None:
+            return hit
+        start = time.monotonic()
+        configure(req, bdir, cc, log, validate)
+        log_start = log.stat().st_size if log.exists() else 0
+        try:
+            proc.run(_make_cmd(req, bdir, cc, f"-j{jobs}", arch.image_target), log=log, env=_make_env(cc),
+                     timeout=7200, what=f"make {arch.image_target}")
+        except InfraError as e:
+            if "failed with exit" not in e.message:
+                raise
+            raise build_error(arch, log, log_start) from None
+        hdr_tmp = bdir / "kpipe-headers"
+        shutil.rmtree(hdr_tmp, ignore_errors=True)
+        proc.run(_make_cmd(req, bdir, cc, "headers_install", f"INSTALL_HDR_PATH={hdr_tmp}"), log=log,
+                 env=_make_env(cc), timeout=600, what="make headers_install")
+        seconds = round(time.monotonic() - start, 2)
+        release = (bdir / "include/config/kernel.release").read_text().strip()
+        compiled = sorted(set(_COMPILED.findall(_read_from(log, log_start))))
+        entry = cache.cache_root() / "kernels" / arch.name / key
+        with cache.new_entry(entry) as tmp:
+            shutil.copy2(bdir / arch.image_path, tmp / Path(arch.image_path).name)
+            for name, dest in (("vmlinux", "vmlinux"), ("System.map", "System.map"), (".config", "config")):
+                if (bdir / name).exists():
+                    shutil.copy2(bdir / name, tmp / dest)
+            shutil.copytree(hdr_tmp, tmp / "headers", symlinks=True)
+            meta = {"key": key, "release": release, "compiler": compiler, "seconds": seconds, "arch": arch.name,
+                    "src": str(req.src), "tree_hash": req.tree_hash, "compiled": compiled, "build_dir": str(bdir),
+                    "ccache": cc, "jobs": jobs}
+            cache.write_manifest(tmp, meta)
+        note(f"{arch.name}: built {release} in {seconds:.1f}s ({len(compiled)} files compiled); cached as {entry}")
+        return _kernel_from_entry(arch, entry, meta, cached=False)
+
+
+def _read_from(log: Path, offset: int) -> str:
+    with open(log, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def build_error(arch: Arch, log: Path, offset: int) -> KpipeError:
+    lines = [ln for ln in _read_from(log, offset).splitlines() if _ERROR_LINE.match(ln)]
+    errors = [ln for ln in lines if "error" in ln and not ln.startswith("make")] or lines
+    return BuildError(f"{arch.name} kernel build failed", detail=errors[:12] or proc.tail_lines(log, 15),
+                      log=str(log), fix="fix the error above in the patch series (the full log is at the path shown)")
+

@@ -1,5 +1,6 @@
-"""Live progress: one phase line with a spinner and elapsed time on a terminal (rich), plain timestamped
-lines elsewhere (CI), nothing with --quiet. Every phase's seconds are recorded for the results."""
+"""Live progress: one status line on a terminal (rich) listing every active phase with its elapsed time,
+plain timestamped lines elsewhere (CI), nothing with --quiet. Phases may nest or run in parallel threads
+(``--arch all``); each phase's seconds are recorded for the results."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,10 @@ import time
 from typing import Iterator
 
 _MODE = "auto"          # auto | plain | quiet | rich
-_lock = threading.Lock()
+_lock = threading.RLock()
+_active: list["Phase"] = []
+_live = None            # the rich status while any phase is active
+_stop = threading.Event()
 
 
 def set_mode(mode: str) -> None:
@@ -17,7 +21,7 @@ def set_mode(mode: str) -> None:
     _MODE = mode
 
 
-def _mode() -> str:
+def mode() -> str:
     if _MODE != "auto":
         return _MODE
     return "rich" if sys.stderr.isatty() else "plain"
@@ -29,10 +33,13 @@ def _stamp() -> str:
 
 def note(msg: str) -> None:
     """A one-off line (where logs are, what was cached, warnings)."""
-    if _mode() == "quiet":
+    if mode() == "quiet":
         return
     with _lock:
-        print(f"[{_stamp()}] {msg}", file=sys.stderr, flush=True)
+        if _live is not None:
+            _live.console.print(f"[{_stamp()}] {msg}", markup=False, highlight=False)
+        else:
+            print(f"[{_stamp()}] {msg}", file=sys.stderr, flush=True)
 
 
 class Phase:
@@ -45,26 +52,48 @@ class Phase:
     def update(self, detail: str) -> None:
         self.detail = detail
 
+    def line(self) -> str:
+        return f"{self.name} {time.monotonic() - self.start:5.1f}s {self.detail}".strip()
+
+
+def _render() -> str:
+    return "  |  ".join(p.line() for p in _active)
+
+
+def _ticker() -> None:
+    while not _stop.wait(0.25):
+        with _lock:
+            if _live is not None:
+                _live.update(_render())
+
+
+def _start_live() -> None:
+    global _live
+    from rich.console import Console
+    _live = Console(stderr=True).status(_render())
+    _live.start()
+    _stop.clear()
+    threading.Thread(target=_ticker, daemon=True).start()
+
+
+def _stop_live() -> None:
+    global _live
+    _stop.set()
+    if _live is not None:
+        _live.stop()
+        _live = None
+
 
 @contextlib.contextmanager
 def phase(name: str, detail: str = "", timings: dict | None = None) -> Iterator[Phase]:
     """Show ``name`` live while the body runs; record its seconds in ``timings`` (added up per name)."""
     ph = Phase(name, detail)
-    mode = _mode()
-    status = None
-    if mode == "rich":
-        from rich.console import Console
-        console = Console(stderr=True)
-        status = console.status(f"{name} {detail}")
-        status.start()
-        stop = threading.Event()
-
-        def tick() -> None:
-            while not stop.wait(0.5):
-                status.update(f"[bold]{ph.name}[/bold] {ph.detail}  {time.monotonic() - ph.start:5.1f}s")
-        t = threading.Thread(target=tick, daemon=True)
-        t.start()
-    elif mode == "plain":
+    m = mode()
+    with _lock:
+        _active.append(ph)
+        if m == "rich" and _live is None:
+            _start_live()
+    if m == "plain":
         note(f"{name}: start {detail}".rstrip())
     ok = False
     try:
@@ -74,8 +103,9 @@ def phase(name: str, detail: str = "", timings: dict | None = None) -> Iterator[
         ph.seconds = time.monotonic() - ph.start
         if timings is not None:
             timings[name] = round(timings.get(name, 0.0) + ph.seconds, 3)
-        if status is not None:
-            stop.set()
-            status.stop()
-        if mode != "quiet":
-            note(f"{name}: {'done' if ok else 'failed'} in {ph.seconds:.1f}s {ph.detail}".rstrip())
+        with _lock:
+            _active.remove(ph)
+            if m != "quiet":
+                note(f"{name}: {'done' if ok else 'failed'} in {ph.seconds:.1f}s {ph.detail}".rstrip())
+            if m == "rich" and not _active:
+                _stop_live()

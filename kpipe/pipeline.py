@@ -1,0 +1,104 @@
+"""The stages chained up to a built kernel, shared by every task and workflow:
+tree -> scratch checkout -> patches -> merged kconfig -> build."""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from . import build as buildmod
+from . import cache, kconfig
+from .arches import Arch
+from .checkout import Checkout, open_checkout, tree_hash
+from .patches import Applied, Series, apply_series, load_series
+from .progress import note, phase
+from .tree import Tree, open_tree
+
+
+@dataclass(frozen=True)
+class Options:
+    arch: str | None = None
+    tree: str | None = None
+    base: str | None = None
+    series: str | None = None
+    patches: tuple[str, ...] = ()
+    no_patches: bool = False
+    kconfigs: tuple[str, ...] = ()
+    defconfig: str = "tinyconfig"
+    accel: str = "auto"
+    expect: str | None = None
+    selftests: str = "all-relevant"
+    extra_tests: tuple[str, ...] = ()
+    out: str | None = None
+    jobs: int = 0
+    boot_timeout: float | None = None
+    ccache: bool | None = None
+
+
+def new_run_dir(out: str | None, workflow: str) -> Path:
+    """``--out DIR`` or ``runs/<timestamp>/`` with ``runs/latest`` pointing at it."""
+    if out:
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        return d.resolve()
+    runs = Path("runs")
+    runs.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d = runs / f"{stamp}-{workflow}"
+    n = 1
+    while d.exists():
+        n += 1
+        d = runs / f"{stamp}-{workflow}-{n}"
+    d.mkdir()
+    latest = runs / "latest"
+    tmp = runs / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(d.name)
+    tmp.replace(latest)
+    return d.resolve()
+
+
+@contextlib.contextmanager
+def locked_checkout(tree: Tree, log: Path | None = None) -> Iterator[Checkout]:
+    """The tree's scratch checkout, held exclusively for the whole run (two runs on one tree take turns)."""
+    with cache.file_lock(tree.lock_path, f"scratch checkout of {tree.spec}"):
+        yield open_checkout(tree, log)
+
+
+def resolve_tree(opts: Options, log: Path | None = None, timings: dict | None = None) -> Tree:
+    with phase("fetch", opts.tree or "debian:5.10", timings):
+        return open_tree(opts.tree, opts.base, log)
+
+
+def series_of(opts: Options) -> Series:
+    return load_series(opts.series, list(opts.patches), opts.no_patches)
+
+
+def apply(co: Checkout, series: Series, log: Path | None, timings: dict | None = None) -> Applied:
+    with phase("apply", f"{len(series.patches)} patch(es) on {co.tree.base_label}", timings) as ph:
+        applied = apply_series(co, series, log)
+        ph.update("(worktree already held this)" if applied.reused else "")
+    return applied
+
+
+def fragments_for(arch: Arch, opts: Options) -> list[Path]:
+    return kconfig.default_fragments(arch) + [Path(k) for k in opts.kconfigs]
+
+
+def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict | None = None
+                 ) -> tuple[buildmod.Kernel, "kconfig.MergedConfig"]:
+    merged = kconfig.merge([kconfig.parse_fragment(p) for p in fragments_for(arch, opts)])
+    for c in merged.conflicts:
+        note(c.describe())
+    src = applied.checkout.path
+    req = buildmod.BuildRequest(arch=arch, src=src, tree_ident=applied.checkout.tree.ident,
+                                tree_hash=tree_hash(applied.checkout), config_text=merged.text(),
+                                config_key=merged.key(), defconfig=opts.defconfig, jobs=opts.jobs,
+                                ccache=opts.ccache)
+    with phase("build", f"{arch.name} (log: {log})", timings) as ph:
+        kernel = buildmod.build(req, log, lambda dotconfig: kconfig.require(merged, dotconfig, src, arch))
+        ph.update(f"{arch.name} {kernel.release} " + ("cached" if kernel.cached else f"built in {kernel.seconds:.0f}s"))
+    return kernel, merged
