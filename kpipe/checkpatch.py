@@ -1,0 +1,46 @@
+"""The tree's own scripts/checkpatch.pl on every patch of a series: errors fail a premerge, warnings are listed."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from . import proc
+from .checkout import Checkout
+from .errors import InfraError
+from .patches import Series
+
+_MSG = re.compile(r"^(ERROR|WARNING|CHECK): (.*)$")
+_TOTAL = re.compile(r"^total: (\d+) errors?, (\d+) warnings?")
+
+
+def parse(output: str) -> dict:
+    messages, where = [], ""
+    errors = warnings = 0
+    lines = output.splitlines()
+    for i, ln in enumerate(lines):
+        m = _MSG.match(ln)
+        if m:
+            # checkpatch prints the location ("#12: FILE: mm/mremap.c:496:") on the next line
+            nxt = lines[i + 1] if i + 1 < len(lines) else ""
+            where = nxt.strip() if nxt.startswith("#") else ""
+            messages.append(f"{m.group(1)}: {m.group(2)}" + (f" ({where})" if where else ""))
+        t = _TOTAL.match(ln)
+        if t:
+            errors, warnings = int(t.group(1)), int(t.group(2))
+    return {"errors": errors, "warnings": warnings, "messages": messages}
+
+
+def run_checkpatch(co: Checkout, series: Series, log: Path) -> list[dict]:
+    script = co.path / "scripts" / "checkpatch.pl"
+    if not script.is_file():
+        raise InfraError(f"{co.tree.spec} has no scripts/checkpatch.pl", fix="use a kernel tree that ships checkpatch")
+    out = []
+    for pf in series.patches:
+        cp = proc.run(["perl", str(script), "--no-color", "--no-signoff" if not pf.is_mail else "--signoff",
+                       str(pf.path)], cwd=co.path, check=False, timeout=300, what="checkpatch")
+        text = (cp.stdout or "") + (cp.stderr or "")
+        with open(log, "a") as f:
+            f.write(f"==== {pf.path.name}\n{text}\n")
+        res = parse(text)
+        out.append({"file": pf.path.name, **res, "exit": cp.returncode})
+    return out

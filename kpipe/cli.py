@@ -1,0 +1,64 @@
+"""Entry points behind the Invoke tasks: run a task, render errors, map everything to the exit-code contract,
+clean up children on Ctrl-C/SIGTERM, and print the one-line reproducer and verdict."""
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import time
+from typing import Callable
+
+from . import proc, progress
+from .errors import EXIT_INFRA, EXIT_MEANING, KpipeError
+
+BISECT_MAP = {0: 0, 1: 1, 2: 125, 3: 125, 4: 125}
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def reproducer(task: str, args: dict) -> str:
+    parts = ["invoke", task]
+    for k, v in args.items():
+        flag = "--" + k.replace("_", "-")
+        if v is None or v is False or v == () or v == []:
+            continue
+        if v is True:
+            parts.append(flag)
+        elif isinstance(v, (list, tuple)):
+            for item in v:
+                parts += [flag, str(item)]
+        else:
+            parts += [flag, str(v)]
+    return shlex.join(parts)
+
+
+def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: bool = False,
+             bisect_exit_codes: bool = False) -> int:
+    """Run ``fn`` (returns an exit code) under kpipe's error and signal handling."""
+    progress.set_mode("quiet" if quiet else "auto")
+    old = signal.signal(signal.SIGTERM, _sigterm)
+    start = time.monotonic()
+    repro = reproducer(task, args or {})
+    if not quiet:
+        print(f"kpipe: reproduce with: {repro}", file=sys.stderr)
+    try:
+        code = fn()
+    except KpipeError as e:
+        print(e.render(), file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("kpipe: interrupted: stopped every QEMU/make child; the cache was left consistent", file=sys.stderr)
+        code = EXIT_INFRA
+    finally:
+        proc.kill_all()
+        signal.signal(signal.SIGTERM, old)
+    secs = time.monotonic() - start
+    print(f"kpipe: {task}: exit {code} ({EXIT_MEANING.get(code, '?')}) after {secs:.1f}s", file=sys.stderr)
+    if bisect_exit_codes:
+        mapped = BISECT_MAP.get(code, 125)
+        print(f"kpipe: bisect exit code {mapped} ({'skip' if mapped == 125 else 'bad' if mapped else 'good'})",
+              file=sys.stderr)
+        return mapped
+    return code

@@ -1,0 +1,121 @@
+"""What each stage task does (fetch, apply, build, image, boot); workflows live in workflows.py.
+Each returns an exit code; errors are raised as KpipeError and rendered by cli.run_task."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import cache, image, qemu
+from .arches import resolve_arches
+from .build import Kernel, cached_kernel
+from .errors import EXIT_PASS, InfraError
+from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
+from .progress import note
+
+
+def _last_path(arch: str) -> Path:
+    return cache.cache_dir("last") / f"{arch}.json"
+
+
+def remember_kernel(k: Kernel) -> None:
+    _last_path(k.arch).write_text(json.dumps({"key": k.key, "release": k.release}))
+
+
+def last_kernel(arch) -> Kernel:
+    try:
+        key = json.loads(_last_path(arch.name).read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        key = None
+    k = cached_kernel(arch, key) if key else None
+    if k is None:
+        raise InfraError(f"no built {arch.name} kernel to boot", fix=f"run `invoke build --arch {arch.name}` first")
+    return k
+
+
+def fetch(opts: Options) -> int:
+    t = resolve_tree(opts)
+    print(f"{t.spec}: {t.base_label} {t.base[:12]}" + (f" (Debian {t.version})" if t.version else "") + f" in {t.repo}")
+    return EXIT_PASS
+
+
+def apply_only(opts: Options) -> int:
+    run_dir = new_run_dir(opts.out, "apply")
+    tree = resolve_tree(opts, run_dir / "fetch.log")
+    with locked_checkout(tree, run_dir / "apply.log") as co:
+        a = apply(co, series_of(opts), run_dir / "apply.log")
+    for p in a.patches:
+        print(f"{p.status:16} {p.file}  {p.subject}  {p.commit[:12]}")
+    print(f"scratch checkout {a.checkout.path} at {a.head[:12]} (base {tree.base_label})")
+    return EXIT_PASS
+
+
+def build(opts: Options) -> int:
+    run_dir = new_run_dir(opts.out, "build")
+    tree = resolve_tree(opts, run_dir / "fetch.log")
+    with locked_checkout(tree, run_dir / "apply.log") as co:
+        a = apply(co, series_of(opts), run_dir / "apply.log")
+        for arch in resolve_arches(opts.arch):
+            k, _ = build_kernel(arch, a, opts, run_dir / arch.name / "build.log")
+            remember_kernel(k)
+            print(f"{arch.name}: {k.release} {'cached' if k.cached else f'built in {k.seconds:.1f}s'}: {k.image}")
+            print(f"  vmlinux {k.vmlinux}\n  System.map {k.system_map}\n  .config {k.config}\n  headers {k.headers}\n"
+                  f"  compiler {k.compiler}\n  key {k.key}")
+    return EXIT_PASS
+
+
+def build_image(opts: Options) -> int:
+    run_dir = new_run_dir(opts.out, "image")
+    for arch in resolve_arches(opts.arch):
+        i = image.build_image(arch, run_dir / f"image-{arch.name}.log")
+        print(f"{arch.name}: {i.path} ({'cached' if i.cached else f'built in {i.seconds:.1f}s'}; key {i.key})")
+    return EXIT_PASS
+
+
+def boot(opts: Options, cmd: str | None, shell: bool) -> int:
+    arch = resolve_arches(opts.arch)[0]
+    kernel = last_kernel(arch)
+    run_dir = new_run_dir(opts.out, "boot")
+    initrd = image.build_image(arch, run_dir / "image.log")
+    note(f"booting {arch.name} {kernel.release}; console log {run_dir / 'serial.log'}")
+    with qemu.boot(arch, kernel.image, initrd, run_dir, accel=opts.accel, timeout=opts.boot_timeout) as guest:
+        note(f"{arch.name} ready in {guest.boot_seconds:.1f}s ({guest.accel}: {guest.accel_reason}); ssh port {guest.port}")
+        if shell:
+            return _interactive(guest)
+        res = guest.session.run(cmd or "uname -a", timeout=120)
+        sys.stdout.write(res.stdout)
+        sys.stderr.write(res.stderr)
+        if res.timed_out:
+            raise InfraError(f"command timed out in the guest: {cmd}")
+        return res.exit_status if cmd else EXIT_PASS
+
+
+def _interactive(guest) -> int:
+    """A shell on the guest over the same pinned SSH session (plain line mode)."""
+    import select
+    import termios
+    import tty
+    chan = guest.session.start_shell() if hasattr(guest.session, "start_shell") else None
+    if chan is None:
+        raise InfraError("interactive shell not supported by this session")
+    old = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
+    try:
+        if old:
+            tty.setraw(sys.stdin.fileno())
+        while True:
+            r, _, _ = select.select([chan, sys.stdin], [], [])
+            if chan in r:
+                data = chan.recv(4096)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if sys.stdin in r:
+                data = os.read(sys.stdin.fileno(), 1024)
+                if not data:
+                    break
+                chan.send(data)
+    finally:
+        if old:
+            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
+    return chan.recv_exit_status() if chan.exit_status_ready() else 0

@@ -1,0 +1,394 @@
+"""The three workflows users run: verify, premerge, bisect. Short functions that call the stages in order
+and decide the verdict; each returns a RunResult whose exit_code follows the contract in errors.py."""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import image, qemu, report, selftests, verifier
+from .arches import Arch, resolve_arches
+from .build import Kernel
+from .checkout import Checkout
+from .errors import EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, KernelError, KpipeError
+from .patches import Applied, Series
+from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
+from .progress import note, phase
+from .results import ArchResult, Finding, RunResult, Status, TestResult
+
+# Which exit code wins when arches disagree: a patch that does not apply or a build failure says the most.
+EXIT_PRIORITY = (EXIT_PATCH, EXIT_BUILD, EXIT_KERNEL, EXIT_INFRA, EXIT_PASS)
+VERDICT_OF = {EXIT_PASS: "pass", EXIT_KERNEL: "fail"}
+
+
+def worst(codes: list[int]) -> int:
+    for c in EXIT_PRIORITY:
+        if c in codes:
+            return c
+    return EXIT_PASS
+
+
+@dataclass
+class Prepared:
+    """What the build side hands the boot side for one arch."""
+    arch: Arch
+    kernel: Kernel
+    initrd: image.Initrd
+    verifier_bin: Path
+    policy: str
+    tests: list[selftests.BuiltTest]
+    ar: ArchResult
+    dir: Path
+
+
+@dataclass
+class Variant:
+    """One side of a run: its series and the result folder layout."""
+    name: str
+    series: Series
+    dir: Path
+    results: dict[str, ArchResult] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- one arch: build side, boot side
+
+def _arch_result(arch: Arch, applied: Applied | None) -> ArchResult:
+    ar = ArchResult(arch=arch.name)
+    if applied is not None:
+        t = applied.checkout.tree
+        ar.kernel = {"tree": t.spec, "base": applied.base, "base_label": t.base_label, "head": applied.head,
+                     "debian_version": t.version}
+        ar.patches = [p.__dict__ for p in applied.patches]
+    return ar
+
+
+def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, adir: Path) -> Prepared:
+    """Build side (needs the locked checkout): kernel, guest image, verifier, selftests."""
+    ar = _arch_result(arch, applied)
+    adir.mkdir(parents=True, exist_ok=True)
+    log = adir / "build.log"
+    ar.logs["build"] = str(log)
+    kernel, merged = build_kernel(arch, applied, opts, log, ar.phases)
+    ar.kernel["release"] = kernel.release
+    ar.config = {"fragments": [str(p) for p in merged.fragments], "missing": [],
+                 "conflicts": [c.describe() for c in merged.conflicts], "defconfig": opts.defconfig}
+    ar.build = {"seconds": kernel.seconds, "cached": kernel.cached, "key": kernel.key, "compiler": kernel.compiler,
+                "compiled": kernel.extra.get("compiled", []), "image": str(kernel.image)}
+    with phase("image", arch.name, ar.phases) as ph:
+        initrd = image.build_image(arch, adir / "image.log")
+        ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
+    src = applied.checkout.path
+    with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
+        policy = verifier.choose_policy(kernel.release, series.subjects, opts.expect)
+        vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin", adir / "userspace.log")
+        specs = selftests.plan(src, series.touched, opts.selftests)
+        tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin", adir / "userspace.log")
+        if opts.extra_tests:
+            tests += selftests.build_extra_tests([Path(f) for f in opts.extra_tests], arch, kernel.headers,
+                                                 adir / "bin", adir / "userspace.log")
+    ar.kernel["policy"] = policy
+    return Prepared(arch, kernel, initrd, vbin, policy, tests, ar, adir)
+
+
+def test_arch(prep: Prepared, opts: Options) -> ArchResult:
+    """Boot side: boot, push and run the verifier and the selftests, collect dmesg, judge."""
+    ar, adir = prep.ar, prep.dir
+    ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
+    expectations = verifier.load_expectations()
+    t_boot = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        with phase("boot", prep.arch.name, ar.phases) as ph:
+            guest = stack.enter_context(qemu.boot(prep.arch, prep.kernel.image, prep.initrd, adir, accel=opts.accel,
+                                                  timeout=opts.boot_timeout, collect_dmesg=False))
+            ph.update(f"{prep.arch.name} {guest.accel} ({guest.boot_seconds:.1f}s to ready)")
+        ar.boot = {"seconds": guest.boot_seconds, "ssh_seconds": guest.ssh_seconds, "accel": guest.accel,
+                   "accel_reason": guest.accel_reason, "findings": []}
+        try:
+            with phase("run", f"{prep.arch.name} verifier ({prep.policy})", ar.phases):
+                ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations, adir)
+            if prep.tests:
+                with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
+                    ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir)
+            with phase("dmesg", prep.arch.name, ar.phases):
+                ar.findings += guest.collect_dmesg("dmesg.log")
+        finally:
+            ar.findings += guest.findings()
+    ar.boot["findings"] = [f"{f.source}: {f.kind}: {f.line}" for f in ar.findings]
+    ar.phases["boot+tests"] = round(time.monotonic() - t_boot, 3)
+    return judge(ar)
+
+
+def judge(ar: ArchResult) -> ArchResult:
+    failed = [t for t in ar.tests if any(x.status == Status.FAIL for x in t.walk())]
+    errored = [t for t in ar.tests if any(x.status == Status.ERROR for x in t.walk())]
+    if failed or ar.findings:
+        ar.verdict, ar.exit_code = "fail", EXIT_KERNEL
+        why = [f"{t.suite}/{t.name}" for t in failed] + [f"{f.kind} in {f.source}" for f in ar.findings]
+        ar.error = "kernel misbehaved: " + ", ".join(why[:8]) + (" ..." if len(why) > 8 else "")
+    elif errored:
+        ar.verdict, ar.exit_code = "error", EXIT_INFRA
+        ar.error = "tests could not run: " + ", ".join(f"{t.suite}/{t.name}" for t in errored[:8])
+    else:
+        ar.verdict, ar.exit_code = "pass", EXIT_PASS
+    return ar
+
+
+def _record_error(ar: ArchResult, e: KpipeError) -> ArchResult:
+    ar.exit_code = e.exit_code
+    ar.verdict = VERDICT_OF.get(e.exit_code, "error")
+    ar.error = e.message
+    if isinstance(e, KernelError):
+        ar.findings.append(Finding(kind="panic", source="console", line=e.message, context=tuple(e.detail)))
+    if e.detail:
+        ar.error += "\n" + "\n".join(e.detail)
+    if e.log:
+        ar.logs["failure"] = e.log
+    note(e.render())
+    return ar
+
+
+# ---------------------------------------------------------------- a variant over arches
+
+def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: Path, log_dir: Path,
+                co: Checkout, timings: dict) -> dict[str, ArchResult]:
+    """Apply ``series`` and verify each arch: builds one after another (each uses every core), each arch's
+    boot and tests start as soon as its build is done, overlapping the next arch's build."""
+    results: dict[str, ArchResult] = {}
+    try:
+        applied = apply(co, series, log_dir / "apply.log", timings)
+    except KpipeError as e:
+        for a in arches:
+            results[a.name] = _record_error(_arch_result(a, None), e)
+            results[a.name].kernel = {"tree": tree.spec, "base": tree.base, "base_label": tree.base_label}
+        return results
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(arches)) as pool:
+        futures = {}
+        for a in arches:
+            adir = vdir / a.name
+            try:
+                prep = prepare_arch(a, applied, series, opts, adir)
+            except KpipeError as e:
+                results[a.name] = _record_error(_arch_result(a, applied), e)
+                continue
+            futures[a.name] = (pool.submit(test_arch, prep, opts), prep)
+        for name, (fut, prep) in futures.items():
+            try:
+                results[name] = fut.result()
+            except KpipeError as e:
+                results[name] = _record_error(prep.ar, e)
+    return {a.name: results[a.name] for a in arches}
+
+
+def _finish(run: RunResult, run_dir: Path, started: float) -> RunResult:
+    codes = [ar.exit_code for ar in run.arches.values()] + [run.extra.get("exit_code_extra", EXIT_PASS)]
+    run.exit_code = worst(codes)
+    run.verdict = VERDICT_OF.get(run.exit_code, "error")
+    run.seconds = round(time.monotonic() - started, 2)
+    report.write_all(run, run_dir)
+    return run
+
+
+def _new_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path]:
+    run_dir = new_run_dir(opts.out, workflow)
+    run = RunResult(workflow=workflow, reproducer=repro, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    out_dir=str(run_dir))
+    note(f"{workflow}: output folder {run_dir} (logs, result.json, junit.xml, summary.md, report.html)")
+    return run, run_dir
+
+
+# ---------------------------------------------------------------- verify
+
+def verify(opts: Options, repro: str = "") -> RunResult:
+    started = time.monotonic()
+    arches = resolve_arches(opts.arch)
+    series = series_of(opts)
+    run, run_dir = _new_run("verify", opts, repro)
+    timings: dict = {}
+    try:
+        tree = resolve_tree(opts, run_dir / "fetch.log", timings)
+        with locked_checkout(tree, run_dir / "apply.log") as co:
+            run.arches = run_variant(arches, tree, series, opts, run_dir, run_dir, co, timings)
+    except KpipeError as e:
+        for a in arches:
+            run.arches.setdefault(a.name, _record_error(_arch_result(a, None), e))
+    run.extra["phases"] = timings
+    return _finish(run, run_dir, started)
+
+
+# ---------------------------------------------------------------- premerge
+
+def compare(base: list[TestResult], patched: list[TestResult]) -> list[dict]:
+    """Per test: fixed (fail->pass), regressed (pass->fail), unchanged, new, gone."""
+    def flat(ts):
+        return {f"{t.suite}/{name}": t for top in ts for t, name in _walk_named(top)}
+    b, p = flat(base), flat(patched)
+    rows = []
+    for name in sorted(set(b) | set(p)):
+        bs = b[name].status if name in b else None
+        ps = p[name].status if name in p else None
+        if bs is None:
+            change = "new"
+        elif ps is None:
+            change = "gone"
+        elif bs.bad and ps == Status.PASS:
+            change = "fixed"
+        elif bs == Status.PASS and ps.bad:
+            change = "regressed"
+        else:
+            change = "unchanged"
+        rows.append({"test": name, "baseline": bs.value if bs else "", "patched": ps.value if ps else "",
+                     "change": change,
+                     "baseline_observed": b[name].observed if name in b else "",
+                     "patched_observed": p[name].observed if name in p else ""})
+    return rows
+
+
+def _walk_named(t: TestResult, prefix: str = ""):
+    name = prefix + t.name
+    yield t, name
+    for s in t.subtests:
+        yield from _walk_named(s, name + "/")
+
+
+def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations) -> dict:
+    """The verifier cases whose expected outcome differs between the baseline's and the patched kernel's
+    policies must behave as each policy says: that proves the tests exercise the patch."""
+    bp, pp = base_ar.kernel.get("policy"), patched_ar.kernel.get("policy")
+    if not bp or not pp:
+        return {"cases": [], "ok": False, "why": "one side did not run"}
+    bcol, pcol = expectations.column(bp), expectations.column(pp)
+    cases = [c for c in expectations.cases if bcol[c] != pcol[c]]
+    bt = {t.name: t for t in base_ar.tests if t.suite == "verifier"}
+    pt = {t.name: t for t in patched_ar.tests if t.suite == "verifier"}
+    rows = []
+    for c in cases:
+        b, p = bt.get(c), pt.get(c)
+        rows.append({"case": c, "baseline_expected": bcol[c],
+                     "baseline_observed": b.observed if b else "missing",
+                     "patched_expected": pcol[c],
+                     "patched_observed": p.observed if p else "missing",
+                     "flipped": bool(b and p and b.status == Status.PASS and p.status == Status.PASS)})
+    ok = bool(rows) and all(r["flipped"] for r in rows)
+    why = "" if ok else ("NOTHING FLIPS: the baseline and patched policies expect the same outcome for every "
+                         f"case ({bp} vs {pp}); the tests do not exercise this series" if not rows
+                         else "some cases did not flip as the policies expect")
+    return {"baseline_policy": bp, "patched_policy": pp, "cases": rows, "ok": ok, "why": why}
+
+
+def premerge(opts: Options, repro: str = "") -> RunResult:
+    from . import checkpatch
+
+    started = time.monotonic()
+    arches = resolve_arches(opts.arch or "all")
+    series = series_of(opts)
+    run, run_dir = _new_run("premerge", opts, repro)
+    timings: dict = {}
+    variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
+                Variant("patched", series, run_dir / "patched")]
+    extra_code = EXIT_PASS
+    try:
+        tree = resolve_tree(opts, run_dir / "fetch.log", timings)
+        with locked_checkout(tree, run_dir / "apply.log") as co:
+            with phase("checkpatch", f"{len(series.patches)} patch(es)", timings):
+                cp = checkpatch.run_checkpatch(co, series, run_dir / "checkpatch.log")
+            for v in variants:
+                v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings)
+    except KpipeError as e:
+        note(e.render())
+        run.extra["error"] = e.message
+        extra_code = e.exit_code
+        cp = []
+    base, patched = variants
+    expectations = verifier.load_expectations()
+    per_arch = {}
+    for a in arches:
+        b, p = base.results.get(a.name), patched.results.get(a.name)
+        if b is None or p is None:
+            continue
+        comp = compare(b.tests, p.tests)
+        flip = expected_flip(b, p, expectations)
+        base_lines = {_norm(f.line) for f in b.findings}
+        new_findings = [f"{f.source}: {f.kind}: {f.line}" for f in p.findings if _norm(f.line) not in base_lines]
+        regressed = [r["test"] for r in comp if r["change"] == "regressed"]
+        new_failing = [r["test"] for r in comp if r["change"] == "new" and r["patched"] in ("fail", "error")]
+        reasons = []
+        if regressed:
+            reasons.append(f"regressed: {', '.join(regressed)}")
+        if new_failing:
+            reasons.append(f"new tests failing on the patched kernel: {', '.join(new_failing)}")
+        if new_findings:
+            reasons.append(f"{len(new_findings)} new kernel finding(s) in the patched kernel")
+        if not flip["ok"]:
+            reasons.append(flip["why"])
+        infra = []
+        for side, r in (("baseline", b), ("patched", p)):
+            if r.exit_code not in (EXIT_PASS, EXIT_KERNEL):
+                infra.append(r.exit_code)
+                reasons.append(f"{side} could not be verified: {(r.error or '').splitlines()[0] if r.error else r.exit_code}")
+        kernel_bad = bool(regressed or new_failing or new_findings or not flip["ok"])
+        code = worst(infra + ([EXIT_KERNEL] if kernel_bad else []))
+        per_arch[a.name] = {"comparison": comp, "flip": flip, "new_findings": new_findings, "reasons": reasons,
+                            "exit_code": code, "verdict": VERDICT_OF.get(code, "error"),
+                            "baseline": {"verdict": b.verdict, "exit_code": b.exit_code, "error": b.error},
+                            "patched": {"verdict": p.verdict, "exit_code": p.exit_code, "error": p.error}}
+        # the run's per-arch result is the patched kernel's, with the premerge verdict
+        ar = replace(p)
+        ar.exit_code, ar.verdict = code, VERDICT_OF.get(code, "error")
+        if reasons:
+            ar.error = "; ".join(reasons)
+        run.arches[a.name] = ar
+    for a in arches:
+        if a.name not in run.arches:
+            run.arches[a.name] = patched.results.get(a.name) or base.results.get(a.name) or \
+                ArchResult(arch=a.name, error=run.extra.get("error", "not run"))
+    cp_errors = sum(r["errors"] for r in cp)
+    if cp_errors:
+        extra_code = worst([extra_code, EXIT_KERNEL])
+    run.extra.update({"premerge": per_arch, "checkpatch": cp, "exit_code_extra": extra_code,
+                      "baseline": {k: v for k, v in base.results.items()}, "phases": timings})
+    return _finish(run, run_dir, started)
+
+
+def _norm(line: str) -> str:
+    from .findings import strip_timestamp
+    return strip_timestamp(line).strip()
+
+
+# ---------------------------------------------------------------- bisect
+
+BISECT_EXIT = {EXIT_PASS: "good", EXIT_KERNEL: "bad"}
+
+
+def step_mark(code: int, build_failure_is_bad: bool) -> str:
+    if code == EXIT_BUILD and build_failure_is_bad:
+        return "bad"
+    return BISECT_EXIT.get(code, "skip")
+
+
+def bisect(opts: Options, good: str, bad: str, build_failure_is_bad: bool = False, series_mode: bool = False,
+           repro: str = "") -> RunResult:
+    from . import bisection
+    started = time.monotonic()
+    arches = resolve_arches(opts.arch)
+    run, run_dir = _new_run("bisect", opts, repro)
+    timings: dict = {}
+    try:
+        if series_mode:
+            outcome = bisection.bisect_series(arches, opts, run_dir, timings, build_failure_is_bad)
+        else:
+            outcome = bisection.bisect_commits(arches, opts, good, bad, run_dir, timings, build_failure_is_bad)
+    except KpipeError as e:
+        note(e.render())
+        run.exit_code = e.exit_code
+        run.verdict = "error"
+        run.extra["error"] = e.message
+        report.write_all(run, run_dir)
+        return run
+    run.extra.update({"bisect": outcome, "phases": timings})
+    for a in arches:
+        run.arches[a.name] = ArchResult(arch=a.name, verdict="pass" if outcome.get("first_bad") else "error",
+                                        exit_code=EXIT_PASS if outcome.get("first_bad") else EXIT_INFRA)
+    run.extra["exit_code_extra"] = EXIT_PASS if outcome.get("first_bad") else EXIT_INFRA
+    return _finish(run, run_dir, started)
