@@ -37,7 +37,19 @@ def _opts(arch=None, tree=None, base=None, series=None, patch=None, no_patches=F
                    jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None)
 
 
+def _resolved(args):
+    """The options as the run will use them, for the one-line reproducer."""
+    from kpipe.arches import host_arch_name
+    out = dict(args)
+    if "tree" in out:
+        out["tree"] = out["tree"] or "debian:5.10"
+    if "arch" in out:
+        out["arch"] = out["arch"] or host_arch_name()
+    return out
+
+
 def _run(name, fn, args, quiet=False, bisect_exit_codes=False):
+    args = _resolved(args)
     code = run_task(name, fn, args, quiet=quiet, bisect_exit_codes=bisect_exit_codes)
     if code:
         raise Exit(code=code)
@@ -108,7 +120,7 @@ def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patch
                 defconfig=defconfig, accel=accel, expect=expect, selftests=selftests, extra_test=extra_test, out=out,
                 jobs=jobs, boot_timeout=boot_timeout)
     from kpipe.cli import reproducer
-    repro = reproducer("verify", {**args, "bisect_exit_codes": bisect_exit_codes})
+    repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _run("verify", lambda: workflows.verify(_opts(**args), repro).exit_code,
          {**args, "bisect_exit_codes": bisect_exit_codes}, quiet, bisect_exit_codes)
 
@@ -122,7 +134,7 @@ def premerge(c, arch="all", tree=None, base=None, series=None, patch=None, kconf
     from kpipe.cli import reproducer
     args = dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig, defconfig=defconfig,
                 accel=accel, selftests=selftests, extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout)
-    repro = reproducer("premerge", args)
+    repro = reproducer("premerge", _resolved(args))
     _run("premerge", lambda: workflows.premerge(_opts(**args), repro).exit_code, args, quiet)
 
 
@@ -142,7 +154,7 @@ def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None
                 jobs=jobs, boot_timeout=boot_timeout, build_failure_is_bad=build_failure_is_bad,
                 series_mode=series_mode)
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
-    repro = reproducer("bisect", args)
+    repro = reproducer("bisect", _resolved(args))
     _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad, build_failure_is_bad,
                                             series_mode, repro).exit_code, args, quiet)
 

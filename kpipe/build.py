@@ -57,6 +57,7 @@ class BuildRequest:
     defconfig: str = "tinyconfig"
     jobs: int = 0             # 0: all cores
     ccache: bool | None = None  # None: use it when installed
+    use_cache: bool = True    # False: ignore the artifact cache (the benchmark's cold build)
 
 
 def compiler_version(arch: Arch) -> str:
@@ -146,14 +147,14 @@ def build(req: BuildRequest, log: Path, validate) -> Kernel:
     arch = req.arch
     compiler = compiler_version(arch)
     key = content_key(req, compiler)
-    hit = cached_kernel(arch, key)
+    hit = cached_kernel(arch, key) if req.use_cache else None
     if hit is not None:
         return hit
     cc = use_ccache(req.ccache)
     bdir = build_dir(req, cc)
     jobs = req.jobs or os.cpu_count() or 1
     with cache.file_lock(bdir.parent / f"{bdir.name}.lock", f"{arch.name} build folder"):
-        hit = cached_kernel(arch, key)          # another run may have built it while we waited
+        hit = cached_kernel(arch, key) if req.use_cache else None   # another run may have built it meanwhile
         if hit is not None:
             return hit
         start = time.monotonic()

@@ -6,10 +6,11 @@ import shlex
 import signal
 import sys
 import time
+import traceback
 from typing import Callable
 
 from . import proc, progress
-from .errors import EXIT_INFRA, EXIT_MEANING, KpipeError
+from .errors import EXIT_INFRA, EXIT_MEANING, InfraError, KpipeError
 
 BISECT_MAP = {0: 0, 1: 1, 2: 125, 3: 125, 4: 125}
 
@@ -22,7 +23,7 @@ def reproducer(task: str, args: dict) -> str:
     parts = ["invoke", task]
     for k, v in args.items():
         flag = "--" + k.replace("_", "-")
-        if v is None or v is False or v == () or v == []:
+        if v is None or v is False or v == () or v == [] or (k == "jobs" and not v):
             continue
         if v is True:
             parts.append(flag)
@@ -51,6 +52,13 @@ def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: 
     except KeyboardInterrupt:
         print("kpipe: interrupted: stopped every QEMU/make child; the cache was left consistent", file=sys.stderr)
         code = EXIT_INFRA
+    except Exception as e:      # a bug or an unforeseen host problem: never let it pass for exit 1 (kernel verdict)
+        traceback.print_exc(file=sys.stderr)
+        err = InfraError(f"unexpected {type(e).__name__}: {e}",
+                         fix="check the message above (a path or permission problem?); if it persists, report it "
+                             "with the traceback and the reproducer line")
+        print(err.render(), file=sys.stderr)
+        code = err.exit_code
     finally:
         proc.kill_all()
         signal.signal(signal.SIGTERM, old)

@@ -82,12 +82,13 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     src = applied.checkout.path
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
         policy = verifier.choose_policy(kernel.release, series.subjects, opts.expect)
-        vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin", adir / "userspace.log")
+        vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
         specs = selftests.plan(src, series.touched, opts.selftests)
-        tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin", adir / "userspace.log")
+        tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin" / "selftests",
+                                         adir / "userspace.log")
         if opts.extra_tests:
             tests += selftests.build_extra_tests([Path(f) for f in opts.extra_tests], arch, kernel.headers,
-                                                 adir / "bin", adir / "userspace.log")
+                                                 adir / "bin" / "extra", adir / "userspace.log")
     ar.kernel["policy"] = policy
     return Prepared(arch, kernel, initrd, vbin, policy, tests, ar, adir)
 

@@ -1,36 +1,68 @@
-"""Shared, session-scoped fixtures. TEMPORARY: kernels come from KPIPE_TEST_PREBUILT (default /tmp/kb) until
-the build stage lands; then they are built once per session through kpipe.build."""
+"""Session fixtures shared by every test: the Debian 5.10 tree and its kernels, built once per session
+through kpipe's own stages (and reused from kpipe's cache across sessions), and a guard that no QEMU child
+outlives a test."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
 
+from kpipe.arches import ARCHES
 from kpipe.build import Kernel
+from kpipe.pipeline import Options, apply, build_kernel, locked_checkout, resolve_tree, series_of
 
-PREBUILT = Path(os.environ.get("KPIPE_TEST_PREBUILT", "/tmp/kb"))
-SRC = Path(os.environ.get("KPIPE_TEST_SRC", "/tmp/k510/linux-source-5.10"))
-_IMAGE = {"x86_64": "arch/x86/boot/bzImage", "arm64": "arch/arm64/boot/Image"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _qemu_children() -> list[str]:
+    me = str(os.getpid())
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            comm = stat.read_text().split("(", 1)[1].rsplit(")", 1)[0]
+        except (OSError, IndexError):
+            continue
+        if fields[1] == me and comm.startswith("qemu-system"):
+            out.append(f"{stat.parent.name} {comm}")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_qemu_left_behind():
+    yield
+    left = _qemu_children()
+    assert not left, f"QEMU processes left behind by this test: {left}"
 
 
 @pytest.fixture(scope="session")
-def kernels() -> dict[str, Kernel]:
+def tree510():
+    return resolve_tree(Options())
+
+
+def _build_all(tree, opts: Options, logdir: Path) -> dict[str, Kernel]:
     out = {}
-    for arch, rel in _IMAGE.items():
-        d = PREBUILT / arch
-        if not (d / rel).is_file():
-            continue
-        release = (d / "include/config/kernel.release").read_text().strip()
-        out[arch] = Kernel(arch=arch, image=d / rel, vmlinux=d / "vmlinux", system_map=d / "System.map",
-                           config=d / ".config", headers=d / "hdr", release=release, compiler="gcc",
-                           tree_src=SRC)
-    if not out:
-        pytest.skip("no prebuilt kernels")
+    with locked_checkout(tree) as co:
+        applied = apply(co, series_of(opts), logdir / "apply.log")
+        for name in sorted(ARCHES):
+            out[name], _ = build_kernel(ARCHES[name], applied, opts, logdir / f"build-{name}.log")
     return out
 
 
 @pytest.fixture(scope="session")
-def tree_src() -> Path:
-    return SRC
+def kernels(tree510, tmp_path_factory) -> dict[str, Kernel]:
+    """Debian 5.10 without patches, both arches (the pre-patch kernel)."""
+    return _build_all(tree510, Options(no_patches=True), tmp_path_factory.mktemp("build-baseline"))
+
+
+@pytest.fixture(scope="session")
+def patched_kernels(tree510, kernels, tmp_path_factory) -> dict[str, Kernel]:
+    """Debian 5.10 with the shipped series, both arches (built after the baseline: incremental)."""
+    return _build_all(tree510, Options(), tmp_path_factory.mktemp("build-patched"))
+
+
+@pytest.fixture(scope="session")
+def tree_src(tree510) -> Path:
+    """The 5.10 sources (kpipe's scratch worktree); read it, never write it."""
+    return tree510.worktree

@@ -1,0 +1,248 @@
+"""`invoke bench`: kpipe against the raw commands doing the same work, side by side in one run.
+
+Rows (per arch unless noted), each with kpipe seconds, raw seconds and their ratio:
+  cold       kpipe build in an empty build folder, no artifact cache, no ccache
+             vs raw: make tinyconfig + fragments + olddefconfig + make -jN + headers_install in an empty O=
+  warm       a one-line patch edit -> verdict (`verify`: apply, incremental build, boot, verifier + selftests)
+             vs raw: incremental make after the same kind of edit + raw QEMU boot to the ready marker +
+             the same test binaries pushed and run with the OpenSSH client
+  unchanged  re-verify with nothing changed (the build is skipped by its content key)
+             vs raw: QEMU boot + the same binaries over ssh (no make)
+  all        `verify --arch all` (unchanged) vs the slower single arch's unchanged verify
+  premerge   `premerge --arch all`, warm
+The raw commands are the physical limit: a ratio of 1.0 means kpipe adds nothing.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from . import build as buildmod
+from . import cache, image, kconfig, proc, qemu, workflows
+from .arches import Arch, resolve_arches
+from .checkout import tree_hash
+from .errors import EXIT_PASS, InfraError
+from .pipeline import Options, apply, locked_checkout, new_run_dir, resolve_tree, series_of
+from .progress import note, phase
+from .tree import git
+
+TARGETS = {"cold": 1.10, "warm": 1.5, "unchanged_seconds": 8.0, "all": 1.3, "premerge_seconds": 60.0}
+
+
+def _timed(fn) -> tuple[float, object]:
+    t = time.monotonic()
+    out = fn()
+    return round(time.monotonic() - t, 2), out
+
+
+# ---------------------------------------------------------------- cold
+
+def bench_cold(arch: Arch, tree, run_dir: Path) -> dict:
+    opts = Options()
+    nonce = uuid.uuid4().hex[:8]
+    merged = kconfig.merge([kconfig.parse_fragment(p) for p in kconfig.default_fragments(arch)])
+    raw_dir = cache.cache_dir("bench") / f"raw-{arch.name}-{nonce}"
+    kp_ident = f"bench-{nonce}"
+    try:
+        with locked_checkout(tree) as co:
+            applied = apply(co, series_of(opts), run_dir / "apply.log")
+            req = buildmod.BuildRequest(arch=arch, src=co.path, tree_ident=kp_ident, tree_hash=tree_hash(co),
+                                        config_text=merged.text(), config_key=merged.key(), ccache=False,
+                                        use_cache=False)
+            with phase("bench", f"cold kpipe build {arch.name}"):
+                k_secs, kern = _timed(lambda: buildmod.build(
+                    req, run_dir / f"cold-kpipe-{arch.name}.log",
+                    lambda dc: kconfig.require(merged, dc, co.path, arch)))
+            shutil.rmtree(buildmod.build_dir(req, False), ignore_errors=True)
+            raw_dir.mkdir(parents=True)
+            log = run_dir / f"cold-raw-{arch.name}.log"
+            mk = ["make", "-C", str(co.path), f"O={raw_dir}", *arch.make_vars]
+            jobs = f"-j{os.cpu_count() or 1}"
+
+            def raw():
+                proc.run([*mk, "tinyconfig"], log=log)
+                with open(raw_dir / ".config", "a") as f:
+                    f.write(merged.text())
+                proc.run([*mk, "olddefconfig"], log=log)
+                proc.run([*mk, jobs, arch.image_target], log=log, timeout=7200)
+                proc.run([*mk, "headers_install", f"INSTALL_HDR_PATH={raw_dir}/hdr"], log=log)
+            with phase("bench", f"cold raw make {arch.name}"):
+                r_secs, _ = _timed(raw)
+    finally:
+        shutil.rmtree(raw_dir, ignore_errors=True)
+    return _row("cold", arch.name, k_secs, r_secs, TARGETS["cold"],
+                note=f"kpipe {kern.seconds:.1f}s inside build() (no ccache, no artifact cache)")
+
+
+# ---------------------------------------------------------------- warm / unchanged
+
+def _edit_patch(src_text: str, nonce: str, path: Path) -> Path:
+    """A one-line edit of mm/mremap.c (a comment), as a plain git diff."""
+    lines = src_text.splitlines(keepends=True)
+    new = lines[:1] + [f"/* kpipe bench edit {nonce} */\n"] + lines[1:]
+    diff = difflib.unified_diff(lines, new, "a/mm/mremap.c", "b/mm/mremap.c", n=3)
+    path.write_text("diff --git a/mm/mremap.c b/mm/mremap.c\n" + "".join(diff))
+    return path
+
+
+def _verify(opts: Options, out: Path) -> tuple[float, object]:
+    secs, run = _timed(lambda: workflows.verify(replace(opts, out=str(out))))
+    if run.exit_code != EXIT_PASS:
+        raise InfraError(f"benchmark verify run did not pass (exit {run.exit_code}); see {out}/summary.md")
+    return secs, run
+
+
+def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries: list[tuple[Path, list[str]]],
+                       work: Path) -> float:
+    """Raw QEMU to the ready marker, then the OpenSSH client pushes and runs the same binaries."""
+    work.mkdir(parents=True, exist_ok=True)
+    ov = image.make_overlay(work)
+    joined = image.join_archives([initrd.path, ov.path], work / "initrd.cpio.gz")
+    lease = qemu.PortLease()
+    port = lease.port
+    cmd = qemu.qemu_command(arch, kernel, accel="tcg", append=qemu.kernel_cmdline(arch), initrd=joined, ssh_port=port)
+    ssh = ["ssh", "-q", "-i", str(ov.client_key_path), "-p", str(port), "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@127.0.0.1"]
+    t0 = time.monotonic()
+    p = proc.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        lease.release()
+        for raw in p.stdout:
+            if initrd.ready_marker.encode() in raw:
+                break
+        else:
+            raise InfraError("raw QEMU exited before the ready marker")
+        while subprocess.run([*ssh, "true"], capture_output=True, timeout=30).returncode != 0:
+            if time.monotonic() - t0 > 120:
+                raise InfraError("raw ssh never answered")
+            time.sleep(0.2)
+        scp = ["scp", "-q", "-i", str(ov.client_key_path), "-P", str(port), "-o", "StrictHostKeyChecking=no",
+               "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes"]
+        subprocess.run([*ssh, "mkdir -p /tmp/raw"], check=True, timeout=30)
+        subprocess.run([*scp, *[str(b) for b, _ in binaries], "root@127.0.0.1:/tmp/raw/"], check=True, timeout=120,
+                       capture_output=True)
+        for b, args in binaries:
+            subprocess.run([*ssh, "cd /tmp/raw && ./" + b.name + " " + " ".join(args) + " >/dev/null 2>&1; true"],
+                           timeout=600)
+        subprocess.run([*ssh, "reboot -f"], timeout=30, capture_output=True)
+        p.wait(timeout=60)
+        return round(time.monotonic() - t0, 2)
+    finally:
+        proc.kill_group(p)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _binaries(run_dir: Path, arch: str, run) -> list[tuple[Path, list[str]]]:
+    """The verifier and selftest binaries kpipe ran, with the arguments it gave them."""
+    from .verifier import BINARY_NAME
+    bindir = run_dir / arch / "bin"
+    out = [(bindir / BINARY_NAME, ["-e", "/dev/null"])]
+    ar = run.arches[arch]
+    for t in ar.tests:
+        if t.suite == "selftests":
+            pass
+    for f in sorted(bindir.iterdir()) if bindir.is_dir() else []:
+        if f.is_file() and os.access(f, os.X_OK) and f.name != BINARY_NAME:
+            out.append((f, []))
+    return out
+
+
+def bench_warm(arch: Arch, tree, run_dir: Path) -> list[dict]:
+    rows = []
+    base_opts = Options(arch=arch.name, accel="tcg")
+    # settle: the shipped series built and verified once (not timed)
+    _verify(base_opts, run_dir / f"settle-{arch.name}")
+    src_text = git(tree.worktree, "show", "HEAD:mm/mremap.c").stdout
+    series_file = run_dir / f"series-{arch.name}"
+    seed = [str(p.path) for p in series_of(Options()).patches]
+    nonce = uuid.uuid4().hex[:8]
+    edit = _edit_patch(src_text, nonce, run_dir / f"edit-{arch.name}-{nonce}.patch")
+    series_file.write_text("\n".join(seed + [str(edit)]) + "\n")
+    opts = replace(base_opts, series=str(series_file))
+    k_warm, run = _verify(opts, run_dir / f"warm-{arch.name}")
+    kern_image = Path(run.arches[arch.name].build["image"])
+    initrd = image.build_image(arch)
+    bins = _binaries(run_dir / f"warm-{arch.name}", arch.name, run)
+    # raw warm: another one-line edit in the same build folder, raw make, raw boot + tests
+    wt = tree.worktree
+    bdir = Path(json.loads((Path(run.arches[arch.name].build["image"]).parent / cache.MANIFEST).read_text())
+                ["meta"]["build_dir"])
+    target = wt / "mm/mremap.c"
+    original = target.read_bytes()
+    try:
+        target.write_bytes(original + f"/* raw bench edit {nonce} */\n".encode())
+        mk = ["make", "-C", str(wt), f"O={bdir}", *arch.make_vars]
+        if bdir.name.endswith("-ccache"):
+            mk.append(f"CC=ccache {arch.cc}")
+        r_make, _ = _timed(lambda: proc.run([*mk, f"-j{os.cpu_count() or 1}", arch.image_target],
+                                            log=run_dir / f"warm-raw-{arch.name}.log",
+                                            env={"CCACHE_DIR": str(cache.cache_dir("ccache"))}))
+    finally:
+        target.write_bytes(original)
+    r_boot = _raw_boot_and_test(arch, kern_image, initrd, bins, run_dir / f"raw-{arch.name}")
+    rows.append(_row("warm", arch.name, k_warm, round(r_make + r_boot, 2), TARGETS["warm"],
+                     note=f"raw = make {r_make}s + boot/tests {r_boot}s"))
+    k_unch, _ = _verify(opts, run_dir / f"unchanged-{arch.name}")
+    rows.append(_row("unchanged", arch.name, k_unch, r_boot, None,
+                     note=f"target <= {TARGETS['unchanged_seconds']:.0f}s per arch; raw = boot/tests only",
+                     ok=k_unch <= TARGETS["unchanged_seconds"]))
+    rows[-1]["series"] = str(series_file)
+    return rows
+
+
+def _row(phase_name: str, arch: str, kp: float, raw: float | None, target: float | None, note: str = "",
+         ok: bool | None = None) -> dict:
+    ratio = round(kp / raw, 2) if raw else None
+    if ok is None and target is not None and ratio is not None:
+        ok = ratio <= target
+    return {"phase": phase_name, "arch": arch, "kpipe_s": kp, "raw_s": raw, "ratio": ratio, "target": target,
+            "ok": ok, "note": note}
+
+
+def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = False) -> int:
+    run_dir = new_run_dir(out, "bench")
+    arches = resolve_arches(arch_spec)
+    tree = resolve_tree(Options(), run_dir / "fetch.log")
+    rows: list[dict] = []
+    if not quick:
+        for a in arches:
+            rows.append(bench_cold(a, tree, run_dir))
+    unchanged: dict[str, tuple[float, str]] = {}
+    for a in arches:
+        r = bench_warm(a, tree, run_dir)
+        rows += r
+        unchanged[a.name] = (r[-1]["kpipe_s"], r[-1]["series"])
+    if len(arches) > 1:
+        series = next(iter(unchanged.values()))[1]
+        # every arch's edit in one series would change the kernels; use the first arch's series for all,
+        # settle once (builds), then time the unchanged `all` run
+        _verify(Options(arch="all", accel="tcg", series=series), run_dir / "all-settle")
+        singles = {}
+        for a in arches:
+            singles[a.name], _ = _verify(Options(arch=a.name, accel="tcg", series=series), run_dir / f"all-single-{a.name}")
+        k_all, _ = _verify(Options(arch="all", accel="tcg", series=series), run_dir / "all")
+        slower = max(singles.values())
+        rows.append(_row("all", "all", k_all, slower, TARGETS["all"], note="raw = the slower single arch, kpipe"))
+        p_secs, prun = _timed(lambda: workflows.premerge(Options(arch="all", accel="tcg", out=str(run_dir / "premerge"))))
+        _timed(lambda: None)
+        p_secs, prun = _timed(lambda: workflows.premerge(Options(arch="all", accel="tcg", out=str(run_dir / "premerge2"))))
+        rows.append(_row("premerge", "all", p_secs, None, None, note=f"warm; target <= {TARGETS['premerge_seconds']:.0f}s; "
+                         f"verdict {prun.verdict}", ok=p_secs <= TARGETS["premerge_seconds"]))
+    machine = {"cpus": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release(),
+               "python": platform.python_version(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (run_dir / "bench.json").write_text(json.dumps({"machine": machine, "rows": rows, "targets": TARGETS}, indent=2))
+    lines = [f"{'phase':<10} {'arch':<7} {'kpipe s':>8} {'raw s':>8} {'ratio':>6}  ok   note"]
+    for r in rows:
+        lines.append(f"{r['phase']:<10} {r['arch']:<7} {r['kpipe_s']:>8} {r['raw_s'] if r['raw_s'] is not None else '-':>8} "
+                     f"{r['ratio'] if r['ratio'] is not None else '-':>6}  {'yes' if r['ok'] else 'NO ' if r['ok'] is not None else '-  '}  {r['note']}")
+    print("\n".join(lines))
+    note(f"bench: wrote {run_dir / 'bench.json'} ({machine['cpus']} cpus, {machine['machine']})")
+    return EXIT_PASS

@@ -1,0 +1,43 @@
+"""Running kpipe's real CLI (`invoke ...`) from tests, and reading what a run wrote."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+    out: Path | None
+
+    @property
+    def result(self) -> dict:
+        assert self.out is not None
+        return json.loads((self.out / "result.json").read_text())
+
+    def __str__(self) -> str:  # shown by pytest when an assertion fails
+        return f"exit {self.code}\n--- stdout\n{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-6000:]}"
+
+
+def invoke(*args: str, out: Path | None = None, env: dict | None = None, timeout: float = 1800,
+           cwd: Path = REPO_ROOT) -> Ran:
+    cmd = ["invoke", *args]
+    if out is not None:
+        cmd += ["--out", str(out)]
+    full_env = {**os.environ, **(env or {})}
+    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    sys.stderr.write(p.stderr[-3000:])
+    return Ran(p.returncode, p.stdout, p.stderr, out)
+
+
+def tests_by_name(result: dict, arch: str, suite: str | None = None) -> dict[str, dict]:
+    return {t["name"]: t for t in result["arches"][arch]["tests"] if suite is None or t["suite"] == suite}

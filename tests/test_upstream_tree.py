@@ -1,0 +1,31 @@
+"""debian:6.12 is the reference for upstream behaviour: the seed patch does not apply there, and the
+unpatched kernel passes every verifier case under the `upstream` policy."""
+from __future__ import annotations
+
+import pytest
+
+from kpipe_cli import invoke, tests_by_name
+
+pytestmark = pytest.mark.e2e
+
+
+def test_seed_patch_does_not_apply_to_612(tmp_path):
+    r = invoke("apply", "--tree", "debian:6.12", out=tmp_path / "apply", timeout=3600)
+    assert r.code == 3, r
+    assert "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch does not apply" in r.stderr
+    assert "mm/mremap.c" in r.stderr
+    assert "exit 3 (patch does not apply)" in r.stderr
+
+
+def test_612_passes_everything_under_upstream(tmp_path):
+    r = invoke("verify", "--tree", "debian:6.12", "--no-patches", "--arch", "x86_64", out=tmp_path / "v",
+               timeout=3600)
+    assert r.code == 0, r
+    ar = r.result["arches"]["x86_64"]
+    assert ar["kernel"]["release"].startswith("6.12.")
+    assert ar["kernel"]["policy"] == "upstream"
+    verifier = tests_by_name(r.result, "x86_64", "verifier")
+    assert verifier["move-memfd-shared"]["observed"] == "ok"
+    assert all(t["status"] in ("pass", "skip") for t in verifier.values())
+    selftests = tests_by_name(r.result, "x86_64", "selftests")
+    assert selftests, "the mm selftests of a 6.12 tree ran"

@@ -1,0 +1,101 @@
+"""End-to-end: the workflows users run, through the real CLI, on real Debian kernels in real QEMU."""
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from kpipe.verifier import load_expectations
+
+from kpipe_cli import invoke, tests_by_name
+
+pytestmark = pytest.mark.e2e
+
+SHMEM_MOVES = ["move-anon-shared", "move-devzero-shared", "move-memfd-shared", "move-memfd-private"]
+
+
+def _shmem_cases() -> list[str]:
+    """The verifier cases the seed patch is about: expected differently before and after it."""
+    ex = load_expectations()
+    before, after = ex.column("anon-only"), ex.column("anon+shmem")
+    return [c for c in ex.cases if before[c] != after[c]]
+
+
+def test_verify_all_default_tree_passes(patched_kernels, tmp_path):
+    out = tmp_path / "run"
+    r = invoke("verify", "--arch", "all", out=out)
+    assert r.code == 0, r
+    res = r.result
+    assert res["verdict"] == "pass" and res["exit_code"] == 0
+    for arch in ("x86_64", "arm64"):
+        ar = res["arches"][arch]
+        assert ar["verdict"] == "pass"
+        assert ar["kernel"]["release"].startswith("5.10.")
+        assert ar["kernel"]["policy"] == "anon+shmem"
+        assert [p["status"] for p in ar["patches"]] == ["applied"]
+        assert ar["patches"][0]["subject"] == "mm: Allow shmem mappings with MREMAP_DONTUNMAP"
+        assert ar["build"]["cached"] is True          # built once per session by the fixture
+        assert ar["boot"]["accel"] in ("tcg", "kvm")
+        verifier = tests_by_name(res, arch, "verifier")
+        for case in SHMEM_MOVES:
+            assert verifier[case]["status"] == "pass" and verifier[case]["observed"] == "ok", verifier[case]
+        selftests = tests_by_name(res, arch, "selftests")
+        assert selftests["mremap_dontunmap"]["status"] == "pass", selftests["mremap_dontunmap"]
+        assert not ar["findings"]
+        for f in ("build.log", "serial.log", "dmesg.log", "verifier.tap"):
+            assert (out / arch / f).is_file(), f
+        assert "Linux version 5.10" in (out / arch / "serial.log").read_text()
+    # reports: JUnit parses back and counts what result.json counts; HTML and Markdown carry the real results
+    junit = ET.parse(out / "junit.xml").getroot()
+    cases = junit.findall(".//testcase")
+    assert len(cases) >= sum(len(res["arches"][a]["tests"]) for a in res["arches"])
+    assert not junit.findall(".//failure")
+    html = (out / "report.html").read_text()
+    assert "move-memfd-shared" in html and "PASS" in html
+    md = (out / "summary.md").read_text()
+    assert "| verifier |" in md and "x86_64" in md and "arm64" in md
+    assert re.search(r"reproduce with: invoke verify --arch all", r.stderr)
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_unpatched_kernel_rejects_shmem_under_either_policy(kernels, tmp_path, arch):
+    """5.10 without the patch: the shmem cases fail under anon+shmem (exit 1) and pass under anon-only."""
+    r = invoke("verify", "--arch", arch, "--no-patches", "--expect", "anon+shmem", "--selftests", "none",
+               out=tmp_path / "strict")
+    assert r.code == 1, r
+    verifier = tests_by_name(r.result, arch, "verifier")
+    failing = {n for n, t in verifier.items() if t["status"] == "fail"}
+    assert failing == set(_shmem_cases()), failing
+    for case in SHMEM_MOVES:
+        assert verifier[case]["observed"] == "EINVAL" and verifier[case]["expected"] == "ok"
+    assert "FAIL" in r.stdout and "move-memfd-shared" in r.stdout      # the terminal table names them
+
+    r = invoke("verify", "--arch", arch, "--no-patches", "--selftests", "none", out=tmp_path / "pre")
+    assert r.code == 0, r
+    assert r.result["arches"][arch]["kernel"]["policy"] == "anon-only"
+
+
+def test_premerge_shows_the_flip_on_both_arches(patched_kernels, tmp_path):
+    out = tmp_path / "pm"
+    r = invoke("premerge", out=out)
+    assert r.code == 0, r
+    res = r.result
+    pm = res["extra"]["premerge"]
+    for arch in ("x86_64", "arm64"):
+        flip = pm[arch]["flip"]
+        assert flip["ok"], flip
+        assert flip["baseline_policy"] == "anon-only" and flip["patched_policy"] == "anon+shmem"
+        flipped = {c["case"] for c in flip["cases"]}
+        assert flipped == set(_shmem_cases())
+        memfd = next(c for c in flip["cases"] if c["case"] == "move-memfd-shared")
+        assert (memfd["baseline_observed"], memfd["patched_observed"]) == ("EINVAL", "ok")
+        assert not [c for c in pm[arch]["comparison"] if c["change"] == "regressed"]
+        assert (out / "baseline" / arch / "verifier.tap").is_file()
+        assert (out / "patched" / arch / "verifier.tap").is_file()
+    cp = res["extra"]["checkpatch"]
+    assert [c["file"] for c in cp] == ["0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"]
+    assert cp[0]["errors"] == 0
+    text = (out / "premerge.md").read_text()
+    assert "Expected flip (anon-only -> anon+shmem): yes" in text
+    assert "checkpatch" in text and "0 error(s)" in text
