@@ -1,0 +1,595 @@
+"""The target tree's own selftests: pick the relevant ones, build them static per arch, run them one by one
+in the guest, and keep every output verbatim plus a KTAP file wrapped the way the kselftest runner does.
+
+  plan(tree, touched_files, choice)            -> [SelftestSpec]   (the catalogue is data: CATALOGUE)
+  build_selftests(specs, arch, tree, headers, out_dir, log) -> [BuiltTest]
+  build_extra_tests(files, arch, headers, out_dir, log)     -> [BuiltTest]   (--extra-test FILE)
+  run_selftests(session, built, out_dir, suite)             -> [TestResult]
+
+A test that fails to compile is an ERROR result, not a crash of the stage; a catalogue entry whose sources
+the tree lacks is a SKIP result with the reason. Built binaries are cached by content key.
+"""
+from __future__ import annotations
+
+import fnmatch
+import functools
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import cache, proc
+from .errors import InfraError, KpipeError, UsageError
+from .ktap import looks_like_ktap, parse_document
+from .results import Status, TestResult
+
+SELFTESTS = "tools/testing/selftests"
+
+# kselftest exit codes (tools/testing/selftests/kselftest.h)
+KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
+
+# ---------------------------------------------------------------------------------------------------------
+# The catalogue (data). Each entry is one named run; its variants are tried in order and the first whose
+# sources all exist in the tree is used ("{mm}" is the tree's vm/ or mm/ folder). "optional" sources are
+# linked when present (newer mm trees link vm_util.c / thp_settings.c into every test). "{tree}" in cflags
+# is the tree root. Two entries may build the same sources: the binary is built once (same content key).
+# 5.10's userfaultfd.c must not be built with -O2 (a non-volatile variable across sigsetjmp).
+# ---------------------------------------------------------------------------------------------------------
+_MM_CFLAGS = ("-O2", "-U_FORTIFY_SOURCE", "-I{tree}", "-isystem{tree}/tools/include/uapi")
+_MM_OPTIONAL = ("{mm}/vm_util.c", "{mm}/thp_settings.c")
+
+CATALOGUE: list[dict] = [
+    {"name": "mremap_dontunmap", "timeout": 120, "variants": [
+        {"sources": ["mm/mremap_dontunmap.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
+         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
+        {"sources": ["vm/mremap_dontunmap.c"], "ldlibs": ["-lrt"]}]},
+    {"name": "mremap_test", "timeout": 300, "variants": [
+        {"sources": ["mm/mremap_test.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
+         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
+        {"sources": ["vm/mremap_test.c"], "ldlibs": ["-lrt"]}]},
+    {"name": "userfaultfd-anon", "timeout": 300, "variants": [
+        {"sources": ["mm/uffd-stress.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
+         "ldlibs": ["-lrt", "-lpthread", "-lm"], "args": ["anon", "16", "4"]},
+        {"sources": ["vm/userfaultfd.c"], "ldlibs": ["-lrt", "-lpthread"], "args": ["anon", "16", "4"]}]},
+    {"name": "userfaultfd-shmem", "timeout": 300, "variants": [
+        {"sources": ["mm/uffd-stress.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
+         "ldlibs": ["-lrt", "-lpthread", "-lm"], "args": ["shmem", "16", "4"]},
+        {"sources": ["vm/userfaultfd.c"], "ldlibs": ["-lrt", "-lpthread"], "args": ["shmem", "16", "4"]}]},
+    {"name": "uffd-unit-tests", "timeout": 600, "variants": [
+        {"sources": ["mm/uffd-unit-tests.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL,
+         "cflags": _MM_CFLAGS, "ldlibs": ["-lrt", "-lpthread", "-lm"]},
+        {"sources": ["vm/uffd-unit-tests.c", "vm/uffd-common.c"], "optional": ("vm/vm_util.c",),
+         "cflags": _MM_CFLAGS, "ldlibs": ["-lrt", "-lpthread", "-lm"]}]},
+    {"name": "map_fixed_noreplace", "timeout": 60, "variants": [
+        {"sources": ["mm/map_fixed_noreplace.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
+         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
+        {"sources": ["vm/map_fixed_noreplace.c"], "ldlibs": ["-lrt"]}]},
+    {"name": "mlock2-tests", "timeout": 120, "variants": [
+        {"sources": ["mm/mlock2-tests.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
+         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
+        {"sources": ["vm/mlock2-tests.c"], "ldlibs": ["-lrt"]}]},
+    {"name": "memfd_test", "timeout": 120, "variants": [
+        {"sources": ["memfd/memfd_test.c", "memfd/common.c"], "cflags": ["-D_FILE_OFFSET_BITS=64"],
+         "ldlibs": []}]},
+]
+
+# Which tests a touched file makes relevant (fnmatch patterns on paths relative to the tree).
+RELEVANCE: list[tuple[str, tuple[str, ...]]] = [
+    ("mm/mremap.c", ("mremap_dontunmap", "mremap_test", "userfaultfd-anon", "userfaultfd-shmem",
+                     "uffd-unit-tests", "map_fixed_noreplace", "memfd_test", "mlock2-tests")),
+    ("mm/userfaultfd.c", ("userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests")),
+    ("fs/userfaultfd.c", ("userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests")),
+    ("include/*/userfaultfd*.h", ("userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests")),
+    ("mm/shmem.c", ("userfaultfd-shmem", "memfd_test", "mremap_dontunmap")),
+    ("mm/memfd.c", ("memfd_test",)),
+    ("mm/mlock.c", ("mlock2-tests",)),
+    ("mm/mmap.c", ("map_fixed_noreplace", "mremap_dontunmap", "mremap_test", "mlock2-tests")),
+    ("mm/vma.c", ("map_fixed_noreplace", "mremap_dontunmap", "mremap_test")),
+    ("include/uapi/linux/mman.h", ("mremap_dontunmap", "mremap_test", "map_fixed_noreplace")),
+    ("include/uapi/asm-generic/mman*.h", ("mremap_dontunmap", "mremap_test", "map_fixed_noreplace")),
+]
+DEFAULT_SET = ("mremap_dontunmap", "map_fixed_noreplace", "userfaultfd-anon")
+
+
+
+@dataclass(frozen=True)
+class SelftestSpec:
+    name: str                      # unique run name: userfaultfd-shmem
+    sources: tuple[str, ...]       # relative to the tree (or absolute for --extra-test files)
+    cflags: tuple[str, ...] = ()
+    ldlibs: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    timeout: float = 120.0
+    display: str = ""              # what runs: "vm/userfaultfd shmem 16 4"
+    collection: str = "vm"         # the kselftest collection in the KTAP header: vm | mm | memfd | extra
+    skip: str = ""                 # non-empty: not runnable here, the reason (sources absent)
+    binary_name: str = ""          # file name of the binary (shared by runs of one binary)
+
+
+@dataclass(frozen=True)
+class BuiltTest:
+    spec: SelftestSpec
+    binary: Path | None
+    error: str = ""                # compiler lines when the build failed
+    seconds: float = 0.0
+    cached: bool = False
+
+
+# ------------------------------------------------------------------------------------------------ plan
+
+def find_selftest_dir(tree: Path) -> Path:
+    base = Path(tree) / SELFTESTS
+    for name in ("mm", "vm"):
+        if (base / name).is_dir():
+            return base / name
+    raise UsageError(f"{tree} has neither {SELFTESTS}/mm nor {SELFTESTS}/vm",
+                     fix="point kpipe at a full kernel source tree, or run with --selftests none")
+
+
+def catalogue_names() -> list[str]:
+    return [e["name"] for e in CATALOGUE]
+
+
+def _spec_for(entry: dict, tree: Path, mmdir: str) -> SelftestSpec:
+    base = Path(tree) / SELFTESTS
+    tried = []
+    for v in entry["variants"]:
+        srcs = [s.replace("{mm}", mmdir) for s in v["sources"]]
+        tried += srcs[:1]
+        if not all((base / s).is_file() for s in srcs):
+            continue
+        opt = [s.replace("{mm}", mmdir) for s in v.get("optional", ())]
+        srcs += [s for s in opt if (base / s).is_file() and s not in srcs]
+        cflags = tuple(c.replace("{tree}", str(tree)) for c in v.get("cflags", ()))
+        collection = srcs[0].split("/")[0]
+        binary = Path(srcs[0]).stem
+        args = tuple(v.get("args", ()))
+        return SelftestSpec(name=entry["name"], sources=tuple(f"{SELFTESTS}/{s}" for s in srcs), cflags=cflags,
+                            ldlibs=tuple(v.get("ldlibs", ())), args=args, timeout=float(entry["timeout"]),
+                            display=" ".join([f"{collection}/{binary}", *args]), collection=collection,
+                            binary_name=binary)
+    return SelftestSpec(name=entry["name"], sources=(), timeout=float(entry["timeout"]), collection=mmdir,
+                        display=entry["name"],
+                        skip=f"not in this tree (looked for {' and '.join(tried)} under {SELFTESTS})")
+
+
+def relevant_names(touched_files: list[str]) -> list[str]:
+    """Catalogue names relevant to the touched files (in catalogue order); DEFAULT_SET when none map."""
+    wanted: set[str] = set()
+    for f in touched_files:
+        f = f.removeprefix("./")
+        for pattern, names in RELEVANCE:
+            if fnmatch.fnmatch(f, pattern):
+                wanted.update(names)
+        if f.startswith(SELFTESTS + "/"):
+            stem = Path(f).stem
+            for e in CATALOGUE:
+                if any(Path(s).stem == stem for v in e["variants"] for s in v["sources"]):
+                    wanted.add(e["name"])
+    if not wanted:
+        wanted = set(DEFAULT_SET)
+    return [n for n in catalogue_names() if n in wanted]
+
+
+def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> list[SelftestSpec]:
+    """The selftests to run: ``all-relevant`` (from the touched files), ``none``, or ``a,b,c``."""
+    tree = Path(tree)
+    choice = (choice or "all-relevant").strip()
+    if choice == "none":
+        return []
+    mmdir = find_selftest_dir(tree).name
+    if choice == "all-relevant":
+        names = relevant_names(touched_files)
+    else:
+        names = [n.strip() for n in choice.split(",") if n.strip()]
+        unknown = [n for n in names if n not in catalogue_names()]
+        if unknown or not names:
+            raise UsageError(f"unknown selftest name(s) in --selftests {choice!r}: {', '.join(unknown) or '(empty)'}",
+                             fix="use all-relevant, none, or a comma list of: " + ", ".join(catalogue_names()))
+    by_name = {e["name"]: e for e in CATALOGUE}
+    return [_spec_for(by_name[n], tree, mmdir) for n in names]
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+@functools.lru_cache(maxsize=None)
+def _compiler_id(cc: str) -> str:
+    try:
+        cp = proc.run([cc, "--version"], timeout=30, what=cc)
+    except InfraError as e:
+        raise InfraError(f"compiler {cc} is not usable: {e.message}",
+                         fix=f"install the cross compiler providing {cc} (run `invoke setup`)") from None
+    path = shutil.which(cc) or cc
+    return f"{path}|{cp.stdout.splitlines()[0] if cp.stdout else ''}"
+
+
+def _tree_fingerprint(root: Path) -> str:
+    """A cheap identity of a headers folder: relative path, size, mtime of every file."""
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            p = Path(dirpath, f)
+            st = p.stat()
+            h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
+
+
+def _local_inputs(sources: list[Path], include_dirs: list[Path]) -> list[Path]:
+    """The sources and every ``#include "..."`` file they reach (kselftest.h, vm_util.h, mm/gup_test.h)."""
+    seen: dict[Path, None] = {}
+    todo = [s.resolve() for s in sources]
+    while todo:
+        f = todo.pop(0)
+        if f in seen or not f.is_file():
+            continue
+        seen[f] = None
+        for name in _INCLUDE.findall(f.read_text(errors="replace")):
+            for d in [f.parent, *include_dirs]:
+                cand = (d / name).resolve()
+                if cand.is_file():
+                    todo.append(cand)
+                    break
+    return list(seen)
+
+
+def _inputs_digest(sources: list[Path], cflags: tuple[str, ...]) -> str:
+    dirs = [Path(c[2:]) for c in cflags if c.startswith("-I") and len(c) > 2]
+    h = hashlib.sha256()
+    for p in _local_inputs(sources, dirs):
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _compile(spec: SelftestSpec, cc: str, sources: list[Path], headers: Path, out_dir: Path,
+             log: Path, tree: Path | None = None) -> BuiltTest:
+    """Compile one binary (or take it from the cache) into out_dir/<binary_name>."""
+    start = time.monotonic()
+    hdr = Path(headers) / "include"
+    if not hdr.is_dir():
+        raise InfraError(f"installed uapi headers not found: {hdr} is missing",
+                         fix="build the kernel first (its headers_install output is the headers folder)")
+    # the kernel's installed uapi headers come first, as KHDR_INCLUDES does in the selftests' lib.mk
+    argv_tail = ["-static", "-Wall", "-isystem", str(hdr), *spec.cflags]
+    # path-independent key: the same sources in another checkout hit the same entry
+    system_dirs = [Path(c[len("-isystem"):]) for c in spec.cflags if c.startswith("-isystem")]
+    flags_key = [c.replace(str(tree), "{tree}") if tree else c for c in argv_tail if c != str(hdr)]
+    key = cache.key_of("selftest-bin", _compiler_id(cc), flags_key, spec.ldlibs, _inputs_digest(sources, spec.cflags),
+                       [s.name for s in sources], _tree_fingerprint(hdr),
+                       [_tree_fingerprint(d) for d in system_dirs if d.is_dir()])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / spec.binary_name
+    entry = cache.cache_dir("selftests") / key
+    cached = cache.verify_entry(entry, deep=False) is not None
+    if not cached:
+        with cache.file_lock(cache.cache_dir("selftests") / f"{key}.lock", "selftest build"):
+            cached = cache.verify_entry(entry, deep=False) is not None
+            if not cached:
+                with cache.new_entry(entry) as tmp:
+                    cmd = [cc, *argv_tail, *map(str, sources), "-o", str(tmp / "bin"), *spec.ldlibs]
+                    cp = proc.run(cmd, cwd=sources[0].parent, timeout=600, check=False, what=cc)
+                    out = (cp.stdout or "") + (cp.stderr or "")
+                    with open(log, "a") as fh:
+                        fh.write(f"\n$ {shlex.join(cmd)}\n{out}")
+                        if cp.returncode:
+                            fh.write(f"[exit {cp.returncode}]\n")
+                    if cp.returncode != 0:
+                        lines = out.strip().splitlines()
+                        err = "\n".join([f"{cc} failed with exit {cp.returncode}: {shlex.join(cmd)}",
+                                         *lines[-40:]])
+                        raise _CompileFailed(err)
+                    cache.write_manifest(tmp, {"name": spec.binary_name, "cmd": cmd})
+    if dest.exists():
+        dest.unlink()
+    try:
+        os.link(entry / "bin", dest)
+    except OSError:
+        shutil.copy2(entry / "bin", dest)
+    dest.chmod(0o755)
+    if cached:
+        with open(log, "a") as fh:
+            fh.write(f"\n# {spec.binary_name}: cached ({entry})\n")
+    return BuiltTest(spec, dest, "", round(time.monotonic() - start, 3), cached)
+
+
+class _CompileFailed(Exception):
+    pass
+
+
+def build_selftests(specs: list[SelftestSpec], arch, tree: Path, headers: Path, out_dir: Path,
+                    log: Path) -> list[BuiltTest]:
+    """Build every spec static for ``arch``; failed compiles become BuiltTest(binary=None, error=lines)."""
+    out_dir = Path(out_dir)
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    built: list[BuiltTest] = []
+    done: dict[tuple, BuiltTest] = {}      # one compile per (sources, flags): runs with other args share it
+    for spec in specs:
+        if spec.skip:
+            built.append(BuiltTest(spec, None, ""))
+            continue
+        ident = (spec.sources, spec.cflags, spec.ldlibs)
+        if ident in done:
+            prev = done[ident]
+            built.append(BuiltTest(spec, prev.binary, prev.error, 0.0, True))
+            continue
+        sources = [Path(tree) / s for s in spec.sources]
+        try:
+            b = _compile(spec, arch.cc, sources, headers, out_dir, log, Path(tree))
+        except _CompileFailed as e:
+            b = BuiltTest(spec, None, str(e))
+        done[ident] = b
+        built.append(b)
+    return built
+
+
+# --------------------------------------------------------------------------------------- --extra-test
+
+@dataclass(frozen=True)
+class ElfInfo:
+    machine: int
+    elf_class: int        # 1 = 32-bit, 2 = 64-bit
+    kind: int             # e_type: 2 EXEC, 3 DYN
+    interpreter: str      # PT_INTERP contents ("" when static)
+
+
+def read_elf(path: Path) -> ElfInfo | None:
+    """The ELF header facts of ``path``; None when it is not an ELF file."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if len(head) < 52 or head[:4] != b"\x7fELF":
+            return None
+        cls, data = head[4], head[5]
+        end = "<" if data == 1 else ">"
+        kind, machine = struct.unpack_from(end + "HH", head, 16)
+        if cls == 2:
+            phoff, = struct.unpack_from(end + "Q", head, 32)
+            phentsize, phnum = struct.unpack_from(end + "HH", head, 54)
+        else:
+            phoff, = struct.unpack_from(end + "I", head, 28)
+            phentsize, phnum = struct.unpack_from(end + "HH", head, 42)
+        interp = ""
+        for i in range(min(phnum, 256)):
+            f.seek(phoff + i * phentsize)
+            ph = f.read(phentsize)
+            if len(ph) < 8:
+                break
+            p_type, = struct.unpack_from(end + "I", ph, 0)
+            if p_type == 3:  # PT_INTERP
+                if cls == 2:
+                    off, = struct.unpack_from(end + "Q", ph, 8)
+                    size, = struct.unpack_from(end + "Q", ph, 32)
+                else:
+                    off, = struct.unpack_from(end + "I", ph, 4)
+                    size, = struct.unpack_from(end + "I", ph, 16)
+                f.seek(off)
+                interp = f.read(min(size, 4096)).rstrip(b"\0").decode(errors="replace") or "?"
+        return ElfInfo(machine, cls, kind, interp)
+
+
+def check_static_binary(path: Path, arch) -> None:
+    """UsageError unless ``path`` is a static executable for ``arch``."""
+    info = read_elf(path)
+    if info is None:
+        raise UsageError(f"--extra-test {path}: not a C file (.c) and not an ELF executable",
+                         fix="pass a .c source or a static binary built for the target arch")
+    want = arch.elf_machine
+    if want is not None and info.machine != want:
+        raise UsageError(f"--extra-test {path}: built for ELF machine {info.machine}, but {arch.name} needs "
+                         f"{want}", fix=f"rebuild it with {arch.cc} -static, or pass the .c source instead")
+    if info.kind not in (2, 3):
+        raise UsageError(f"--extra-test {path}: ELF type {info.kind} is not an executable",
+                         fix="pass a linked static executable (gcc -static), not an object file")
+    if info.interpreter:
+        raise UsageError(f"--extra-test {path}: dynamically linked (interpreter {info.interpreter})",
+                         fix=f"rebuild it with {arch.cc} -static; the guest has no matching shared libraries")
+
+
+def build_extra_tests(files: list[Path], arch, headers: Path, out_dir: Path, log: Path) -> list[BuiltTest]:
+    """--extra-test FILE: a .c file is built static for ``arch``; a binary must be a static ``arch`` ELF."""
+    out_dir = Path(out_dir)
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    built: list[BuiltTest] = []
+    names: set[str] = set()
+    for f in files:
+        f = Path(f)
+        if not f.is_file():
+            raise UsageError(f"--extra-test {f}: no such file", fix="give the path of a .c file or a static binary")
+        name = f.stem if f.suffix == ".c" else f.name
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.add(name)
+        spec = SelftestSpec(name=name, sources=(str(f.resolve()),), timeout=300.0, display=f"extra/{f.name}",
+                            collection="extra", binary_name=name,
+                            cflags=("-O2",) if f.suffix == ".c" else (),
+                            ldlibs=("-lpthread", "-lrt") if f.suffix == ".c" else ())
+        if f.suffix == ".c":
+            try:
+                built.append(_compile(spec, arch.cc, [f.resolve()], headers, out_dir, log))
+            except _CompileFailed as e:
+                built.append(BuiltTest(spec, None, str(e)))
+        else:
+            check_static_binary(f, arch)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            dest = out_dir / name
+            shutil.copy2(f, dest)
+            dest.chmod(0o755)
+            built.append(BuiltTest(spec, dest, ""))
+    return built
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+REMOTE_DIR = "/tmp/kpipe-tests"
+
+
+@dataclass
+class _Run:
+    status: Status
+    observed: str
+    directive: str = ""            # for the KTAP line: "SKIP", "TIMEOUT 60 seconds", "exit=1", ...
+    details: list[str] = field(default_factory=list)
+
+
+def status_from_exit(exit_status: int | None, timed_out: bool, timeout: float) -> _Run:
+    """kselftest exit codes -> status (0 pass, 1 fail, 2 xfail, 3 xpass = fail, 4 skip; others fail)."""
+    if timed_out:
+        return _Run(Status.FAIL, f"timeout after {timeout:.0f} s", f"TIMEOUT {timeout:.0f} seconds",
+                    [f"# TIMEOUT: killed after {timeout:.0f} s"])
+    if exit_status is None or exit_status < 0:
+        return _Run(Status.FAIL, "killed by a signal (no exit status)", "exit=signal",
+                    ["the test died without an exit status (killed by a signal?)"])
+    if exit_status == KSFT_PASS:
+        return _Run(Status.PASS, "exit 0")
+    if exit_status == KSFT_SKIP:
+        return _Run(Status.SKIP, "exit 4 (skip)", "SKIP")
+    if exit_status == KSFT_XFAIL:
+        return _Run(Status.XFAIL, "exit 2 (xfail)", "XFAIL")
+    if exit_status == KSFT_XPASS:
+        return _Run(Status.FAIL, "exit 3 (xpass)", "exit=3", ["unexpected pass (XPASS) counts as a failure"])
+    extra = [f"exit {exit_status}: killed by signal {exit_status - 128}?"] if exit_status > 128 else []
+    return _Run(Status.FAIL, f"exit {exit_status}", f"exit={exit_status}", extra)
+
+
+def _tail(text: str, n: int) -> list[str]:
+    return [ln for ln in text.rstrip().splitlines()[-n:]]
+
+
+def _result(built: BuiltTest, out_dir: Path, suite: str, rel_to: Path, output: str | None, run: _Run,
+            seconds: float) -> tuple[TestResult, _Run]:
+    spec = built.spec
+    rel = ""
+    subtests: tuple[TestResult, ...] = ()
+    details = list(run.details)
+    if output is not None:
+        logf = out_dir / suite / f"{spec.name}.log"
+        rel = os.path.relpath(logf, rel_to)
+        if looks_like_ktap(output):
+            doc = parse_document(output, suite)
+            subtests = tuple(doc.tests)
+            bad = [t for t in doc.tests if t.status.bad]
+            if bad and not run.status.bad:
+                names = ", ".join(t.name for t in bad[:5]) + (" ..." if len(bad) > 5 else "")
+                details.insert(0, f"{run.observed} but {len(bad)} KTAP subtest(s) failed: {names}")
+                run = _Run(Status.FAIL, run.observed, run.directive or "subtests failed", details)
+            details += [f"KTAP: {p}" for p in doc.problems]
+        if run.status.bad or run.status == Status.SKIP:
+            details += ["--- last lines of the output ---", *_tail(output, 15 if run.status.bad else 4)]
+    return TestResult(suite=suite, name=spec.name, status=run.status, expected="exit 0", observed=run.observed,
+                      detail="\n".join(details), seconds=round(seconds, 3), output=rel, subtests=subtests), run
+
+
+def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "selftests",
+                  rel_to: Path | None = None, remote_dir: str = REMOTE_DIR) -> list[TestResult]:
+    """Push and run each test one by one in the guest; write out_dir/<suite>/<name>.log and
+    out_dir/<suite>.ktap. ``TestResult.output`` is relative to ``rel_to`` (default out_dir).
+
+    If the session dies mid-way (guest crashed, SSH lost), the test that was running and all later ones are
+    ERROR results, the logs and the KTAP file are still written, and then the session's error is raised
+    again (an InfraError; ``qemu.boot`` turns it into a KernelError when the console shows a panic) with
+    the results so far in its ``partial_results`` attribute."""
+    out_dir = Path(out_dir)
+    rel_to = Path(rel_to) if rel_to else out_dir
+    logdir = out_dir / suite
+    logdir.mkdir(parents=True, exist_ok=True)
+    results: list[TestResult] = []
+    ktap: list[tuple[BuiltTest, _Run, str]] = []   # (test, outcome, verbatim output)
+    pushed: dict[Path, str] = {}
+    lost = ""
+    error: KpipeError | None = None
+    if built:
+        try:
+            session.run(["mkdir", "-p", remote_dir], 30)
+        except (KpipeError, OSError, EOFError) as e:
+            error = _as_kpipe_error(e, "before the tests")
+            lost = f"guest session failed before the tests: {error.message}"
+    for b in built:
+        spec = b.spec
+        if lost:
+            run = _Run(Status.ERROR, "not run", "error not run", [lost])
+            results.append(TestResult(suite, spec.name, Status.ERROR, "exit 0", "not run", lost))
+            ktap.append((b, run, ""))
+            continue
+        if spec.skip:
+            run = _Run(Status.SKIP, "not built", f"SKIP {spec.skip}", [spec.skip])
+            results.append(TestResult(suite, spec.name, Status.SKIP, "exit 0", "not in this tree", spec.skip))
+            ktap.append((b, run, ""))
+            continue
+        if b.binary is None:
+            run = _Run(Status.ERROR, "build failed", "error build failed", [b.error])
+            results.append(TestResult(suite, spec.name, Status.ERROR, "exit 0", "build failed", b.error))
+            ktap.append((b, run, b.error))
+            continue
+        remote = f"{remote_dir}/{b.binary.name}"
+        start = time.monotonic()
+        try:
+            if b.binary not in pushed:
+                session.put(b.binary, remote, 0o755)
+                pushed[b.binary] = remote
+            pidfile = f"{remote_dir}/{spec.name}.pid"
+            script = (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
+                      f"exec {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
+            cr = session.run(["sh", "-c", script], spec.timeout)
+        except (KpipeError, OSError, EOFError) as e:
+            error = _as_kpipe_error(e, f"while running {spec.name}")
+            lost = f"guest session failed while running {spec.name}: {error.message}"
+            run = _Run(Status.ERROR, "session lost", "error session lost", [lost])
+            results.append(TestResult(suite, spec.name, Status.ERROR, "exit 0", "session lost", lost,
+                                      round(time.monotonic() - start, 3)))
+            ktap.append((b, run, ""))
+            continue
+        output = cr.stdout or ""
+        if cr.stderr:
+            output += ("" if output.endswith("\n") or not output else "\n") + cr.stderr
+        (logdir / f"{spec.name}.log").write_text(output)
+        if cr.timed_out:
+            _kill_remote(session, pidfile)
+        run = status_from_exit(cr.exit_status, cr.timed_out, spec.timeout)
+        res, run = _result(b, out_dir, suite, rel_to, output, run, cr.seconds or time.monotonic() - start)
+        results.append(res)
+        ktap.append((b, run, output))
+    write_ktap(out_dir / f"{suite}.ktap", ktap)
+    if error is not None:
+        error.partial_results = results
+        raise error
+    return results
+
+
+def _as_kpipe_error(e: BaseException, when: str) -> KpipeError:
+    if isinstance(e, KpipeError):
+        return e
+    return InfraError(f"the guest session failed {when}: {type(e).__name__}: {e}",
+                      fix="the guest may have crashed: read serial.log")
+
+
+def _kill_remote(session, pidfile: str) -> None:
+    """After a host-side timeout: kill the test's process group (and the process) in the guest."""
+    script = f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null) && {{ kill -9 -$p 2>/dev/null; kill -9 $p 2>/dev/null; }}; true"
+    try:
+        session.run(["sh", "-c", script], 10)
+    except (KpipeError, OSError, EOFError):
+        pass
+
+
+def write_ktap(path: Path, runs: list[tuple[BuiltTest, _Run, str]]) -> None:
+    """The run wrapped as the kselftest runner does: a header, each output as ``# `` lines, one test point."""
+    lines = ["TAP version 13", f"1..{len(runs)}"]
+    for n, (b, run, output) in enumerate(runs, 1):
+        title = f"selftests: {b.spec.collection}: {b.spec.name}"
+        lines.append(f"# {title}")
+        lines += [f"# {ln}".rstrip() for ln in output.splitlines()]
+        ok = "ok" if run.status in (Status.PASS, Status.SKIP, Status.XFAIL) else "not ok"
+        lines.append(f"{ok} {n} {title}" + (f" # {run.directive}" if run.directive else ""))
+    tmp = path.with_suffix(".ktap.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
