@@ -31,7 +31,9 @@ class Checkout:
 def open_checkout(tree: Tree, log: Path | None = None) -> Checkout:
     """The tree's scratch worktree (created on first use). Caller holds ``tree.lock_path``."""
     wt = tree.worktree
-    if not (wt / ".git").exists():
+    usable = (wt / ".git").exists() and git(wt, "rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
+    if not usable:                      # first use, or its mirror was recreated (see tree._mirror_broken)
+        (wt.parent / f"{wt.name}.state.json").unlink(missing_ok=True)
         if wt.exists():
             shutil.rmtree(wt)
         wt.parent.mkdir(parents=True, exist_ok=True)

@@ -168,6 +168,14 @@ def open_user_tree(path: str, base: str = "HEAD") -> Tree:
     ident = "user-" + hashlib.sha256(str(p).encode()).hexdigest()[:12]
     repo = cache.cache_dir("trees") / f"{ident}.git"
     with cache.file_lock(cache.cache_root() / "locks" / f"fetch-{ident}.lock", f"mirror of {p}"):
+        cache.sweep_stale(repo.parent)
+        if (repo / "HEAD").is_file():
+            _sync_shallow(repo, p)
+            broken = _mirror_broken(repo)
+            if broken:
+                note(f"kpipe's mirror of {p} refers to commits your tree no longer has ({broken}; a rebase and gc "
+                     "removed them): recreating the mirror and its scratch checkout")
+                shutil.rmtree(repo)
         if not (repo / "HEAD").is_file():
             with cache.new_entry(repo) as tmp:
                 proc.run(["git", "init", "-q", "--bare", str(tmp)], what="git init")
@@ -175,10 +183,41 @@ def open_user_tree(path: str, base: str = "HEAD") -> Tree:
                 alt.parent.mkdir(parents=True, exist_ok=True)
                 # borrow the user's objects read-only (like clone --shared): nothing is copied or written there
                 alt.write_text(str(_objects_dir(p)) + "\n")
+        _sync_shallow(repo, p)
         git(repo, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--update-head-ok", str(p),
             "+refs/heads/*:refs/user/heads/*", "+refs/tags/*:refs/user/tags/*", bare=True)
         git(repo, "update-ref", f"refs/user/base/{sha}", sha, bare=True)
     return Tree(spec=str(p), ident=ident, repo=repo, base=sha, base_label=base, user_path=p)
+
+
+def _sync_shallow(repo: Path, user: Path) -> None:
+    """A shallow user clone's history ends at its `shallow` commits; the mirror borrowing its objects must know."""
+    src = _objects_dir(user).parent / "shallow"
+    if src.is_file():
+        shutil.copyfile(src, repo / "shallow")
+    else:
+        (repo / "shallow").unlink(missing_ok=True)
+
+
+def _mirror_broken(repo: Path) -> str:
+    """Why a user tree's mirror cannot be used any more ('' when it can): it borrows the user's objects, so a
+    rebase + gc in the user's tree can remove commits its refs or its scratch worktree's HEAD still point to."""
+    refs = git(repo, "for-each-ref", "--format=%(objectname)", bare=True, check=False)
+    if refs.returncode:
+        return "its refs are unreadable"
+    tips = sorted(set(refs.stdout.split()))
+    if tips:
+        chk = proc.run(["git", "--git-dir", str(repo), "cat-file", "--batch-check"], input="\n".join(tips) + "\n",
+                       check=False, what="git cat-file")
+        gone = [ln.split()[0] for ln in chk.stdout.splitlines() if ln.endswith(" missing")]
+        if chk.returncode or gone:
+            return f"commit {gone[0][:12] if gone else '?'} is gone"
+    wl = git(repo, "worktree", "list", "--porcelain", bare=True, check=False).stdout
+    for head in (ln.split()[1] for ln in wl.splitlines() if ln.startswith("HEAD ")):
+        # the scratch HEAD is base + a few patch commits: its recent history must still be readable
+        if git(repo, "rev-list", "--first-parent", "--max-count=200", head, bare=True, check=False).returncode:
+            return f"the history of the scratch checkout's HEAD {head[:12]} is gone"
+    return ""
 
 
 def _objects_dir(p: Path) -> Path:
