@@ -1,0 +1,139 @@
+"""Findings scanner on real-looking kernel log snippets (5.10 x86_64 and arm64 formats)."""
+from __future__ import annotations
+
+from kpipe.findings import CONTEXT_LINES, Scanner, classify, scan_text, summarize
+
+CLEAN_BOOT = """\
+[    0.000000] Linux version 5.10.262 (root@host) (gcc (Debian 12.2.0-14) 12.2.0) #1 Thu Nov 26 2026
+[    0.000000] Command line: console=ttyS0 panic=-1
+[    0.000000] x86/fpu: x87 FPU will use FXSAVE
+[    0.010000] Spectre V2 : Mitigation: Retpolines
+[    0.020000] clocksource: refined-jiffies: mask: 0xffffffff max_cycles: 0xffffffff
+[    0.728019] virtio-pci 0000:00:01.0: PCI->APIC IRQ transform: INT A -> IRQ 10
+[    1.032038] Run /init as init process
+[    3.372184] random: crng init done
+"""
+
+X86_NULL_DEREF = """\
+[   12.345678] BUG: kernel NULL pointer dereference, address: 0000000000000008
+[   12.345900] #PF: supervisor read access in kernel mode
+[   12.346000] #PF: error_code(0x0000) - not-present page
+[   12.346100] PGD 0 P4D 0
+[   12.346200] Oops: 0000 [#1] SMP NOPTI
+[   12.346300] CPU: 0 PID: 57 Comm: verify_mremap Not tainted 5.10.262 #1
+[   12.346400] RIP: 0010:move_vma+0x1d2/0x3c0
+[   12.346500] Call Trace:
+[   12.346600]  __x64_sys_mremap+0x2f0/0x4a0
+[   12.346700]  do_syscall_64+0x33/0x40
+"""
+
+WARN_CUT_HERE = """\
+[    5.000000] ------------[ cut here ]------------
+[    5.000100] WARNING: CPU: 0 PID: 61 at mm/mremap.c:512 move_vma+0x99/0x3c0
+[    5.000200] Modules linked in:
+[    5.000300] CPU: 0 PID: 61 Comm: mremap_dontunm Not tainted 5.10.262 #1
+[    5.000400] ---[ end trace 1c2d3e4f5a6b7c8d ]---
+"""
+
+ARM64_OOPS = """\
+[   20.100000] Unable to handle kernel NULL pointer dereference at virtual address 0000000000000010
+[   20.100100] Mem abort info:
+[   20.100200]   ESR = 0x96000005
+[   20.100300] Internal error: Oops: 96000005 [#1] SMP
+[   20.100400] CPU: 0 PID: 70 Comm: userfaultfd Not tainted 5.10.262 #1
+[   20.100500] pc : handle_userfault+0x10/0x4a0
+"""
+
+KASAN = """\
+[    9.000000] ==================================================================
+[    9.000100] BUG: KASAN: use-after-free in move_page_tables+0x5c/0x6a0
+[    9.000200] Read of size 8 at addr ffff888006f1e000 by task mremap_test/80
+"""
+
+PANIC = """\
+[    1.100000] Run /nonexistent as init process
+[    1.100100] Kernel panic - not syncing: Requested init /nonexistent failed (error -2).
+[    1.100200] CPU: 0 PID: 1 Comm: swapper/0 Not tainted 5.10.262 #1
+[    1.100300] Call Trace:
+[    1.100400]  dump_stack+0x6d/0x88
+[    1.100500]  panic+0xf6/0x2b7
+[    1.100600] Kernel Offset: disabled
+[    1.100700] ---[ end Kernel panic - not syncing: Requested init /nonexistent failed (error -2). ]---
+"""
+
+HUNG_AND_RCU = """\
+[  245.000000] INFO: task uffd-stress:91 blocked for more than 120 seconds.
+[  245.000100]       Not tainted 5.10.262 #1
+[  300.000000] rcu: INFO: rcu_sched self-detected stall on CPU
+[  300.000100] rcu: \t0-....: (5249 ticks this GP) idle=a5e/1/0x4000000000000002
+[  310.000000] general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#2] SMP NOPTI
+"""
+
+
+def kinds(text: str) -> list[str]:
+    return [f.kind for f in scan_text(text, "dmesg")]
+
+
+def test_clean_boot_has_no_findings():
+    assert scan_text(CLEAN_BOOT, "console") == []
+
+
+def test_x86_null_deref_gives_bug_and_oops_with_context():
+    found = scan_text(X86_NULL_DEREF, "dmesg")
+    assert [f.kind for f in found] == ["bug", "oops"]
+    bug = found[0]
+    assert bug.source == "dmesg"
+    assert "NULL pointer dereference" in bug.line
+    assert any("move_vma" in ln for ln in bug.context)
+    assert found[1].context[0].endswith("Comm: verify_mremap Not tainted 5.10.262 #1")
+
+
+def test_cut_here_followed_by_warning_is_one_warning():
+    found = scan_text(WARN_CUT_HERE, "console")
+    assert [f.kind for f in found] == ["warning"]
+    assert "mm/mremap.c:512" in found[0].line
+
+
+def test_cut_here_alone_is_a_warning():
+    text = "[ 1.0] ------------[ cut here ]------------\n[ 1.1] a\n[ 1.2] b\n[ 1.3] c\n"
+    found = scan_text(text, "console")
+    assert [f.kind for f in found] == ["warning"]
+    assert "cut here" in found[0].line
+
+
+def test_arm64_oops():
+    assert kinds(ARM64_OOPS) == ["oops"]
+
+
+def test_kasan_is_not_reported_as_plain_bug():
+    assert kinds(KASAN) == ["kasan"]
+
+
+def test_panic_counted_once_and_end_line_is_context():
+    found = scan_text(PANIC, "console")
+    assert [f.kind for f in found] == ["panic"]
+    assert "Requested init /nonexistent failed" in found[0].line
+    assert any("end Kernel panic" in ln for ln in found[0].context)
+
+
+def test_hung_task_rcu_stall_gpf():
+    assert kinds(HUNG_AND_RCU) == ["hung_task", "rcu_stall", "gpf"]
+    assert summarize(scan_text(HUNG_AND_RCU, "dmesg")) == {"hung_task": 1, "rcu_stall": 1, "gpf": 1}
+
+
+def test_streaming_scanner_keeps_bounded_context_and_reports_kind_live():
+    s = Scanner("console")
+    assert s.feed("[ 1.0] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b\r\n") == "panic"
+    for i in range(CONTEXT_LINES + 15):
+        assert s.feed(f"[ 1.{i}] trace line {i}") is None
+    (f,) = s.findings
+    assert len(f.context) == CONTEXT_LINES
+    assert f.context[0] == "[ 1.0] trace line 0"
+    assert not f.line.endswith("\r\n")
+
+
+def test_classify_words_that_only_look_alike():
+    assert classify("[ 0.1] ACPI: bus type PCI registered") is None
+    assert classify("[ 0.1] DEBUG: something") is None
+    assert classify("[ 0.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!") == "bug"
+    assert classify("[ 0.1] kernel BUG at mm/mremap.c:300!") == "bug"
