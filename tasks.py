@@ -24,17 +24,20 @@ COMMON_HELP = {
     "jobs": "make -j (default: all cores)",
     "boot_timeout": "seconds to wait for the guest (default scaled for TCG)",
     "quiet": "no progress lines",
+    "kernel_arg": "append this to the guest kernel command line (repeatable), e.g. oops=panic",
+    "test_timeout": "seconds each test may run (the verifier, each selftest and extra test)",
 }
-ITER = ["patch", "kconfig", "extra_test"]
+ITER = ["patch", "kconfig", "extra_test", "kernel_arg"]
 
 
 def _opts(arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
           defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
-          jobs=0, boot_timeout=None):
+          jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None):
     return Options(arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
                    expect=expect, selftests=selftests, extra_tests=tuple(extra_test or ()), out=out,
-                   jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None)
+                   jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None,
+                   kernel_args=tuple(kernel_arg or ()), test_timeout=float(test_timeout) if test_timeout else None)
 
 
 def _resolved(args):
@@ -95,30 +98,31 @@ def image(c, arch=None, out=None, quiet=False):
     _run("image", lambda: commands.build_image(_opts(arch=arch, out=out)), {"arch": arch, "out": out}, quiet)
 
 
-@task(auto_shortflags=False, help={**{k: COMMON_HELP[k] for k in ("arch", "accel", "boot_timeout", "out", "quiet")},
+@task(auto_shortflags=False, iterable=["kernel_arg"],
+      help={**{k: COMMON_HELP[k] for k in ("arch", "accel", "boot_timeout", "kernel_arg", "out", "quiet")},
             "cmd": "run this command in the guest and exit with its status", "shell": "interactive shell in the guest"})
-def boot(c, arch=None, accel="auto", cmd=None, shell=False, boot_timeout=None, out=None, quiet=False):
+def boot(c, arch=None, accel="auto", cmd=None, shell=False, boot_timeout=None, kernel_arg=None, out=None, quiet=False):
     """Boot the last built kernel for an arch in QEMU and run `uname -a`, --cmd, or a --shell."""
     from kpipe import commands
-    args = dict(arch=arch, accel=accel, cmd=cmd, shell=shell, boot_timeout=boot_timeout, out=out)
-    _run("boot", lambda: commands.boot(_opts(arch=arch, accel=accel, boot_timeout=boot_timeout, out=out), cmd, shell),
-         args, quiet)
+    args = dict(arch=arch, accel=accel, cmd=cmd, shell=shell, boot_timeout=boot_timeout, kernel_arg=kernel_arg, out=out)
+    _run("boot", lambda: commands.boot(_opts(arch=arch, accel=accel, boot_timeout=boot_timeout, kernel_arg=kernel_arg,
+                                             out=out), cmd, shell), args, quiet)
 
 
 VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "accel", "expect",
-               "selftests", "extra_test", "out", "jobs", "boot_timeout", "quiet")
+               "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
 
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
                            "bisect_exit_codes": "map exit codes for `git bisect run` (0 good, 1 bad, 125 skip)"})
 def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
            defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
-           jobs=0, boot_timeout=None, bisect_exit_codes=False, quiet=False):
+           jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, bisect_exit_codes=False, quiet=False):
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from kpipe import workflows
     args = dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, kconfig=kconfig,
                 defconfig=defconfig, accel=accel, expect=expect, selftests=selftests, extra_test=extra_test, out=out,
-                jobs=jobs, boot_timeout=boot_timeout)
+                jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout)
     from kpipe.cli import reproducer
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _run("verify", lambda: workflows.verify(_opts(**args), repro).exit_code,
@@ -128,12 +132,13 @@ def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patch
 @task(auto_shortflags=False, iterable=ITER, help={k: COMMON_HELP[k] for k in VERIFY_KEYS})
 def premerge(c, arch="all", tree=None, base=None, series=None, patch=None, kconfig=None, defconfig="tinyconfig",
              accel="auto", selftests="all-relevant", extra_test=None, out=None, jobs=0, boot_timeout=None, quiet=False,
-             expect=None, no_patches=False):
+             expect=None, no_patches=False, kernel_arg=None, test_timeout=None):
     """Maintainer check: baseline vs patched on every arch, expected flip, checkpatch, verdict, premerge.md."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig, defconfig=defconfig,
-                accel=accel, selftests=selftests, extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout)
+                accel=accel, selftests=selftests, extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
+                kernel_arg=kernel_arg, test_timeout=test_timeout)
     repro = reproducer("premerge", _resolved(args))
     _run("premerge", lambda: workflows.premerge(_opts(**args), repro).exit_code, args, quiet)
 
@@ -145,14 +150,14 @@ def premerge(c, arch="all", tree=None, base=None, series=None, patch=None, kconf
 def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None, kconfig=None,
            defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
            jobs=0, boot_timeout=None, build_failure_is_bad=False, series_mode=False, quiet=False, base=None,
-           no_patches=False):
+           no_patches=False, kernel_arg=None, test_timeout=None):
     """Bisect in kpipe's own checkout: each step verifies incrementally; ends with the first bad commit."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = dict(good=good, bad=bad, arch=arch, tree=tree, series=series, patch=patch, kconfig=kconfig,
                 defconfig=defconfig, accel=accel, expect=expect, selftests=selftests, extra_test=extra_test, out=out,
                 jobs=jobs, boot_timeout=boot_timeout, build_failure_is_bad=build_failure_is_bad,
-                series_mode=series_mode)
+                series_mode=series_mode, kernel_arg=kernel_arg, test_timeout=test_timeout)
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
     repro = reproducer("bisect", _resolved(args))
     _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad, build_failure_is_bad,

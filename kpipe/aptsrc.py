@@ -14,6 +14,11 @@ from .errors import InfraError
 
 DEBIAN_CODENAMES = ("buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid", "experimental")
 ETC_APT = Path("/etc/apt")
+SUITE_SUFFIXES = ("", "-updates", "-security", "-backports", "/updates")
+
+
+def _debian_suite(suite: str) -> bool:
+    return any(suite == c + sfx for c in DEBIAN_CODENAMES for sfx in SUITE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,12 @@ class AptSource:
 
     @property
     def is_debian(self) -> bool:
-        return any(s.split("-")[0] in DEBIAN_CODENAMES for s in self.suites)
+        """Debian's own archive: suites are exactly a codename or codename-{updates,security,backports}, and
+        the key (when named) is Debian's. Third-party repos that name a codename (docker's `bookworm stable`,
+        PostgreSQL's `bookworm-pgdg`) are not."""
+        suites_ok = bool(self.suites) and all(_debian_suite(s) for s in self.suites)
+        key_ok = not self.signed_by or "debian-archive" in self.signed_by
+        return suites_ok and key_ok
 
     @property
     def is_security(self) -> bool:

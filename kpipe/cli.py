@@ -44,8 +44,11 @@ def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: 
     repro = reproducer(task, args or {})
     if not quiet:
         print(f"kpipe: reproduce with: {repro}", file=sys.stderr)
+    meaning = None
     try:
         code = fn()
+        if isinstance(code, tuple):          # (exit status, what it means): boot --cmd passes the guest's status
+            code, meaning = code
     except KpipeError as e:
         print(e.render(), file=sys.stderr)
         code = e.exit_code
@@ -63,7 +66,7 @@ def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: 
         proc.kill_all()
         signal.signal(signal.SIGTERM, old)
     secs = time.monotonic() - start
-    print(f"kpipe: {task}: exit {code} ({EXIT_MEANING.get(code, '?')}) after {secs:.1f}s", file=sys.stderr)
+    print(f"kpipe: {task}: exit {code} ({meaning or EXIT_MEANING.get(code, '?')}) after {secs:.1f}s", file=sys.stderr)
     if bisect_exit_codes:
         mapped = BISECT_MAP.get(code, 125)
         print(f"kpipe: bisect exit code {mapped} ({'skip' if mapped == 125 else 'bad' if mapped else 'good'})",

@@ -52,11 +52,12 @@ def apply_only(opts: Options) -> int:
 
 
 def build(opts: Options) -> int:
+    arches = resolve_arches(opts.arch)      # a bad --arch fails before any fetch, checkout or run folder
     run_dir = new_run_dir(opts.out, "build")
     tree = resolve_tree(opts, run_dir / "fetch.log")
     with locked_checkout(tree, run_dir / "apply.log") as co:
         a = apply(co, series_of(opts), run_dir / "apply.log")
-        for arch in resolve_arches(opts.arch):
+        for arch in arches:
             k, _ = build_kernel(arch, a, opts, run_dir / arch.name / "build.log")
             remember_kernel(k)
             print(f"{arch.name}: {k.release} {'cached' if k.cached else f'built in {k.seconds:.1f}s'}: {k.image}")
@@ -66,8 +67,9 @@ def build(opts: Options) -> int:
 
 
 def build_image(opts: Options) -> int:
+    arches = resolve_arches(opts.arch)
     run_dir = new_run_dir(opts.out, "image")
-    for arch in resolve_arches(opts.arch):
+    for arch in arches:
         i = image.build_image(arch, run_dir / f"image-{arch.name}.log")
         print(f"{arch.name}: {i.path} ({'cached' if i.cached else f'built in {i.seconds:.1f}s'}; key {i.key})")
     return EXIT_PASS
@@ -79,7 +81,8 @@ def boot(opts: Options, cmd: str | None, shell: bool) -> int:
     run_dir = new_run_dir(opts.out, "boot")
     initrd = image.build_image(arch, run_dir / "image.log")
     note(f"booting {arch.name} {kernel.release}; console log {run_dir / 'serial.log'}")
-    with qemu.boot(arch, kernel.image, initrd, run_dir, accel=opts.accel, timeout=opts.boot_timeout) as guest:
+    with qemu.boot(arch, kernel.image, initrd, run_dir, accel=opts.accel, timeout=opts.boot_timeout,
+                   cmdline_extra=opts.kernel_args) as guest:
         note(f"{arch.name} ready in {guest.boot_seconds:.1f}s ({guest.accel}: {guest.accel_reason}); ssh port {guest.port}")
         if shell:
             return _interactive(guest)
@@ -88,7 +91,9 @@ def boot(opts: Options, cmd: str | None, shell: bool) -> int:
         sys.stderr.write(res.stderr)
         if res.timed_out:
             raise InfraError(f"command timed out in the guest: {cmd}")
-        return res.exit_status if cmd else EXIT_PASS
+        if cmd:
+            return res.exit_status, "the guest command's exit status"
+        return EXIT_PASS
 
 
 def _interactive(guest) -> int:

@@ -100,6 +100,9 @@ def read_patch(path: Path) -> PatchFile:
 
 def load_series(series: str | Path | None = None, patches: list[str] | None = None,
                 no_patches: bool = False) -> Series:
+    if no_patches and (patches or series):
+        raise UsageError("--no-patches was given together with --patch/--series",
+                         fix="drop --no-patches to apply the patches, or drop --patch/--series for a baseline run")
     if no_patches:
         return Series((), "none")
     if patches:

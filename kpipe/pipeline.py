@@ -12,6 +12,7 @@ from typing import Iterator
 from . import build as buildmod
 from . import cache, kconfig
 from .arches import Arch
+from .errors import UsageError
 from .checkout import Checkout, open_checkout, tree_hash
 from .patches import Applied, Series, apply_series, load_series
 from .progress import note, phase
@@ -35,6 +36,8 @@ class Options:
     out: str | None = None
     jobs: int = 0
     boot_timeout: float | None = None
+    kernel_args: tuple[str, ...] = ()      # appended to the guest kernel command line
+    test_timeout: float | None = None      # per test (verifier run, each selftest); None: their defaults
     ccache: bool | None = None
 
 
@@ -42,6 +45,8 @@ def new_run_dir(out: str | None, workflow: str) -> Path:
     """``--out DIR`` or ``runs/<timestamp>/`` with ``runs/latest`` pointing at it."""
     if out:
         d = Path(out)
+        if d.exists() and not d.is_dir():
+            raise UsageError(f"--out {out} exists and is not a folder", fix="pass --out with a folder path (new or existing)")
         d.mkdir(parents=True, exist_ok=True)
         return d.resolve()
     runs = Path("runs")

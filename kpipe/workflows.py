@@ -11,6 +11,7 @@ from pathlib import Path
 from . import image, qemu, report, selftests, verifier
 from .arches import Arch, resolve_arches
 from .build import Kernel
+from .commands import remember_kernel
 from .checkout import Checkout
 from .errors import EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, KernelError, KpipeError
 from .patches import Applied, Series
@@ -64,13 +65,15 @@ def _arch_result(arch: Arch, applied: Applied | None) -> ArchResult:
     return ar
 
 
-def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, adir: Path) -> Prepared:
+def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, adir: Path,
+                 touched: list[str] | None = None) -> Prepared:
     """Build side (needs the locked checkout): kernel, guest image, verifier, selftests."""
     ar = _arch_result(arch, applied)
     adir.mkdir(parents=True, exist_ok=True)
     log = adir / "build.log"
     ar.logs["build"] = str(log)
     kernel, merged = build_kernel(arch, applied, opts, log, ar.phases)
+    remember_kernel(kernel)
     ar.kernel["release"] = kernel.release
     ar.config = {"fragments": [str(p) for p in merged.fragments], "missing": [],
                  "conflicts": [c.describe() for c in merged.conflicts], "defconfig": opts.defconfig}
@@ -83,12 +86,14 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
         policy = verifier.choose_policy(kernel.release, series.subjects, opts.expect)
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
-        specs = selftests.plan(src, series.touched, opts.selftests)
+        specs = selftests.plan(src, series.touched if touched is None else touched, opts.selftests)
         tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin" / "selftests",
                                          adir / "userspace.log")
         if opts.extra_tests:
             tests += selftests.build_extra_tests([Path(f) for f in opts.extra_tests], arch, kernel.headers,
                                                  adir / "bin" / "extra", adir / "userspace.log")
+    if opts.test_timeout:
+        tests = [replace(t, spec=replace(t.spec, timeout=opts.test_timeout)) for t in tests]
     ar.kernel["policy"] = policy
     return Prepared(arch, kernel, initrd, vbin, policy, tests, ar, adir)
 
@@ -102,13 +107,15 @@ def test_arch(prep: Prepared, opts: Options) -> ArchResult:
     with contextlib.ExitStack() as stack:
         with phase("boot", prep.arch.name, ar.phases) as ph:
             guest = stack.enter_context(qemu.boot(prep.arch, prep.kernel.image, prep.initrd, adir, accel=opts.accel,
-                                                  timeout=opts.boot_timeout, collect_dmesg=False))
+                                                  timeout=opts.boot_timeout, cmdline_extra=opts.kernel_args,
+                                                  collect_dmesg=False))
             ph.update(f"{prep.arch.name} {guest.accel} ({guest.boot_seconds:.1f}s to ready)")
         ar.boot = {"seconds": guest.boot_seconds, "ssh_seconds": guest.ssh_seconds, "accel": guest.accel,
                    "accel_reason": guest.accel_reason, "findings": []}
         try:
             with phase("run", f"{prep.arch.name} verifier ({prep.policy})", ar.phases):
-                ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations, adir)
+                ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations, adir,
+                                                  **({"timeout": opts.test_timeout} if opts.test_timeout else {}))
             if prep.tests:
                 with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
                     ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir)
@@ -153,7 +160,7 @@ def _record_error(ar: ArchResult, e: KpipeError) -> ArchResult:
 # ---------------------------------------------------------------- a variant over arches
 
 def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: Path, log_dir: Path,
-                co: Checkout, timings: dict) -> dict[str, ArchResult]:
+                co: Checkout, timings: dict, touched: list[str] | None = None) -> dict[str, ArchResult]:
     """Apply ``series`` and verify each arch: builds one after another (each uses every core), each arch's
     boot and tests start as soon as its build is done, overlapping the next arch's build."""
     results: dict[str, ArchResult] = {}
@@ -169,7 +176,7 @@ def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: P
         for a in arches:
             adir = vdir / a.name
             try:
-                prep = prepare_arch(a, applied, series, opts, adir)
+                prep = prepare_arch(a, applied, series, opts, adir, touched)
             except KpipeError as e:
                 results[a.name] = _record_error(_arch_result(a, applied), e)
                 continue
@@ -266,16 +273,34 @@ def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations) -> 
     rows = []
     for c in cases:
         b, p = bt.get(c), pt.get(c)
-        rows.append({"case": c, "baseline_expected": bcol[c],
-                     "baseline_observed": b.observed if b else "missing",
-                     "patched_expected": pcol[c],
-                     "patched_observed": p.observed if p else "missing",
-                     "flipped": bool(b and p and b.status == Status.PASS and p.status == Status.PASS)})
-    ok = bool(rows) and all(r["flipped"] for r in rows)
-    why = "" if ok else ("NOTHING FLIPS: the baseline and patched policies expect the same outcome for every "
-                         f"case ({bp} vs {pp}); the tests do not exercise this series" if not rows
-                         else "some cases did not flip as the policies expect")
-    return {"baseline_policy": bp, "patched_policy": pp, "cases": rows, "ok": ok, "why": why}
+        if b is None or p is None:
+            state = "no"
+        elif p.status == Status.SKIP and pcol[c] != "skip":
+            state = "n/a"           # not exercised on this kernel (e.g. a uffd feature it lacks); says why
+        else:
+            state = "yes" if _as_policy(b, bcol[c]) and _as_policy(p, pcol[c]) else "no"
+        rows.append({"case": c, "baseline_expected": bcol[c], "baseline_observed": b.observed if b else "missing",
+                     "patched_expected": pcol[c], "patched_observed": p.observed if p else "missing",
+                     "flipped": state, "detail": (p.detail if p and state == "n/a" else "")})
+    flipped = [r for r in rows if r["flipped"] == "yes"]
+    ok = bool(flipped) and all(r["flipped"] != "no" for r in rows)
+    if not rows:
+        why = (f"NOTHING FLIPS: the baseline and patched policies ({bp} vs {pp}) expect the same outcome for every "
+               "verifier case, so the verifier does not exercise this series")
+    elif not flipped:
+        why = "NOTHING FLIPPED: no case the series is about behaved as the policies expect on both kernels"
+    elif not ok:
+        why = "some cases did not flip as the policies expect: " + \
+            ", ".join(r["case"] for r in rows if r["flipped"] == "no")
+    else:
+        why = ""
+    return {"baseline_policy": bp, "patched_policy": pp, "cases": rows, "ok": ok, "why": why,
+            "flipped": len(flipped)}
+
+
+def _as_policy(t: TestResult, expected: str) -> bool:
+    """The case behaved as its policy says: it passed, or it is a data case the policy expects to SKIP."""
+    return t.status == Status.PASS or (t.status == Status.SKIP and expected == "skip")
 
 
 def premerge(opts: Options, repro: str = "") -> RunResult:
@@ -295,7 +320,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
             with phase("checkpatch", f"{len(series.patches)} patch(es)", timings):
                 cp = checkpatch.run_checkpatch(co, series, run_dir / "checkpatch.log")
             for v in variants:
-                v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings)
+                v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings, series.touched)
     except KpipeError as e:
         note(e.render())
         run.extra["error"] = e.message

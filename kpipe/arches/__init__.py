@@ -21,6 +21,7 @@ class Arch:
     image_path: str           # path of the boot image inside the build folder
     kconfig_fragment: str     # kconfigs/<this>.config
     debian_arch: str          # Debian architecture of guest packages
+    elf_machine: int          # e_machine of the arch's executables (EM_X86_64 62, EM_AARCH64 183)
     host_machines: tuple[str, ...]  # platform.machine() values that can run this natively (KVM)
     qemu_binary: str
     qemu_machine: str

@@ -8,6 +8,7 @@ ARCH = Arch(
     image_path="arch/arm64/boot/Image",
     kconfig_fragment="arm64.config",
     debian_arch="arm64",
+    elf_machine=183,
     host_machines=("aarch64", "arm64"),
     qemu_binary="qemu-system-aarch64",
     qemu_machine="virt",

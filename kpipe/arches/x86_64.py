@@ -8,6 +8,7 @@ ARCH = Arch(
     image_path="arch/x86/boot/bzImage",
     kconfig_fragment="x86_64.config",
     debian_arch="amd64",
+    elf_machine=62,
     host_machines=("x86_64", "amd64"),
     qemu_binary="qemu-system-x86_64",
     qemu_machine="q35",
