@@ -10,7 +10,7 @@ import traceback
 from typing import Callable
 
 from . import proc, progress
-from .errors import EXIT_INFRA, EXIT_MEANING, InfraError, KpipeError
+from .errors import EXIT_MEANING, InfraError, Interrupted, KpipeError
 
 BISECT_MAP = {0: 0, 1: 1, 2: 125, 3: 125, 4: 125}
 
@@ -52,9 +52,12 @@ def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: 
     except KpipeError as e:
         print(e.render(), file=sys.stderr)
         code = e.exit_code
-    except KeyboardInterrupt:
-        print("kpipe: interrupted: stopped every QEMU/make child; the cache was left consistent", file=sys.stderr)
-        code = EXIT_INFRA
+    except KeyboardInterrupt as e:
+        proc.kill_all()
+        why = "SIGTERM" if str(e) == f"signal {int(signal.SIGTERM)}" else "SIGINT"
+        err = Interrupted(f"stopped by {why}; every QEMU/make child was killed, no half-written cache entry was kept")
+        print(err.render(), file=sys.stderr)
+        code = err.exit_code
     except Exception as e:      # a bug or an unforeseen host problem: never let it pass for exit 1 (kernel verdict)
         traceback.print_exc(file=sys.stderr)
         err = InfraError(f"unexpected {type(e).__name__}: {e}",

@@ -131,8 +131,10 @@ def apply_series(co: Checkout, series: Series, log: Path | None = None) -> Appli
     base = co.tree.base
     want = {"base": base, "patches": series.key()}
     st = read_state(co)
-    if st.get("base") == base and st.get("patches") == want["patches"] and st.get("head") == co.head and is_clean(co):
-        return Applied(co, base, co.head, tuple(AppliedPatch(**p) for p in st["applied"]), reused=True)
+    current = git(co.path, "rev-parse", "HEAD").stdout.strip()
+    if st.get("base") == base and st.get("patches") == want["patches"] and st.get("head") == current and is_clean(co):
+        co = Checkout(co.tree, co.path, current)
+        return Applied(co, base, current, tuple(AppliedPatch(**p) for p in st["applied"]), reused=True)
     co = reset_to(co, base, log)
     done: list[AppliedPatch] = []
     for pf in series.patches:

@@ -106,4 +106,9 @@ def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings
     with phase("build", f"{arch.name} (log: {log})", timings) as ph:
         kernel = buildmod.build(req, log, lambda dotconfig: kconfig.require(merged, dotconfig, src, arch))
         ph.update(f"{arch.name} {kernel.release} " + ("cached" if kernel.cached else f"built in {kernel.seconds:.0f}s"))
+    if kernel.cached:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write(f"kpipe: {arch.name} kernel {kernel.release} reused from the cache (content key {kernel.key}, "
+                    f"{kernel.image.parent}); make was not run\n")
     return kernel, merged

@@ -125,7 +125,13 @@ class VM:
             fh.write("$ " + " ".join(cmd) + "\n")
         self._qemu_err = open(self.qemu_log, "ab")
         self._serial = open(serial_log, "a", buffering=1, errors="replace")
-        self.p = proc.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._qemu_err)
+        try:
+            self.p = proc.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._qemu_err)
+        except OSError as e:
+            self._qemu_err.close()
+            self._serial.close()
+            raise InfraError(f"cannot start {cmd[0]}: {e.strerror}",
+                             fix="install QEMU for this arch (run `invoke setup`)") from None
         self._reader = threading.Thread(target=self._read, name=f"console-{arch.name}", daemon=True)
         self._reader.start()
 

@@ -18,6 +18,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import struct
 import time
 from dataclasses import dataclass, field
@@ -457,8 +458,16 @@ def status_from_exit(exit_status: int | None, timed_out: bool, timeout: float) -
         return _Run(Status.XFAIL, "exit 2 (xfail)", "XFAIL")
     if exit_status == KSFT_XPASS:
         return _Run(Status.FAIL, "exit 3 (xpass)", "exit=3", ["unexpected pass (XPASS) counts as a failure"])
-    extra = [f"exit {exit_status}: killed by signal {exit_status - 128}?"] if exit_status > 128 else []
+    extra = [f"exit {exit_status}: crashed? (killed by signal {exit_status - 128}, {_signal_name(exit_status - 128)})"
+             ] if exit_status > 128 else []
     return _Run(Status.FAIL, f"exit {exit_status}", f"exit={exit_status}", extra)
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return signal.Signals(n).name
+    except ValueError:
+        return f"SIG{n}"
 
 
 def _tail(text: str, n: int) -> list[str]:
@@ -537,8 +546,10 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
                 session.put(b.binary, remote, 0o755)
                 pushed[b.binary] = remote
             pidfile = f"{remote_dir}/{spec.name}.pid"
+            # setsid: the test leads its own process group (same pid: this shell is no group leader), so a
+            # timeout kills the processes it forked too, not only the test's main process
             script = (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
-                      f"exec {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
+                      f"exec setsid {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
             cr = session.run(["sh", "-c", script], spec.timeout)
         except (KpipeError, OSError, EOFError) as e:
             error = _as_kpipe_error(e, f"while running {spec.name}")

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import image, qemu, report, selftests, verifier
+from . import image, proc, qemu, report, selftests, verifier
 from .arches import Arch, resolve_arches
 from .build import Kernel
 from .commands import remember_kernel
@@ -173,19 +173,27 @@ def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: P
         return results
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(arches)) as pool:
         futures = {}
-        for a in arches:
-            adir = vdir / a.name
-            try:
-                prep = prepare_arch(a, applied, series, opts, adir, touched)
-            except KpipeError as e:
-                results[a.name] = _record_error(_arch_result(a, applied), e)
-                continue
-            futures[a.name] = (pool.submit(test_arch, prep, opts), prep)
-        for name, (fut, prep) in futures.items():
-            try:
-                results[name] = fut.result()
-            except KpipeError as e:
-                results[name] = _record_error(prep.ar, e)
+        try:
+            for a in arches:
+                adir = vdir / a.name
+                try:
+                    prep = prepare_arch(a, applied, series, opts, adir, touched)
+                except KpipeError as e:
+                    results[a.name] = _record_error(_arch_result(a, applied), e)
+                    continue
+                futures[a.name] = (pool.submit(test_arch, prep, opts), prep)
+            for name, (fut, prep) in futures.items():
+                try:
+                    results[name] = fut.result()
+                except KpipeError as e:
+                    results[name] = _record_error(prep.ar, e)
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt lands in this thread): stop every QEMU/make child now, so the boots
+            # running in the pool fail at once instead of finishing their tests before the pool lets go.
+            for fut, _ in futures.values():
+                fut.cancel()
+            proc.kill_all()
+            raise
     return {a.name: results[a.name] for a in arches}
 
 

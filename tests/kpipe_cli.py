@@ -39,5 +39,5 @@ def invoke(*args: str, out: Path | None = None, env: dict | None = None, timeout
     return Ran(p.returncode, p.stdout, p.stderr, out)
 
 
-def tests_by_name(result: dict, arch: str, suite: str | None = None) -> dict[str, dict]:
+def results_by_name(result: dict, arch: str, suite: str | None = None) -> dict[str, dict]:
     return {t["name"]: t for t in result["arches"][arch]["tests"] if suite is None or t["suite"] == suite}

@@ -17,7 +17,7 @@ from kpipe.image import build_image, make_host_key
 from kpipe.qemu import boot
 
 ARCHES = ["x86_64", "arm64"]
-pytestmark = pytest.mark.e2e
+e2e = pytest.mark.e2e
 
 
 def _our_qemus() -> list[str]:
@@ -62,6 +62,7 @@ def _secrets_gone(run_dir: Path) -> None:
         assert not (run_dir / name).exists(), f"{name} left in the run folder"
 
 
+@e2e
 @pytest.mark.parametrize("arch", ARCHES)
 def test_boot_ssh_push_and_exit_status(kernels, images, arch, tmp_path):
     k = _kernel(kernels, arch)
@@ -95,6 +96,7 @@ def test_boot_ssh_push_and_exit_status(kernels, images, arch, tmp_path):
     _secrets_gone(tmp_path / "run")
 
 
+@e2e
 @pytest.mark.parametrize("arch", ARCHES)
 def test_panic_ends_the_run_at_once(kernels, images, arch, tmp_path):
     k = _kernel(kernels, arch)
@@ -115,6 +117,7 @@ def test_panic_ends_the_run_at_once(kernels, images, arch, tmp_path):
     _secrets_gone(tmp_path / "run")
 
 
+@e2e
 @pytest.mark.parametrize("arch", ARCHES)
 def test_image_without_sshd_is_an_infra_error_with_console_tail(kernels, arch, tmp_path):
     k = _kernel(kernels, arch)
@@ -135,6 +138,7 @@ def test_image_without_sshd_is_an_infra_error_with_console_tail(kernels, arch, t
     _secrets_gone(tmp_path / "run")
 
 
+@e2e
 def test_two_boots_at_once_use_different_ports(kernels, images, tmp_path):
     k = _kernel(kernels, "x86_64")
     arch = get_arch("x86_64")
@@ -164,6 +168,7 @@ def test_two_boots_at_once_use_different_ports(kernels, images, tmp_path):
     assert (s1, o1, s2, o2) == (11, "1", 12, "2")
 
 
+@e2e
 def test_wrong_pinned_host_key_is_refused(kernels, images, tmp_path):
     k = _kernel(kernels, "x86_64")
     with boot(get_arch("x86_64"), k.image, images["x86_64"], tmp_path / "run") as g:
@@ -177,6 +182,7 @@ def test_wrong_pinned_host_key_is_refused(kernels, images, tmp_path):
         assert g.session.run(["true"], timeout=20).exit_status == 0
 
 
+@e2e
 def test_exception_and_ctrl_c_inside_the_session_stop_qemu(kernels, images, tmp_path):
     k = _kernel(kernels, "arm64")
     for exc, n in ((RuntimeError("boom"), 1), (KeyboardInterrupt(), 2)):
@@ -189,6 +195,7 @@ def test_exception_and_ctrl_c_inside_the_session_stop_qemu(kernels, images, tmp_
         _secrets_gone(tmp_path / f"run{n}")
 
 
+@e2e
 def test_accel_choice_never_hangs(kernels):
     x86 = get_arch("x86_64")
     arm = get_arch("arm64")
@@ -209,6 +216,7 @@ def test_accel_choice_never_hangs(kernels):
         arm.native_on_host()
 
 
+@e2e
 @pytest.mark.parametrize("arch", ARCHES)
 def test_kernel_death_during_the_session_is_a_kernel_verdict(kernels, images, arch, tmp_path):
     """The guest's init exits (SIGUSR1 hook in init.j2) -> "Attempted to kill init!" panic -> the SSH
@@ -224,6 +232,7 @@ def test_kernel_death_during_the_session_is_a_kernel_verdict(kernels, images, ar
     assert ei.value.exit_code == 1
 
 
+@e2e
 def test_port_taken_by_another_program_is_retried(kernels, images, tmp_path, monkeypatch):
     """A port another program grabbed between our choice and QEMU's bind: QEMU fails, kpipe retries."""
     import socket
@@ -254,3 +263,58 @@ def test_port_taken_by_another_program_is_retried(kernels, images, tmp_path, mon
         squatter.close()
     assert made[0] == taken and len(made) == 2
     assert "host forwarding" in (tmp_path / "run/qemu.log").read_text()
+
+
+# ---------------------------------------------------------------- pure logic (no boot)
+
+def test_qemu_command_comes_from_arch_data_only():
+    import dataclasses
+
+    from kpipe.qemu import kernel_cmdline, qemu_command
+
+    for name in ARCHES:
+        a = get_arch(name)
+        cmd = qemu_command(a, Path("/k"), accel="tcg", append=kernel_cmdline(a, ("x=1",)),
+                           initrd=Path("/i"), ssh_port=40000)
+        assert cmd[0] == a.qemu_binary
+        assert cmd[cmd.index("-machine") + 1] == a.qemu_machine and cmd[cmd.index("-accel") + 1] == "tcg"
+        assert cmd[cmd.index("-m") + 1] == str(a.memory_mb) and cmd[cmd.index("-smp") + 1] == str(a.smp)
+        assert cmd[cmd.index("-append") + 1] == f"console={a.console} panic=-1 x=1"
+        assert {"-no-reboot", "-nodefaults"} <= set(cmd)
+        assert cmd[cmd.index("-serial") + 1] == "stdio" and cmd[cmd.index("-monitor") + 1] == "none"
+        assert "user,id=n0,hostfwd=tcp:127.0.0.1:40000-:22" in cmd
+        assert f"{a.nic_device},netdev=n0" in cmd
+    # a new arch is data: no code path branches on the name
+    riscv = dataclasses.replace(get_arch("arm64"), name="riscv64", qemu_binary="qemu-system-riscv64",
+                                qemu_cpu=None, console="ttyS0", qemu_extra=("-bios", "default"))
+    cmd = qemu_command(riscv, Path("/k"), accel="tcg", append="a")
+    assert cmd[0] == "qemu-system-riscv64" and "-cpu" not in cmd and cmd[-2:] == ["-bios", "default"]
+    assert cmd[cmd.index("-nic") + 1] == "none"
+
+
+def test_boot_timeout_scales_for_tcg_and_is_overridable():
+    from kpipe.qemu import BOOT_TIMEOUT, boot_timeout
+
+    x86 = get_arch("x86_64")
+    assert boot_timeout(x86, "kvm") == BOOT_TIMEOUT
+    assert boot_timeout(x86, "tcg") >= BOOT_TIMEOUT * x86.tcg_boot_factor
+    assert boot_timeout(x86, "tcg", 7) == 7.0
+
+
+def test_port_leases_are_exclusive_and_released():
+    from kpipe.qemu import PortLease
+
+    leases = [PortLease() for _ in range(20)]
+    ports = [lease.port for lease in leases]
+    assert len(set(ports)) == 20
+    for lease in leases:
+        lease.release()
+
+
+def test_guest_command_quoting_and_timeout_wrapper():
+    from kpipe.guest import command_line, wrap_timeout
+
+    assert command_line(["printf", "%s", "a b", "c'd", "$HOME"]) == "printf %s 'a b' 'c'\"'\"'d' '$HOME'"
+    assert command_line("echo $HOME") == "echo $HOME"
+    assert command_line(["ls"], cwd="/tmp/a b") == "cd '/tmp/a b' && ls"
+    assert wrap_timeout("sleep 5", 2.2) == "timeout -s KILL 3 sh -c 'sleep 5'; exit $?"

@@ -19,9 +19,9 @@ SEED = REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNM
 
 
 def edit_patch(tree, path: Path, new_line: str) -> Path:
-    """A plain diff inserting ``new_line`` near the top of mm/mremap.c (applies on top of the seed patch)."""
+    """A plain diff putting ``new_line`` first in mm/mremap.c (applies on top of the seed patch)."""
     old = git(tree.repo, "show", f"{tree.base}:mm/mremap.c", bare=True).stdout.splitlines(keepends=True)
-    new = old[:3] + [new_line + "\n"] + old[3:]
+    new = [new_line + "\n"] + old
     diff = "".join(difflib.unified_diff(old, new, "a/mm/mremap.c", "b/mm/mremap.c"))
     path.write_text("diff --git a/mm/mremap.c b/mm/mremap.c\n" + diff)
     return path
@@ -79,6 +79,6 @@ def test_patch_that_breaks_the_build_exits_4_with_the_error_line(patched_kernels
     broken = edit_patch(tree510, tmp_path / "broken.patch", f"static int kpipe_broken_{uuid.uuid4().hex[:8]} = ;")
     r = invoke("build", "--arch", "x86_64", "--series", str(series(tmp_path, SEED, broken)), out=tmp_path / "run")
     assert r.code == 4, r
-    assert re.search(r"mm/mremap\.c:4:\d+: error: expected expression", r.stderr), r
+    assert re.search(r"mm/mremap\.c:1:\d+: error: expected expression", r.stderr), r
     assert str(tmp_path / "run" / "x86_64" / "build.log") in r.stderr
     assert "exit 4 (build failed)" in r.stderr

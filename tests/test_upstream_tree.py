@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kpipe_cli import invoke, tests_by_name
+from kpipe_cli import invoke, results_by_name
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,8 @@ def test_612_passes_everything_under_upstream(tmp_path):
     ar = r.result["arches"]["x86_64"]
     assert ar["kernel"]["release"].startswith("6.12.")
     assert ar["kernel"]["policy"] == "upstream"
-    verifier = tests_by_name(r.result, "x86_64", "verifier")
+    verifier = results_by_name(r.result, "x86_64", "verifier")
     assert verifier["move-memfd-shared"]["observed"] == "ok"
     assert all(t["status"] in ("pass", "skip") for t in verifier.values())
-    selftests = tests_by_name(r.result, "x86_64", "selftests")
+    selftests = results_by_name(r.result, "x86_64", "selftests")
     assert selftests, "the mm selftests of a 6.12 tree ran"
