@@ -13,6 +13,7 @@ ARCH = Arch(
     qemu_binary="qemu-system-aarch64",
     qemu_machine="virt",
     qemu_cpu="cortex-a57",
+    qemu_extra=("-device", "virtio-rng-pci"),
     console="ttyAMA0",
     dynamic_loader="/lib/ld-linux-aarch64.so.1",
     tcg_boot_factor=1.0,

@@ -13,6 +13,7 @@ ARCH = Arch(
     qemu_binary="qemu-system-x86_64",
     qemu_machine="q35",
     qemu_cpu="max",
+    qemu_extra=("-device", "virtio-rng-pci"),
     console="ttyS0",
     dynamic_loader="/lib64/ld-linux-x86-64.so.2",
     tcg_boot_factor=2.0,
