@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cache
+
 from .tree import Tree, git
 
 STATE = ".git-kpipe-state.json"

@@ -24,6 +24,7 @@ from .accel import choose_accel
 from .arches import Arch
 from .errors import InfraError, KernelError
 from .findings import Scanner, scan_text
+from .guest import GuestSession
 from .image import Initrd, join_archives, make_overlay
 from .results import Finding
 
@@ -330,7 +331,6 @@ def boot(arch: Arch, kernel_image: Path, initrd: Initrd, run_dir: Path, *, accel
     """Boot ``kernel_image`` with the guest image and a fresh per-run overlay, connect over SSH, yield the
     Guest. On the way out: dmesg collected (when asked), clean guest shutdown, QEMU surely gone, per-run
     secrets and the joined initrd removed."""
-    from .guest import GuestSession
 
     kernel_image = Path(kernel_image)
     if not kernel_image.is_file():

@@ -7,7 +7,6 @@ stash, index, ref or file of it is written. Everything kpipe changes lives in it
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess

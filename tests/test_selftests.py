@@ -6,12 +6,12 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from local_session import LocalSession
 
-from kpipe import proc
 from kpipe.arches import get_arch
 from kpipe.errors import InfraError, UsageError
 from kpipe.ktap import parse_document
@@ -43,44 +43,6 @@ def src510(request) -> Path:
 
 
 # --------------------------------------------------------------------------------- a local "guest" session
-
-@dataclass(frozen=True)
-class CommandResult:
-    command: str
-    exit_status: int | None
-    stdout: str
-    stderr: str
-    seconds: float
-    timed_out: bool
-
-
-class LocalSession:
-    """The guest session's put/run API, on the host: real processes, own process group, killed on timeout."""
-
-    def __init__(self):
-        self.commands: list[list[str]] = []
-
-    def put(self, local: Path, remote: str, mode: int = 0o644) -> None:
-        Path(remote).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, remote)
-        os.chmod(remote, mode)
-
-    def run(self, argv: list[str], timeout: float) -> CommandResult:
-        self.commands.append(list(argv))
-        start = time.monotonic()
-        p = proc.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        timed_out = False
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.kill_group(p, grace=1.0)
-            out, err = p.communicate()
-        finally:
-            proc.unregister(p)
-        status = None if timed_out or p.returncode < 0 else p.returncode
-        return CommandResult(" ".join(argv), status, out, err, time.monotonic() - start, timed_out)
-
 
 class BrokenSession(LocalSession):
     """Dies (like a guest that panicked) on the n-th run."""

@@ -8,10 +8,11 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from local_session import LocalSession
 
 from kpipe import proc
 from kpipe.arches import get_arch
@@ -382,45 +383,6 @@ def test_build_errors(kernels, private_cache, tmp_path):
 
 
 # ------------------------------------------------------------------------------ host run (6.18: upstream)
-
-@dataclass(frozen=True)
-class CommandResult:
-    command: str
-    exit_status: int | None
-    stdout: str
-    stderr: str
-    seconds: float
-    timed_out: bool
-
-
-class LocalSession:
-    """The guest session's put/run API on the host: real processes in their own group, killed on timeout."""
-
-    def __init__(self):
-        self.commands: list[list[str]] = []
-        self.puts: list[tuple[str, int]] = []
-
-    def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
-        shutil.copyfile(local, remote)
-        os.chmod(remote, mode)
-        self.puts.append((remote, mode))
-
-    def run(self, argv: list[str], timeout: float) -> CommandResult:
-        self.commands.append(list(argv))
-        start = time.monotonic()
-        p = proc.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        timed_out = False
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.kill_group(p, grace=1.0)
-            out, err = p.communicate()
-        finally:
-            proc.unregister(p)
-        status = None if timed_out or p.returncode < 0 else p.returncode
-        return CommandResult(" ".join(map(str, argv)), status, out, err, time.monotonic() - start, timed_out)
-
 
 @pytest.fixture(scope="module")
 def host_binary(tmp_path_factory, kernels):
