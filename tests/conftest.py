@@ -32,8 +32,10 @@ def _qemu_children() -> list[str]:
 @pytest.fixture(autouse=True)
 def no_qemu_left_behind():
     yield
+    from kpipe import proc
     left = _qemu_children()
-    assert not left, f"QEMU processes left behind by this test: {left}"
+    registered = [p for p in list(proc._children) if "qemu" in str(p.args)]
+    assert not left and not registered, f"QEMU left running after the test: {left or registered}"
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,8 @@ even a regression that reached `make` could not start a kernel build.
 """
 from __future__ import annotations
 
+import re
+import pytest
 import fcntl
 import hashlib
 import os
@@ -273,3 +275,19 @@ def held_locks(cache: Path) -> list[str]:
         finally:
             os.close(fd)
     return held
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own kpipe cache: the shared one (~/.cache/kpipe) is never touched.
+    Autouse in every module that imports it."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("KPIPE_CACHE", str(cache))
+    return cache
+
+
+def scratch_of(stdout: str) -> Path:
+    """The scratch checkout `invoke apply` reports."""
+    m = re.search(r"^scratch checkout (\S+) at ([0-9a-f]+)", stdout, re.M)
+    assert m, stdout
+    return Path(m.group(1))

@@ -1,14 +1,13 @@
 """End to end: real QEMU (TCG here), real dropbear, real paramiko, both arches, the 5.10 kernels."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from kpipe import proc
+from conftest import _qemu_children
 from kpipe.accel import choose_accel
 from kpipe.arches import get_arch
 from kpipe.errors import InfraError, KernelError
@@ -18,32 +17,6 @@ from kpipe.qemu import boot
 
 ARCHES = ["x86_64", "arm64"]
 e2e = pytest.mark.e2e
-
-
-def _our_qemus() -> list[str]:
-    """QEMU processes that are children of this test process (other runs on the machine are not ours)."""
-    me = str(os.getpid())
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1: stat.rindex(")")]
-        ppid = stat[stat.rindex(")") + 2:].split()[1]
-        if ppid == me and comm.startswith("qemu-system"):
-            found.append(f"{d.name} {comm}")
-    return found
-
-
-@pytest.fixture(autouse=True)
-def no_qemu_left():
-    yield
-    left = _our_qemus()
-    registered = [p for p in list(proc._children) if "qemu" in str(p.args)]
-    assert not left and not registered, f"QEMU left running after the test: {left or registered}"
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +164,7 @@ def test_exception_and_ctrl_c_inside_the_session_stop_qemu(kernels, images, tmp_
                 vm = g.vm
                 raise exc
         assert vm.p.returncode is not None
-        assert _our_qemus() == []
+        assert _qemu_children() == []
         _secrets_gone(tmp_path / f"run{n}")
 
 

@@ -16,17 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (REPO_ROOT, SEED_PATCH, diff_snapshots, held_locks, invoke, kpipe_env, leftovers,
+from kernel_fixture import (private_cache, scratch_of, REPO_ROOT, SEED_PATCH, diff_snapshots, held_locks, invoke, kpipe_env, leftovers,
                             make_kernel_repo, make_repo, tree_snapshot)
 
 EXIT_LINE = {2: "exit 2 (infrastructure or usage error)", 3: "exit 3 (patch does not apply)", 0: "exit 0 (pass)"}
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("KPIPE_CACHE", str(cache))
-    return cache
 
 
 @pytest.fixture()

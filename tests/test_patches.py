@@ -9,26 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke, leftovers,
+from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke, leftovers,
                             make_kernel_repo, make_repo)
 from kpipe.errors import PatchError, UsageError
 from kpipe.patches import DEFAULT_SERIES, apply_series, load_series, read_patch
 from kpipe.pipeline import locked_checkout
 from kpipe.tree import open_user_tree
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own kpipe cache: the shared one (~/.cache/kpipe) is never touched."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("KPIPE_CACHE", str(cache))
-    return cache
-
-
-def scratch_of(stdout: str) -> Path:
-    m = re.search(r"^scratch checkout (\S+) at ([0-9a-f]+)", stdout, re.M)
-    assert m, stdout
-    return Path(m.group(1))
 
 
 def status_lines(stdout: str) -> list[list[str]]:
@@ -112,7 +98,9 @@ def test_empty_series_and_missing_series_file(tmp_path):
         load_series(empty)
     with pytest.raises(UsageError, match="does not exist"):
         load_series(tmp_path / "nope")
-    assert load_series(empty, no_patches=True).patches == ()
+    assert load_series(no_patches=True).patches == ()
+    with pytest.raises(UsageError, match="--no-patches was given together with --patch/--series"):
+        load_series(empty, no_patches=True)
 
 
 # ------------------------------------------------------------------------------------------------ apply (API)

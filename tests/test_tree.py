@@ -10,26 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (SEED_PATCH, diff_snapshots, git, held_locks, invoke, leftovers, make_kernel_repo,
+from kernel_fixture import (private_cache, scratch_of, SEED_PATCH, diff_snapshots, git, held_locks, invoke, leftovers, make_kernel_repo,
                             make_repo, mtimes, tracked_files, tree_snapshot)
 from kpipe import cache as cachemod
 from kpipe.errors import UsageError
 from kpipe.patches import apply_series, load_series
 from kpipe.pipeline import locked_checkout
 from kpipe.tree import DEBIAN_TREES, kernel_version, open_tree, open_user_tree
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("KPIPE_CACHE", str(cache))
-    return cache
-
-
-def scratch_of(stdout: str) -> Path:
-    m = re.search(r"^scratch checkout (\S+) at ([0-9a-f]+)", stdout, re.M)
-    assert m, stdout
-    return Path(m.group(1))
 
 
 def worktree_state(wt: Path) -> dict[str, tuple[int, bytes]]:
