@@ -546,10 +546,12 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
                 session.put(b.binary, remote, 0o755)
                 pushed[b.binary] = remote
             pidfile = f"{remote_dir}/{spec.name}.pid"
-            # setsid: the test leads its own process group (same pid: this shell is no group leader), so a
-            # timeout kills the processes it forked too, not only the test's main process
+            # The test must lead its own process group, so that a timeout also kills what it forked, not only
+            # its main process (_kill_remote kills the group): setsid when this shell is no group leader (then
+            # setsid keeps the pid); a shell that already leads its group execs the test directly.
             script = (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
-                      f"exec setsid {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
+                      f"read -r _ _ _ _ g _ < /proc/$$/stat; s=setsid; [ \"$g\" = $$ ] && s=; "
+                      f"exec $s {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
             cr = session.run(["sh", "-c", script], spec.timeout)
         except (KpipeError, OSError, EOFError) as e:
             error = _as_kpipe_error(e, f"while running {spec.name}")

@@ -190,9 +190,11 @@ def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: P
         except BaseException:
             # Ctrl-C (KeyboardInterrupt lands in this thread): stop every QEMU/make child now, so the boots
             # running in the pool fail at once instead of finishing their tests before the pool lets go.
-            for fut, _ in futures.values():
-                fut.cancel()
-            proc.kill_all()
+            # A boot may be just starting its QEMU: keep killing until every worker has given up.
+            pending = [fut for fut, _ in futures.values() if not fut.cancel()]
+            while pending:
+                proc.kill_all()
+                pending = list(concurrent.futures.wait(pending, timeout=0.5).not_done)
             raise
     return {a.name: results[a.name] for a in arches}
 
