@@ -164,6 +164,7 @@ def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: P
     """Apply ``series`` and verify each arch: builds one after another (each uses every core), each arch's
     boot and tests start as soon as its build is done, overlapping the next arch's build."""
     results: dict[str, ArchResult] = {}
+    co = replace(co, tree=tree)          # the same worktree, reset to this variant's base (bisect steps differ)
     try:
         applied = apply(co, series, log_dir / "apply.log", timings)
     except KpipeError as e:

@@ -291,3 +291,19 @@ def scratch_of(stdout: str) -> Path:
     m = re.search(r"^scratch checkout (\S+) at ([0-9a-f]+)", stdout, re.M)
     assert m, stdout
     return Path(m.group(1))
+
+
+def processes_with_env(name: str, value: str) -> list[str]:
+    """Processes (other than this test) whose environment has ``name=value``: a run's children, found even
+    after they were re-parented."""
+    needle = f"{name}={value}".encode() + b"\0"
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            if needle in (d / "environ").read_bytes() + b"\0":
+                found.append(f"{d.name} " + (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return found

@@ -10,8 +10,10 @@ History (good = c1, bad = c8):
 """
 from __future__ import annotations
 
+import difflib
 import math
 import subprocess
+import uuid
 
 import pytest
 
@@ -77,3 +79,44 @@ def test_bisect_names_the_breaking_commit_and_skips_the_unbuildable(history, tmp
     assert "First bad" in (out / "summary.md").read_text()
     # the user's tree is untouched
     assert (sh(repo, "status", "--porcelain"), sh(repo, "rev-parse", "HEAD"), sh(repo, "for-each-ref")) == before
+
+
+def _diff(path: str, old: str, new: str) -> str:
+    body = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                       f"a/{path}", f"b/{path}"))
+    return f"diff --git a/{path} b/{path}\n{body}"
+
+
+def test_series_mode_names_the_first_bad_patch(tree510, patched_kernels, tmp_path):
+    """seed, docs, a WARN_ON_ONCE on every DONTUNMAP move (a kernel-log finding: bad), docs."""
+    from kpipe.tree import git
+    mremap = git(tree510.repo, "show", f"{tree510.base}:mm/mremap.c", bare=True).stdout
+    readme = git(tree510.repo, "show", f"{tree510.base}:README", bare=True).stdout
+    seeded = mremap.replace("if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) ||\n\t\t\tvma->vm_flags & VM_SHARED))",
+                            "if (flags & MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma)))")
+    assert seeded != mremap
+    warned = seeded.replace(ALLOW + "\n\t\treturn ERR_PTR(-EINVAL);\n",
+                            ALLOW + "\n\t\treturn ERR_PTR(-EINVAL);\n\tWARN_ON_ONCE(flags & MREMAP_DONTUNMAP);\n")
+    assert warned != seeded
+    nonce = uuid.uuid4().hex[:8]
+    readme2 = readme.replace("Linux kernel", f"Linux kernel ({nonce})", 1)
+    readme3 = readme2 + f"\nkpipe series-mode test {nonce}\n"
+    patches = [SEED]
+    for i, (path, old, new) in enumerate([("README", readme, readme2), ("mm/mremap.c", seeded, warned),
+                                          ("README", readme2, readme3)], 2):
+        f = tmp_path / f"000{i}.patch"
+        f.write_text(_diff(path, old, new))
+        patches.append(f)
+    series = tmp_path / "series"
+    series.write_text("".join(f"{p}\n" for p in patches))
+    out = tmp_path / "bisect"
+    r = invoke("bisect", "--series-mode", "--series", str(series), "--arch", "x86_64", "--selftests", "none",
+               out=out, timeout=3600)
+    assert r.code == 0, r
+    b = r.result["extra"]["bisect"]
+    assert b["first_bad"]["index"] == 3 and b["first_bad"]["commit"] == "0003.patch", b
+    marks = {s["commit"]: s["mark"] for s in b["steps"]}
+    assert marks["4 patch(es)"] == "bad" and marks["0 patch(es)"] == "good"
+    bad_step = next(s for s in b["steps"] if s["commit"] == "3 patch(es)")
+    assert "warning" in bad_step["why"].lower(), bad_step
+    assert len(b["steps"]) <= 2 + math.ceil(math.log2(4))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (private_cache, scratch_of, REPO_ROOT, SEED_PATCH, diff_snapshots, held_locks, invoke, kpipe_env, leftovers,
+from kernel_fixture import (processes_with_env, private_cache, REPO_ROOT, SEED_PATCH, diff_snapshots, held_locks, invoke, kpipe_env, leftovers,  # noqa: F401 (private_cache: autouse)
                             make_kernel_repo, make_repo, tree_snapshot)
 
 EXIT_LINE = {2: "exit 2 (infrastructure or usage error)", 3: "exit 3 (patch does not apply)", 0: "exit 0 (pass)"}
@@ -36,19 +36,8 @@ def dirty_repo(tmp_path) -> Path:
 
 
 def processes_of(cache: Path) -> list[str]:
-    """Processes (other than this test) whose environment names our private cache: kpipe's children."""
-    needle = f"KPIPE_CACHE={cache}".encode() + b"\0"
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if needle in (d / "environ").read_bytes() + b"\0":
-                cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found.append(f"{d.name} {cmdline}")
-        except OSError:
-            continue
-    return found
+    """kpipe's children: processes whose environment names our private cache."""
+    return processes_with_env("KPIPE_CACHE", str(cache))
 
 
 def check_failure(cp: subprocess.CompletedProcess, code: int, cache: Path, *names: str) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import leftovers
+from kernel_fixture import leftovers, processes_with_env
 from kpipe_cli import REPO_ROOT, Ran, invoke, results_by_name
 from test_build import SEED, edit_patch, series
 
@@ -51,17 +51,7 @@ def exit_line(code: int) -> str:
 
 def tagged_processes(tag: str) -> list[str]:
     """Processes (QEMU, make, gcc, ...) started by the run carrying ``tag`` in its environment."""
-    needle = f"{TAG}={tag}".encode() + b"\0"
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            if needle in (d / "environ").read_bytes() + b"\0":
-                found.append(f"{d.name} " + (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            continue
-    return found
+    return processes_with_env(TAG, tag)
 
 
 def cache_temps() -> set[str]:

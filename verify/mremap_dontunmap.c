@@ -634,6 +634,26 @@ struct gc {
 	char err[160];
 };
 
+/* Register the old heap with userfaultfd in ``mode`` and check the kernel offers the resolving ioctl
+ * (bit ``ioctl_nr``); on failure the result says which step failed. */
+static int gc_register(struct gc *g, struct result *r, __u64 mode, const char *mode_name, int ioctl_nr,
+		       const char *ioctl_name, const char *missing)
+{
+	struct uffdio_register reg = {.range = {.start = (unsigned long)g->heap, .len = g->len}, .mode = mode};
+
+	if (ioctl(g->uffd, UFFDIO_REGISTER, &reg)) {
+		observe_errno(r, errno);
+		note(r, "UFFDIO_REGISTER (%s) on the old range failed", mode_name);
+		return -1;
+	}
+	if (!(reg.ioctls & ((__u64)1 << ioctl_nr))) {
+		observe(r, missing);
+		note(r, "UFFDIO_REGISTER does not offer %s on the old range", ioctl_name);
+		return -1;
+	}
+	return 0;
+}
+
 /* The GC's handler: each fault on the old heap is resolved from the moved heap. MISSING: UFFDIO_COPY
  * the page from the moved range.  MINOR (shmem): "compact" the page in place through the moved range
  * (the same page-cache page), then UFFDIO_CONTINUE maps it. */
@@ -735,7 +755,6 @@ static void case_gc_missing_anon(const struct test_case *tc, struct result *r)
 {
 	struct map m = {.fd = -1};
 	struct uffdio_api api = {.api = UFFD_API};
-	struct uffdio_register reg;
 	struct gc g;
 	(void)tc;
 
@@ -759,18 +778,8 @@ static void case_gc_missing_anon(const struct test_case *tc, struct result *r)
 		skip(r, "UFFDIO_API: %s", errno_name(errno));
 		return;
 	}
-	reg = (struct uffdio_register){.range = {.start = (unsigned long)g.heap, .len = g.len},
-				       .mode = UFFDIO_REGISTER_MODE_MISSING};
-	if (ioctl(g.uffd, UFFDIO_REGISTER, &reg)) {
-		observe_errno(r, errno);
-		note(r, "UFFDIO_REGISTER (MISSING) on the old range failed");
+	if (gc_register(&g, r, UFFDIO_REGISTER_MODE_MISSING, "MISSING", _UFFDIO_COPY, "UFFDIO_COPY", "NOCOPY"))
 		return;
-	}
-	if (!(reg.ioctls & ((__u64)1 << _UFFDIO_COPY))) {
-		observe(r, "NOCOPY");
-		note(r, "UFFDIO_REGISTER does not offer UFFDIO_COPY on the old range");
-		return;
-	}
 	gc_run(&g, r);
 }
 
@@ -778,7 +787,6 @@ static void case_gc_minor_memfd(const struct test_case *tc, struct result *r)
 {
 	struct map m = {.fd = -1};
 	struct uffdio_api api = {.api = UFFD_API};
-	struct uffdio_register reg;
 	struct gc g;
 	int probe;
 	(void)tc;
@@ -821,18 +829,9 @@ static void case_gc_minor_memfd(const struct test_case *tc, struct result *r)
 		note(r, "UFFDIO_API with UFFD_FEATURE_MINOR_SHMEM failed though it is advertised");
 		return;
 	}
-	reg = (struct uffdio_register){.range = {.start = (unsigned long)g.heap, .len = g.len},
-				       .mode = KP_UFFDIO_REGISTER_MODE_MINOR};
-	if (ioctl(g.uffd, UFFDIO_REGISTER, &reg)) {
-		observe_errno(r, errno);
-		note(r, "UFFDIO_REGISTER (MINOR) on the old range failed");
+	if (gc_register(&g, r, KP_UFFDIO_REGISTER_MODE_MINOR, "MINOR", KP_UFFDIO_CONTINUE_NR, "UFFDIO_CONTINUE",
+			"NOCONTINUE"))
 		return;
-	}
-	if (!(reg.ioctls & ((__u64)1 << KP_UFFDIO_CONTINUE_NR))) {
-		observe(r, "NOCONTINUE");
-		note(r, "UFFDIO_REGISTER does not offer UFFDIO_CONTINUE on the old range");
-		return;
-	}
 	gc_run(&g, r);
 	if (!strcmp(r->observed, "ok")) {	/* the compaction landed in the file too */
 		uint8_t *buf = malloc(m.len);
