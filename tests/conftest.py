@@ -3,6 +3,7 @@ through kpipe's own stages (and reused from kpipe's cache across sessions), and 
 outlives a test."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -13,6 +14,18 @@ from kpipe.build import Kernel
 from kpipe.pipeline import Options, apply, build_kernel, locked_checkout, resolve_tree, series_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_CACHE = os.environ.get("KPIPE_CACHE")     # as the session started: where shared trees and kernels live
+
+
+@contextlib.contextmanager
+def shared_cache():
+    """Session fixtures use the shared kpipe cache even when first asked for by a test that set a private one."""
+    with pytest.MonkeyPatch.context() as mp:
+        if SHARED_CACHE is None:
+            mp.delenv("KPIPE_CACHE", raising=False)
+        else:
+            mp.setenv("KPIPE_CACHE", SHARED_CACHE)
+        yield
 
 
 def _qemu_children() -> list[str]:
@@ -40,12 +53,13 @@ def no_qemu_left_behind():
 
 @pytest.fixture(scope="session")
 def tree510():
-    return resolve_tree(Options())
+    with shared_cache():
+        return resolve_tree(Options())
 
 
 def _build_all(tree, opts: Options, logdir: Path) -> dict[str, Kernel]:
     out = {}
-    with locked_checkout(tree) as co:
+    with shared_cache(), locked_checkout(tree) as co:
         applied = apply(co, series_of(opts), logdir / "apply.log")
         for name in sorted(ARCHES):
             out[name], _ = build_kernel(ARCHES[name], applied, opts, logdir / f"build-{name}.log")

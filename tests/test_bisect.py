@@ -1,17 +1,21 @@
 """End-to-end bisection on a synthetic history made on top of the Debian 5.10 tree.
 
-History (good = c1, bad = c8):
+History (good = c1, bad = c8; git bisect's first midpoint is c4, the commit that does not build):
   c1 the seed patch                         good (shmem moves allowed)
-  c2 docs                                   good
-  c3 mm/mremap.c does not compile           skip (125)
-  c4 fix the build                          good
-  c5 mm: reject shmem with DONTUNMAP again  BAD  <- the first bad commit
-  c6..c8 docs                               bad
+  c2, c3 docs                               good
+  c4 mm/mremap.c does not compile           skip (125)
+  c5 fix the build                          good
+  c6 mm: reject shmem with DONTUNMAP again  BAD  <- the first bad commit
+  c7, c8 docs                               bad
+
+The repository lives at a stable path in kpipe's cache (recreated each session), so kpipe's mirror, worktree
+and build folder for it are reused across sessions instead of piling up.
 """
 from __future__ import annotations
 
 import difflib
 import math
+import shutil
 import subprocess
 import uuid
 
@@ -40,21 +44,24 @@ def commit_edit(repo, path, old, new, msg):
 
 
 @pytest.fixture(scope="module")
-def history(tree510, tmp_path_factory):
-    repo = tmp_path_factory.mktemp("bisect") / "linux"
+def history(tree510):
+    from kpipe.cache import cache_dir
+    repo = cache_dir("test-data") / "bisect-linux"
+    shutil.rmtree(repo, ignore_errors=True)
     subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", str(tree510.repo), str(repo)], check=True)
     sh(repo, "checkout", "-q", "-b", "work", tree510.base)
     c = {}
     sh(repo, "am", "-q", str(SEED))
     c[1] = sh(repo, "rev-parse", "HEAD")
     c[2] = commit_edit(repo, "README", "Linux kernel", "Linux kernel (c2)", "docs: c2")
-    c[3] = commit_edit(repo, "mm/mremap.c", "#include <linux/mm.h>", "#include <linux/mm.h>\nint kpipe_broken = ;",
-                       "mm: c3 does not build")
-    c[4] = commit_edit(repo, "mm/mremap.c", "int kpipe_broken = ;\n", "", "mm: c4 fix the build")
+    c[3] = commit_edit(repo, "README", "Linux kernel", "Linux kernel (c3)", "docs: c3")
+    c[4] = commit_edit(repo, "mm/mremap.c", "#include <linux/mm.h>", "#include <linux/mm.h>\nint kpipe_broken = ;",
+                       "mm: c4 does not build")
+    c[5] = commit_edit(repo, "mm/mremap.c", "int kpipe_broken = ;\n", "", "mm: c5 fix the build")
     mremap = (repo / "mm/mremap.c").read_text()
     assert ALLOW in mremap
-    c[5] = commit_edit(repo, "mm/mremap.c", ALLOW, REJECT, "mm: reject shmem with MREMAP_DONTUNMAP again")
-    for i in (6, 7, 8):
+    c[6] = commit_edit(repo, "mm/mremap.c", ALLOW, REJECT, "mm: reject shmem with MREMAP_DONTUNMAP again")
+    for i in (7, 8):
         c[i] = commit_edit(repo, "README", "Linux kernel", f"Linux kernel (c{i})", f"docs: c{i}")
     return repo, c
 
@@ -67,12 +74,12 @@ def test_bisect_names_the_breaking_commit_and_skips_the_unbuildable(history, tmp
                "--expect", "anon+shmem", "--selftests", "none", out=out, timeout=3600)
     assert r.code == 0, r
     b = r.result["extra"]["bisect"]
-    assert b["first_bad"]["commit"] == c[5], b
+    assert b["first_bad"]["commit"] == c[6], b
     assert b["first_bad"]["subject"] == "mm: reject shmem with MREMAP_DONTUNMAP again"
     marks = {s["commit"]: s["mark"] for s in b["steps"]}
-    assert marks.get(c[5]) == "bad"
-    if c[3] in marks:
-        assert marks[c[3]] == "skip" and next(s for s in b["steps"] if s["commit"] == c[3])["exit_code"] == 4
+    assert marks.get(c[6]) == "bad"
+    assert marks[c[4]] == "skip", b["steps"]                 # the unbuildable commit was tried and skipped
+    assert next(s for s in b["steps"] if s["commit"] == c[4])["exit_code"] == 4
     skips = sum(s["mark"] == "skip" for s in b["steps"])
     assert len(b["steps"]) <= math.ceil(math.log2(b["candidates"] + 1)) + skips, b["steps"]
     assert (out / "bisect.log").read_text().count("# first bad commit") == 1

@@ -15,7 +15,7 @@ from kpipe import proc
 from kpipe.arches import ARCHES, get_arch
 from kpipe.errors import ConfigError, InfraError, UsageError
 
-SRC = Path("/tmp/k510/linux-source-5.10")
+SRC = Path("/nonexistent")    # the real Debian 5.10 tree: set by the needs_tree fixture
 
 
 def write(tmp: Path, name: str, text: str) -> Path:
@@ -205,7 +205,12 @@ def test_format_missing():
 
 # ------------------------------------------------------------------------------------------------ real 5.10 tree
 
-needs_tree = pytest.mark.skipif(not (SRC / "Kconfig").is_file(), reason=f"no kernel tree at {SRC}")
+@pytest.fixture
+def needs_tree(tree_src):
+    """The real Debian 5.10 tree (kpipe's scratch worktree of debian:5.10, read only)."""
+    global SRC
+    SRC = tree_src
+    assert (SRC / "Kconfig").is_file()
 
 
 class Olddefconfig:
@@ -243,7 +248,7 @@ def shipped(arch) -> list[K.Fragment]:
     return [K.parse_fragment(p) for p in K.default_fragments(arch)]
 
 
-@needs_tree
+@pytest.mark.usefixtures("needs_tree")
 @pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
 def test_shipped_fragments_fully_satisfied_after_olddefconfig(olddefconfig, arch_name):
     arch = get_arch(arch_name)
@@ -254,7 +259,7 @@ def test_shipped_fragments_fully_satisfied_after_olddefconfig(olddefconfig, arch
     K.require(merged, dot, SRC, arch)
 
 
-@needs_tree
+@pytest.mark.usefixtures("needs_tree")
 @pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
 def test_shipped_fragments_satisfied_in_built_kernel(kernels, arch_name):
     if arch_name not in kernels:
@@ -276,7 +281,7 @@ UNSATISFIABLE = "\n".join([
 ]) + "\n"
 
 
-@needs_tree
+@pytest.mark.usefixtures("needs_tree")
 def test_unsatisfiable_requests_on_arm64_name_the_blocking_dependency(olddefconfig, tmp_path):
     arch = get_arch("arm64")
     extra = K.parse_fragment(write(tmp_path, "user.config", UNSATISFIABLE))
@@ -303,7 +308,7 @@ def test_unsatisfiable_requests_on_arm64_name_the_blocking_dependency(olddefconf
     assert ei.value.detail[0].startswith("CONFIG_MEM_SOFT_DIRTY: requested y, got n — depends on CHECKPOINT_RESTORE")
 
 
-@needs_tree
+@pytest.mark.usefixtures("needs_tree")
 def test_same_request_on_x86_64_differs_where_the_arch_differs(olddefconfig, tmp_path):
     arch = get_arch("x86_64")
     extra = K.parse_fragment(write(tmp_path, "user.config", UNSATISFIABLE))
@@ -317,7 +322,7 @@ def test_same_request_on_x86_64_differs_where_the_arch_differs(olddefconfig, tmp
     assert "HAVE_ARCH_SOFT_DIRTY [=y]" in r and r.endswith("unmet: CHECKPOINT_RESTORE [=n]")
 
 
-@needs_tree
+@pytest.mark.usefixtures("needs_tree")
 def test_user_fragment_overriding_the_feature_fragment(olddefconfig, tmp_path):
     """--kconfig turning HUGETLBFS off: the conflict is reported, and HUGETLB_PAGE (def_bool HUGETLBFS), still
     requested by the feature fragment, is explained by its default."""
@@ -333,7 +338,7 @@ def test_user_fragment_overriding_the_feature_fragment(olddefconfig, tmp_path):
         "HUGETLBFS [=n]"]
 
 
-@needs_tree
+@pytest.mark.usefixtures("needs_tree")
 def test_kconfiglib_unusable_falls_back_to_text_scan(kernels, tmp_path):
     """No compiler for the arch: Kconfig.include stops kconfiglib; the text scan still names the dependency."""
     if "arm64" not in kernels:
@@ -347,7 +352,7 @@ def test_kconfiglib_unusable_falls_back_to_text_scan(kernels, tmp_path):
     assert "kconfiglib failed: scripts/Kconfig.include:39: compiler 'kpipe-no-such-gcc' not found" in m.reason
 
 
-@needs_tree
+@pytest.mark.usefixtures("needs_tree")
 @pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
 def test_kconfiglib_agrees_with_make_olddefconfig(kernels, arch_name, tmp_path, capsys):
     """The environment kconfig_env() builds makes kconfiglib compute the very .config that make wrote (else its

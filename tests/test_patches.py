@@ -2,7 +2,6 @@
 conflict statuses, malformed input. Real git on small synthetic kernel-like trees; the CLI is run for real."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -257,13 +256,12 @@ def test_cli_series_listing_a_missing_patch_exits_2_naming_the_line(tmp_path, pr
     assert f"fix: fix line 2 of {series}" in cp.stderr
 
 
-REAL_510 = Path(os.environ.get("KPIPE_TEST_SRC", "/tmp/k510/linux-source-5.10"))
-
-
-@pytest.mark.skipif(not (REAL_510 / "mm/mremap.c").is_file(), reason="no unpacked Debian 5.10 source here")
-def test_seed_applies_to_the_real_510_mremap_at_an_offset(tmp_path, private_cache):
-    """Debian's real 5.10 mm/mremap.c (copied read-only into a small repo): applied, at the known offset."""
-    files = {rel: (REAL_510 / rel).read_text() for rel in ("Makefile", "Kconfig", "mm/mremap.c", "mm/Kconfig")}
+def test_seed_applies_to_the_real_510_mremap_at_an_offset(tmp_path, private_cache, tree510):
+    """Debian's real 5.10 files (read from kpipe's mirror at the base into a small repo): applied at the known
+    offset."""
+    from kpipe.tree import git as kgit
+    files = {rel: kgit(tree510.repo, "show", f"{tree510.base}:{rel}", bare=True).stdout
+             for rel in ("Makefile", "Kconfig", "mm/mremap.c", "mm/Kconfig")}
     repo = make_repo(tmp_path / "linux", files, "real 5.10 files")
     cp = invoke("apply", "--tree", str(repo), cache=private_cache, out=tmp_path / "run")
     assert_clean_exit(cp, 0, private_cache)

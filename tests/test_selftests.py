@@ -20,7 +20,6 @@ from kpipe.selftests import (CATALOGUE, DEFAULT_SET, BuiltTest, SelftestSpec, bu
                              build_selftests, find_selftest_dir, plan, read_elf, run_selftests,
                              status_from_exit)
 
-TREE_510 = Path(os.environ.get("KPIPE_TEST_SRC", "/tmp/k510/linux-source-5.10"))
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 ALL_510 = "mremap_dontunmap,userfaultfd-anon,userfaultfd-shmem,map_fixed_noreplace,memfd_test,mlock2-tests"
 ORIGINAL_CACHE = os.environ.get("KPIPE_CACHE")
@@ -33,13 +32,10 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def src510(request) -> Path:
-    """A Debian 5.10 source tree (read only): $KPIPE_TEST_SRC, else the checkout the kernels came from."""
-    if (TREE_510 / "tools/testing/selftests/vm").is_dir():
-        return TREE_510
-    src = request.getfixturevalue("kernels")["x86_64"].tree_src
-    if src and (Path(src) / "tools/testing/selftests/vm").is_dir():
-        return Path(src)
-    pytest.skip("no 5.10 source tree")
+    """The Debian 5.10 source tree (kpipe's scratch worktree; read only)."""
+    src = request.getfixturevalue("tree_src")
+    assert (src / "tools/testing/selftests/vm").is_dir(), src
+    return src
 
 
 # --------------------------------------------------------------------------------- a local "guest" session
