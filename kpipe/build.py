@@ -167,10 +167,7 @@ def build(req: BuildRequest, log: Path, validate) -> Kernel:
             if "failed with exit" not in e.message:
                 raise
             raise build_error(arch, log, log_start) from None
-        hdr_tmp = bdir / "kpipe-headers"
-        shutil.rmtree(hdr_tmp, ignore_errors=True)
-        proc.run(_make_cmd(req, bdir, cc, "headers_install", f"INSTALL_HDR_PATH={hdr_tmp}"), log=log,
-                 env=_make_env(cc), timeout=600, what="make headers_install")
+        hdr_tmp = install_headers(req, bdir, cc, log)
         seconds = round(time.monotonic() - start, 2)
         release = (bdir / "include/config/kernel.release").read_text().strip()
         compiled = sorted(set(_COMPILED.findall(_read_from(log, log_start))))
@@ -187,6 +184,41 @@ def build(req: BuildRequest, log: Path, validate) -> Kernel:
             cache.write_manifest(tmp, meta)
         note(f"{arch.name}: built {release} in {seconds:.1f}s ({len(compiled)} files compiled); cached as {entry}")
         return _kernel_from_entry(arch, entry, meta, cached=False)
+
+
+def uapi_inputs(req: BuildRequest) -> dict[str, str]:
+    """Git tree ids of what `make headers_install` reads (uapi headers, syscall tables, the scripts)."""
+    from .kconfig import srcarch
+    from .tree import git
+    sa = srcarch(req.arch)
+    paths = ["include/uapi", f"arch/{sa}/include/uapi", f"arch/{sa}/entry/syscalls", f"arch/{sa}/kernel/syscalls",
+             "scripts"]
+    out = {}
+    for p in paths:
+        cp = git(req.src, "rev-parse", "--verify", "--quiet", f"HEAD:{p}", check=False)
+        out[p] = cp.stdout.strip() if cp.returncode == 0 else ""
+    return out
+
+
+def install_headers(req: BuildRequest, bdir: Path, ccache: bool, log: Path) -> Path:
+    """`make headers_install` into the build folder, skipped when none of its inputs changed since the last
+    install there (a one-line edit of mm/ does not reinstall ~900 headers)."""
+    dest = bdir / "kpipe-headers"
+    stamp = bdir / ".kpipe-headers.json"
+    want = uapi_inputs(req)
+    try:
+        if json.loads(stamp.read_text()) == want and (dest / "include").is_dir():
+            with open(log, "a") as f:
+                f.write("kpipe: uapi headers unchanged since the last headers_install here: reused\n")
+            return dest
+    except (OSError, ValueError):
+        pass
+    stamp.unlink(missing_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    proc.run(_make_cmd(req, bdir, ccache, "headers_install", f"INSTALL_HDR_PATH={dest}"), log=log,
+             env=_make_env(ccache), timeout=600, what="make headers_install")
+    stamp.write_text(json.dumps(want))
+    return dest
 
 
 def _read_from(log: Path, offset: int) -> str:

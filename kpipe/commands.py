@@ -3,7 +3,6 @@ Each returns an exit code; errors are raised as KpipeError and rendered by cli.r
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -85,7 +84,7 @@ def boot(opts: Options, cmd: str | None, shell: bool) -> int:
                    cmdline_extra=opts.kernel_args) as guest:
         note(f"{arch.name} ready in {guest.boot_seconds:.1f}s ({guest.accel}: {guest.accel_reason}); ssh port {guest.port}")
         if shell:
-            return _interactive(guest)
+            return _interactive(guest), "the guest shell's exit status"
         res = guest.session.run(cmd or "uname -a", timeout=120)
         sys.stdout.write(res.stdout)
         sys.stderr.write(res.stderr)
@@ -97,30 +96,7 @@ def boot(opts: Options, cmd: str | None, shell: bool) -> int:
 
 
 def _interactive(guest) -> int:
-    """A shell on the guest over the same pinned SSH session (plain line mode)."""
-    import select
-    import termios
-    import tty
-    chan = guest.session.start_shell() if hasattr(guest.session, "start_shell") else None
-    if chan is None:
-        raise InfraError("interactive shell not supported by this session")
-    old = termios.tcgetattr(sys.stdin) if sys.stdin.isatty() else None
-    try:
-        if old:
-            tty.setraw(sys.stdin.fileno())
-        while True:
-            r, _, _ = select.select([chan, sys.stdin], [], [])
-            if chan in r:
-                data = chan.recv(4096)
-                if not data:
-                    break
-                os.write(sys.stdout.fileno(), data)
-            if sys.stdin in r:
-                data = os.read(sys.stdin.fileno(), 1024)
-                if not data:
-                    break
-                chan.send(data)
-    finally:
-        if old:
-            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
-    return chan.recv_exit_status() if chan.exit_status_ready() else 0
+    """An interactive shell in the guest: the host's OpenSSH client, pinned to this run's host key."""
+    import subprocess
+    note("interactive shell in the guest; `exit` (or Ctrl-D) ends it and stops the guest")
+    return subprocess.run(guest.ssh_command()).returncode

@@ -13,7 +13,8 @@ from .arches import Arch, resolve_arches
 from .build import Kernel
 from .commands import remember_kernel
 from .checkout import Checkout
-from .errors import EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, KernelError, KpipeError
+from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, KernelError,
+                     KpipeError)
 from .patches import Applied, Series
 from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
 from .progress import note, phase
@@ -147,6 +148,8 @@ def _record_error(ar: ArchResult, e: KpipeError) -> ArchResult:
     ar.exit_code = e.exit_code
     ar.verdict = VERDICT_OF.get(e.exit_code, "error")
     ar.error = e.message
+    if isinstance(e, ConfigError):
+        ar.config["missing"] = list(e.detail)       # one line per option: requested, got, and why
     if isinstance(e, KernelError):
         ar.findings.append(Finding(kind="panic", source="console", line=e.message, context=tuple(e.detail)))
     if e.detail:

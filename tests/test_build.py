@@ -73,6 +73,11 @@ def test_unsatisfiable_request_names_symbol_and_dependency(kernels, tmp_path):
     assert "CONFIG_MEM_SOFT_DIRTY: requested y, got n" in r.stderr, r
     assert "HAVE_ARCH_SOFT_DIRTY [=n]" in r.stderr, r
     assert "exit 2" in r.stderr
+    # the same through verify: result.json names the missing option and why
+    r = invoke("verify", "--arch", "arm64", "--no-patches", "--kconfig", str(frag), out=tmp_path / "verify")
+    assert r.code == 2, r
+    missing = r.result["arches"]["arm64"]["config"]["missing"]
+    assert any("CONFIG_MEM_SOFT_DIRTY" in m and "HAVE_ARCH_SOFT_DIRTY [=n]" in m for m in missing), missing
 
 
 def test_patch_that_breaks_the_build_exits_4_with_the_error_line(patched_kernels, tree510, tmp_path):
