@@ -634,6 +634,24 @@ struct gc {
 	char err[160];
 };
 
+/* The stop-the-world pause: the heap in ``m`` moves with MREMAP_DONTUNMAP, the old range stays behind for
+ * userfaultfd. -1 (the move's errno observed, marked rejected) when the kernel refuses the move. */
+static int gc_move(struct gc *g, const struct map *m, struct result *r)
+{
+	memset(g, 0, sizeof(*g));
+	g->heap = m->addr;
+	g->len = m->len;
+	g->pg = page_size();
+	g->seed = m->seed;
+	g->moved = do_mremap(m->addr, m->len, m->len, DONTUNMAP, NULL);
+	if (g->moved == MAP_FAILED) {
+		observe_errno(r, errno);
+		r->rejected = 1;
+		return -1;
+	}
+	return 0;
+}
+
 /* Register the old heap with userfaultfd in ``mode`` and check the kernel offers the resolving ioctl
  * (bit ``ioctl_nr``); on failure the result says which step failed. */
 static int gc_register(struct gc *g, struct result *r, __u64 mode, const char *mode_name, int ioctl_nr,
@@ -760,17 +778,8 @@ static void case_gc_missing_anon(const struct test_case *tc, struct result *r)
 
 	if (make_anon_private(&m, r))
 		return;
-	memset(&g, 0, sizeof(g));
-	g.heap = m.addr;
-	g.len = m.len;
-	g.pg = page_size();
-	g.seed = m.seed;
-	g.moved = do_mremap(m.addr, m.len, m.len, DONTUNMAP, NULL);
-	if (g.moved == MAP_FAILED) {
-		observe_errno(r, errno);
-		r->rejected = 1;
+	if (gc_move(&g, &m, r))
 		return;
-	}
 	g.uffd = uffd_open(r);
 	if (g.uffd < 0)
 		return;
@@ -793,19 +802,10 @@ static void case_gc_minor_memfd(const struct test_case *tc, struct result *r)
 
 	if (make_memfd_shared(&m, r))
 		return;
-	memset(&g, 0, sizeof(g));
-	g.heap = m.addr;
-	g.len = m.len;
-	g.pg = page_size();
-	g.seed = m.seed;
+	if (gc_move(&g, &m, r))
+		return;
 	g.seed2 = m.seed + 200;
 	g.minor = 1;
-	g.moved = do_mremap(m.addr, m.len, m.len, DONTUNMAP, NULL);
-	if (g.moved == MAP_FAILED) {
-		observe_errno(r, errno);
-		r->rejected = 1;
-		return;
-	}
 	/* Feature detection: UFFDIO_API with no features reports what the kernel supports. */
 	probe = uffd_open(r);
 	if (probe < 0)
