@@ -10,7 +10,6 @@ import shlex
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -124,11 +123,3 @@ def tail_lines(path: Path, n: int) -> list[str]:
     except OSError:
         return []
 
-
-def wait_for(pred, timeout: float, interval: float = 0.1) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(interval)
-    return bool(pred())

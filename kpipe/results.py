@@ -114,13 +114,6 @@ def write_json(run: RunResult, path: Path) -> None:
     tmp.replace(path)
 
 
-def status_from_dict(d: dict) -> TestResult:
-    return TestResult(suite=d["suite"], name=d["name"], status=Status(d["status"]),
-                      expected=d.get("expected", ""), observed=d.get("observed", ""),
-                      detail=d.get("detail", ""), seconds=d.get("seconds", 0.0), output=d.get("output", ""),
-                      subtests=tuple(status_from_dict(s) for s in d.get("subtests", ())))
-
-
 def write_junit(run: RunResult, path: Path) -> None:
     root = ET.Element("testsuites", name=f"kpipe {run.workflow}")
     for arch, ar in run.arches.items():
