@@ -99,7 +99,7 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     return Prepared(arch, kernel, initrd, vbin, policy, tests, ar, adir)
 
 
-def test_arch(prep: Prepared, opts: Options) -> ArchResult:
+def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     """Boot side: boot, push and run the verifier and the selftests, collect dmesg, judge."""
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
@@ -185,7 +185,7 @@ def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: P
                 except KpipeError as e:
                     results[a.name] = _record_error(_arch_result(a, applied), e)
                     continue
-                futures[a.name] = (pool.submit(test_arch, prep, opts), prep)
+                futures[a.name] = (pool.submit(boot_and_run_tests, prep, opts), prep)
             for name, (fut, prep) in futures.items():
                 try:
                     results[name] = fut.result()
