@@ -29,7 +29,7 @@ class Ran:
 
 def invoke(*args: str, out: Path | None = None, env: dict | None = None, timeout: float = 1800,
            cwd: Path = REPO_ROOT) -> Ran:
-    cmd = ["invoke", *args]
+    cmd = [sys.executable, "-m", "invoke", *args]
     if out is not None:
         cmd += ["--out", str(out)]
     full_env = {**os.environ, **(env or {})}
