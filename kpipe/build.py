@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cache, proc
+from . import cache, proc, toolchain
 from .arches import Arch
 from .errors import BuildError, InfraError, KpipeError
 from .progress import note
@@ -61,11 +61,7 @@ class BuildRequest:
 
 
 def compiler_version(arch: Arch) -> str:
-    if not shutil.which(arch.cc):
-        raise InfraError(f"the {arch.name} compiler {arch.cc} is not installed (or not on PATH)",
-                         fix="run `invoke setup` (installs build-essential and gcc-aarch64-linux-gnu)")
-    out = proc.run([arch.cc, "--version"], what=arch.cc).stdout
-    return out.splitlines()[0].strip() if out else arch.cc
+    return toolchain.compiler(arch.cc).version
 
 
 def use_ccache(requested: bool | None) -> bool:

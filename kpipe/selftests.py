@@ -12,7 +12,6 @@ the tree lacks is a SKIP result with the reason. Built binaries are cached by co
 from __future__ import annotations
 
 import fnmatch
-import functools
 import hashlib
 import os
 import re
@@ -24,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import cache, proc
+from . import cache, proc, toolchain
 from .errors import InfraError, KpipeError, UsageError
 from .ktap import looks_like_ktap, parse_document
 from .results import Status, TestResult
@@ -198,17 +197,6 @@ def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> 
 
 # ----------------------------------------------------------------------------------------------- build
 
-@functools.lru_cache(maxsize=None)
-def _compiler_id(cc: str) -> str:
-    try:
-        cp = proc.run([cc, "--version"], timeout=30, what=cc)
-    except InfraError as e:
-        raise InfraError(f"compiler {cc} is not usable: {e.message}",
-                         fix=f"install the cross compiler providing {cc} (run `invoke setup`)") from None
-    path = shutil.which(cc) or cc
-    return f"{path}|{cp.stdout.splitlines()[0] if cp.stdout else ''}"
-
-
 def _tree_fingerprint(root: Path) -> str:
     """A cheap identity of a headers folder: relative path, size, mtime of every file."""
     h = hashlib.sha256()
@@ -263,7 +251,7 @@ def _compile(spec: SelftestSpec, cc: str, sources: list[Path], headers: Path, ou
     # path-independent key: the same sources in another checkout hit the same entry
     system_dirs = [Path(c[len("-isystem"):]) for c in spec.cflags if c.startswith("-isystem")]
     flags_key = [c.replace(str(tree), "{tree}") if tree else c for c in argv_tail if c != str(hdr)]
-    key = cache.key_of("selftest-bin", _compiler_id(cc), flags_key, spec.ldlibs, _inputs_digest(sources, spec.cflags),
+    key = cache.key_of("selftest-bin", toolchain.compiler(cc).ident, flags_key, spec.ldlibs, _inputs_digest(sources, spec.cflags),
                        [s.name for s in sources], _tree_fingerprint(hdr),
                        [_tree_fingerprint(d) for d in system_dirs if d.is_dir()])
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ a binary run with the wrong expectations never passes silently.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import shlex
@@ -18,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import cache, proc
+from . import cache, proc, toolchain
 from .arches import Arch
 from .errors import BuildError, InfraError, UsageError
 from .progress import note
@@ -144,17 +143,6 @@ def expect_file_text(expectations: Expectations, policy: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- build
 
-@functools.lru_cache(maxsize=None)
-def _compiler_id(cc: str) -> str:
-    path = shutil.which(cc)
-    if path is None:
-        raise InfraError(f"compiler {cc} not found: cannot build the verifier",
-                         fix=f"run `invoke setup` to install the compiler providing {cc}")
-    ver = proc.run([cc, "--version"], timeout=60, what=cc).stdout.splitlines()
-    machine = proc.run([cc, "-dumpmachine"], timeout=60, what=cc).stdout.strip()
-    return f"{Path(path).resolve()}|{ver[0] if ver else ''}|{machine}"
-
-
 def _digest_files(paths: list[Path], root: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -182,7 +170,7 @@ def build_verifier(arch: Arch, headers: Path, out_dir: Path, log: Path | None = 
     if not sources:
         raise InfraError(f"no verifier sources in {VERIFY_DIR}", fix="restore verify/*.c from the repository")
     start = time.monotonic()
-    key = cache.key_of("verifier", _compiler_id(arch.cc), CFLAGS,
+    key = cache.key_of("verifier", toolchain.compiler(arch.cc).ident, CFLAGS,
                        _digest_files(sources + local_headers, VERIFY_DIR), _headers_digest(include))
     entry = cache.cache_dir("verifier") / key
     built = False
