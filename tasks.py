@@ -16,6 +16,8 @@ COMMON_HELP = {
     "no_patches": "apply no patches (baseline)",
     "kconfig": "extra kconfig fragment on top of kconfigs/ (repeatable)",
     "defconfig": "make target to start the config from (default tinyconfig)",
+    "profile": "debug (default: SLUB, SMP, KASAN, DEBUG_VM, lockdep, hang detectors) or fast (tinyconfig, 1 vCPU); "
+               "see kconfigs/profiles.toml",
     "accel": "auto (probe KVM with a timeout, else TCG), kvm or tcg",
     "expect": "verifier policy: anon-only, anon+shmem or upstream (default: from kernel version and series)",
     "selftests": "all-relevant (default), none, or a comma list of selftest names",
@@ -32,8 +34,8 @@ ITER = ["patch", "kconfig", "extra_test", "kernel_arg"]
 
 def _opts(arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
           defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
-          jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None):
-    return Options(arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
+          jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, profile=None):
+    return Options(profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
                    expect=expect, selftests=selftests, extra_tests=tuple(extra_test or ()), out=out,
                    jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None,
@@ -81,13 +83,13 @@ def apply(c, tree=None, base=None, series=None, patch=None, no_patches=False, ou
 
 
 @task(auto_shortflags=False, iterable=["patch", "kconfig"], help={k: COMMON_HELP[k] for k in (
-    "arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "jobs", "out", "quiet")})
+    "arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "profile", "jobs", "out", "quiet")})
 def build(c, arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
-          defconfig="tinyconfig", jobs=0, out=None, quiet=False):
+          defconfig="tinyconfig", jobs=0, out=None, quiet=False, profile="debug"):
     """Configure (validated) and build the kernel out of tree, cached by content key (exit 4 on failure)."""
     from kpipe import commands
     args = dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, kconfig=kconfig,
-                defconfig=defconfig, jobs=jobs, out=out)
+                defconfig=defconfig, jobs=jobs, out=out, profile=profile)
     _run("build", lambda: commands.build(_opts(**args)), args, quiet)
 
 
@@ -109,7 +111,7 @@ def boot(c, arch=None, accel="auto", cmd=None, shell=False, boot_timeout=None, k
                                              out=out), cmd, shell), args, quiet)
 
 
-VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "accel", "expect",
+VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "profile", "accel", "expect",
                "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
 
 
@@ -117,12 +119,13 @@ VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig
                            "bisect_exit_codes": "map exit codes for `git bisect run` (0 good, 1 bad, 125 skip)"})
 def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
            defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
-           jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, bisect_exit_codes=False, quiet=False):
+           jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, bisect_exit_codes=False, quiet=False,
+           profile="debug"):
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from kpipe import workflows
     args = dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, kconfig=kconfig,
                 defconfig=defconfig, accel=accel, expect=expect, selftests=selftests, extra_test=extra_test, out=out,
-                jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout)
+                jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile)
     from kpipe.cli import reproducer
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _run("verify", lambda: workflows.verify(_opts(**args), repro).exit_code,
@@ -132,13 +135,13 @@ def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patch
 @task(auto_shortflags=False, iterable=ITER, help={k: COMMON_HELP[k] for k in VERIFY_KEYS})
 def premerge(c, arch="all", tree=None, base=None, series=None, patch=None, kconfig=None, defconfig="tinyconfig",
              accel="auto", selftests="all-relevant", extra_test=None, out=None, jobs=0, boot_timeout=None, quiet=False,
-             expect=None, no_patches=False, kernel_arg=None, test_timeout=None):
+             expect=None, no_patches=False, kernel_arg=None, test_timeout=None, profile="debug"):
     """Maintainer check: baseline vs patched on every arch, expected flip, checkpatch, verdict, premerge.md."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig, defconfig=defconfig,
                 accel=accel, selftests=selftests, extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
-                kernel_arg=kernel_arg, test_timeout=test_timeout)
+                kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile)
     repro = reproducer("premerge", _resolved(args))
     _run("premerge", lambda: workflows.premerge(_opts(**args), repro).exit_code, args, quiet)
 
@@ -150,14 +153,14 @@ def premerge(c, arch="all", tree=None, base=None, series=None, patch=None, kconf
 def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None, kconfig=None,
            defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
            jobs=0, boot_timeout=None, build_failure_is_bad=False, series_mode=False, quiet=False, base=None,
-           no_patches=False, kernel_arg=None, test_timeout=None):
+           no_patches=False, kernel_arg=None, test_timeout=None, profile="debug"):
     """Bisect in kpipe's own checkout: each step verifies incrementally; ends with the first bad commit."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = dict(good=good, bad=bad, arch=arch, tree=tree, series=series, patch=patch, kconfig=kconfig,
                 defconfig=defconfig, accel=accel, expect=expect, selftests=selftests, extra_test=extra_test, out=out,
                 jobs=jobs, boot_timeout=boot_timeout, build_failure_is_bad=build_failure_is_bad,
-                series_mode=series_mode, kernel_arg=kernel_arg, test_timeout=test_timeout)
+                series_mode=series_mode, kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile)
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
     repro = reproducer("bisect", _resolved(args))
     _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad, build_failure_is_bad,

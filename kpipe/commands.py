@@ -11,6 +11,7 @@ from .arches import resolve_arches
 from .build import Kernel, cached_kernel
 from .errors import EXIT_PASS, InfraError
 from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
+from .profiles import Profile, get_profile
 from .progress import note
 
 
@@ -18,19 +19,21 @@ def _last_path(arch: str) -> Path:
     return cache.cache_dir("last") / f"{arch}.json"
 
 
-def remember_kernel(k: Kernel) -> None:
-    _last_path(k.arch).write_text(json.dumps({"key": k.key, "release": k.release}))
+def remember_kernel(k: Kernel, profile: str) -> None:
+    _last_path(k.arch).write_text(json.dumps({"key": k.key, "release": k.release, "profile": profile}))
 
 
-def last_kernel(arch) -> Kernel:
+def last_kernel(arch) -> tuple[Kernel, Profile]:
+    """The last kernel built for ``arch`` and the profile it was built with (its guest size and command line)."""
     try:
-        key = json.loads(_last_path(arch.name).read_text())["key"]
+        last = json.loads(_last_path(arch.name).read_text())
+        key, profile = last["key"], last.get("profile", "fast")
     except (OSError, ValueError, KeyError):
-        key = None
+        key, profile = None, None
     k = cached_kernel(arch, key) if key else None
     if k is None:
         raise InfraError(f"no built {arch.name} kernel to boot", fix=f"run `invoke build --arch {arch.name}` first")
-    return k
+    return k, get_profile(profile)
 
 
 def fetch(opts: Options) -> int:
@@ -57,9 +60,10 @@ def build(opts: Options) -> int:
     with locked_checkout(tree, run_dir / "apply.log") as co:
         a = apply(co, series_of(opts), run_dir / "apply.log")
         for arch in arches:
-            k, _ = build_kernel(arch, a, opts, run_dir / arch.name / "build.log")
-            remember_kernel(k)
-            print(f"{arch.name}: {k.release} {'cached' if k.cached else f'built in {k.seconds:.1f}s'}: {k.image}")
+            k, cfg = build_kernel(arch, a, opts, run_dir / arch.name / "build.log")
+            remember_kernel(k, cfg.profile)
+            print(f"{arch.name}: {k.release} ({cfg.profile} profile) "
+                  f"{'cached' if k.cached else f'built in {k.seconds:.1f}s'}: {k.image}")
             print(f"  vmlinux {k.vmlinux}\n  System.map {k.system_map}\n  .config {k.config}\n  headers {k.headers}\n"
                   f"  compiler {k.compiler}\n  key {k.key}")
     return EXIT_PASS
@@ -75,11 +79,11 @@ def build_image(opts: Options) -> int:
 
 
 def boot(opts: Options, cmd: str | None, shell: bool) -> int:
-    arch = resolve_arches(opts.arch)[0]
-    kernel = last_kernel(arch)
+    kernel, prof = last_kernel(resolve_arches(opts.arch)[0])
+    arch = prof.guest_arch(resolve_arches(opts.arch)[0])
     run_dir = new_run_dir(opts.out, "boot")
     initrd = image.build_image(arch, run_dir / "image.log")
-    note(f"booting {arch.name} {kernel.release}; console log {run_dir / 'serial.log'}")
+    note(f"booting {arch.name} {kernel.release} ({prof.name} profile, {arch.smp} vCPU); console log {run_dir / 'serial.log'}")
     with qemu.boot(arch, kernel.image, initrd, run_dir, accel=opts.accel, timeout=opts.boot_timeout,
                    cmdline_extra=opts.kernel_args) as guest:
         note(f"{arch.name} ready in {guest.boot_seconds:.1f}s ({guest.accel}: {guest.accel_reason}); ssh port {guest.port}")

@@ -265,14 +265,23 @@ def kconfig_env(arch: Arch, srctree: Path, base: dict[str, str] | None = None) -
     return env
 
 
-def validate(merged: MergedConfig, dotconfig: Path, srctree: Path, arch: Arch) -> list[Missing]:
-    """Every requested symbol must have its requested value in the final .config ('n' == absent or not set).
-    Returns one Missing per miss, with the reason from the tree's Kconfig; [] when all is as requested."""
+def optional_symbols(merged: MergedConfig, optional: tuple[Path, ...] | list[Path]) -> frozenset[str]:
+    """The requests whose winning value came from an optional fragment (a later essential one makes them essential)."""
+    opt = {Path(p) for p in optional}
+    return frozenset(s for s, src in merged.sources.items() if Path(src) in opt)
+
+
+def validate(merged: MergedConfig, dotconfig: Path, srctree: Path, arch: Arch,
+             optional: frozenset[str] = frozenset()) -> list[Missing]:
+    """Every requested symbol (but the ``optional`` ones) must have its requested value in the final .config
+    ('n' == absent or not set). Returns one Missing per miss, with the reason from the tree's Kconfig; [] when all
+    is as requested."""
     actual = parse_dotconfig(dotconfig)
-    misses = [(s, r, actual.get(s, "n")) for s, r in merged.values.items() if not _same(r, actual.get(s, "n"))]
+    wanted = {s: r for s, r in merged.values.items() if s not in optional}
+    misses = [(s, r, actual.get(s, "n")) for s, r in wanted.items() if not _same(r, actual.get(s, "n"))]
     # Requests for n are met by any name, typos included: those the .config never mentions must at least be
     # symbols of the tree (a cheap text scan, no kconfiglib).
-    unmentioned = [s for s, r in merged.values.items() if r == "n" and s not in actual]
+    unmentioned = [s for s, r in wanted.items() if r == "n" and s not in actual]
     found: list[Missing] = []
     if unmentioned:
         defs = kconfig_definitions(Path(srctree))
@@ -286,9 +295,31 @@ def validate(merged: MergedConfig, dotconfig: Path, srctree: Path, arch: Arch) -
     return sorted(found, key=lambda m: order[m.symbol])
 
 
-def require(merged: MergedConfig, dotconfig: Path, srctree: Path, arch: Arch) -> None:
+NOT_IN_TREE = "not in this tree"
+
+
+def optional_misses(merged: MergedConfig, optional: frozenset[str], dotconfig: Path, srctree: Path,
+                    arch: Arch) -> list[Missing]:
+    """The optional requests the .config does not carry: ``not in this tree`` when the tree (for this arch) has
+    no such symbol, else the blocking ``depends on`` from a text scan (cheap: no kconfiglib). Never an error."""
+    actual = parse_dotconfig(dotconfig)
+    out = []
+    for s in sorted(optional):
+        r = merged.values[s]
+        if _same(r, actual.get(s, "n")):
+            continue
+        mine = _for_arch(kconfig_definitions(Path(srctree)).get(s, ()), arch)
+        reason = NOT_IN_TREE if not mine else _text_reason(s, r, Path(dotconfig), Path(srctree), arch)
+        if not mine and r == "n":
+            continue            # asking a symbol the tree lacks to be off: nothing to report
+        out.append(Missing(s, r, actual.get(s, "n"), reason))
+    return out
+
+
+def require(merged: MergedConfig, dotconfig: Path, srctree: Path, arch: Arch,
+            optional: frozenset[str] = frozenset()) -> None:
     """validate(), raising ConfigError (exit 2) with one detail line per miss."""
-    missing = validate(merged, dotconfig, srctree, arch)
+    missing = validate(merged, dotconfig, srctree, arch, optional)
     if missing:
         raise ConfigError(
             f"{len(missing)} requested kconfig option(s) not set as requested in {dotconfig} ({arch.name})",

@@ -15,6 +15,7 @@ from .arches import Arch
 from .errors import UsageError
 from .checkout import Checkout, open_checkout, tree_hash
 from .patches import Applied, Series, apply_series, load_series
+from .profiles import get_profile
 from .progress import note, phase
 from .tree import Tree, open_tree
 
@@ -39,6 +40,7 @@ class Options:
     kernel_args: tuple[str, ...] = ()      # appended to the guest kernel command line
     test_timeout: float | None = None      # per test (verifier run, each selftest); None: their defaults
     ccache: bool | None = None
+    profile: str = "debug"                 # kconfigs/profiles.toml: debug (default) or fast
 
 
 def new_run_dir(out: str | None, workflow: str) -> Path:
@@ -90,12 +92,30 @@ def apply(co: Checkout, series: Series, log: Path | None, timings: dict | None =
 
 
 def fragments_for(arch: Arch, opts: Options) -> list[Path]:
-    return kconfig.default_fragments(arch) + [Path(k) for k in opts.kconfigs]
+    """layers.toml's layers, then the profile's essential and optional layers, then --kconfig files."""
+    prof = get_profile(opts.profile)
+    return kconfig.default_fragments(arch) + list(prof.layers) + list(prof.optional) + [Path(k) for k in opts.kconfigs]
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """What the configuration asked for and what the tree could not give."""
+    profile: str
+    merged: "kconfig.MergedConfig"
+    optional_missing: tuple["kconfig.Missing", ...] = ()
+
+    def as_dict(self, defconfig: str) -> dict:
+        return {"profile": self.profile, "defconfig": defconfig,
+                "fragments": [str(p) for p in self.merged.fragments], "missing": [],
+                "conflicts": [c.describe() for c in self.merged.conflicts],
+                "optional_missing": kconfig.format_missing(list(self.optional_missing))}
 
 
 def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict | None = None
-                 ) -> tuple[buildmod.Kernel, "kconfig.MergedConfig"]:
+                 ) -> tuple[buildmod.Kernel, ConfigReport]:
+    prof = get_profile(opts.profile)
     merged = kconfig.merge([kconfig.parse_fragment(p) for p in fragments_for(arch, opts)])
+    optional = kconfig.optional_symbols(merged, prof.optional)
     for c in merged.conflicts:
         note(c.describe())
     src = applied.checkout.path
@@ -103,12 +123,16 @@ def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings
                                 tree_hash=tree_hash(applied.checkout), config_text=merged.text(),
                                 config_key=merged.key(), defconfig=opts.defconfig, jobs=opts.jobs,
                                 ccache=opts.ccache)
-    with phase("build", f"{arch.name} (log: {log})", timings) as ph:
-        kernel = buildmod.build(req, log, lambda dotconfig: kconfig.require(merged, dotconfig, src, arch))
-        ph.update(f"{arch.name} {kernel.release} " + ("cached" if kernel.cached else f"built in {kernel.seconds:.0f}s"))
+    with phase("build", f"{arch.name} {prof.name} profile (log: {log})", timings) as ph:
+        kernel = buildmod.build(req, log, lambda dotconfig: kconfig.require(merged, dotconfig, src, arch, optional))
+        ph.update(f"{arch.name} {prof.name} {kernel.release} " +
+                  ("cached" if kernel.cached else f"built in {kernel.seconds:.0f}s"))
+    soft = tuple(kconfig.optional_misses(merged, optional, kernel.config, src, arch)) if optional else ()
+    for m in kconfig.format_missing(list(soft)):
+        note(f"{arch.name} {prof.name} profile, optional: {m}")
     if kernel.cached:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a") as f:
             f.write(f"kpipe: {arch.name} kernel {kernel.release} reused from the cache (content key {kernel.key}, "
                     f"{kernel.image.parent}); make was not run\n")
-    return kernel, merged
+    return kernel, ConfigReport(prof.name, merged, soft)

@@ -17,6 +17,7 @@ from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH,
                      KpipeError)
 from .patches import Applied, Series
 from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
+from .profiles import get_profile
 from .progress import note, phase
 from .results import ArchResult, Finding, RunResult, Status, TestResult
 
@@ -73,11 +74,11 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     adir.mkdir(parents=True, exist_ok=True)
     log = adir / "build.log"
     ar.logs["build"] = str(log)
-    kernel, merged = build_kernel(arch, applied, opts, log, ar.phases)
-    remember_kernel(kernel)
+    kernel, cfg = build_kernel(arch, applied, opts, log, ar.phases)
+    remember_kernel(kernel, cfg.profile)
     ar.kernel["release"] = kernel.release
-    ar.config = {"fragments": [str(p) for p in merged.fragments], "missing": [],
-                 "conflicts": [c.describe() for c in merged.conflicts], "defconfig": opts.defconfig}
+    ar.kernel["profile"] = cfg.profile
+    ar.config = cfg.as_dict(opts.defconfig)
     ar.build = {"seconds": kernel.seconds, "cached": kernel.cached, "key": kernel.key, "compiler": kernel.compiler,
                 "compiled": kernel.extra.get("compiled", []), "image": str(kernel.image)}
     with phase("image", arch.name, ar.phases) as ph:
@@ -96,7 +97,7 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     if opts.test_timeout:
         tests = [replace(t, spec=replace(t.spec, timeout=opts.test_timeout)) for t in tests]
     ar.kernel["policy"] = policy
-    return Prepared(arch, kernel, initrd, vbin, policy, tests, ar, adir)
+    return Prepared(get_profile(opts.profile).guest_arch(arch), kernel, initrd, vbin, policy, tests, ar, adir)
 
 
 def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:

@@ -17,4 +17,5 @@ ARCH = Arch(
     console="ttyAMA0",
     dynamic_loader="/lib/ld-linux-aarch64.so.1",
     tcg_boot_factor=1.0,
+    kernel_cmdline_extra=("earlycon",),
 )

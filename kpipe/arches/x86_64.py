@@ -17,4 +17,5 @@ ARCH = Arch(
     console="ttyS0",
     dynamic_loader="/lib64/ld-linux-x86-64.so.2",
     tcg_boot_factor=2.0,
+    kernel_cmdline_extra=("earlyprintk=serial,ttyS0,115200",),
 )
