@@ -265,10 +265,11 @@ def kconfig_env(arch: Arch, srctree: Path, base: dict[str, str] | None = None) -
     return env
 
 
-def optional_symbols(merged: MergedConfig, optional: tuple[Path, ...] | list[Path]) -> frozenset[str]:
-    """The requests whose winning value came from an optional fragment (a later essential one makes them essential)."""
+def optional_symbols(fragments: list[Fragment], optional: tuple[Path, ...] | list[Path]) -> frozenset[str]:
+    """The symbols only optional fragments request: one an essential fragment also requests stays essential."""
     opt = {Path(p) for p in optional}
-    return frozenset(s for s, src in merged.sources.items() if Path(src) in opt)
+    essential = {s for f in fragments if Path(f.path) not in opt for s in f.values}
+    return frozenset(s for f in fragments if Path(f.path) in opt for s in f.values if s not in essential)
 
 
 def validate(merged: MergedConfig, dotconfig: Path, srctree: Path, arch: Arch,

@@ -91,10 +91,12 @@ def apply(co: Checkout, series: Series, log: Path | None, timings: dict | None =
     return applied
 
 
-def fragments_for(arch: Arch, opts: Options) -> list[Path]:
-    """layers.toml's layers, then the profile's essential and optional layers, then --kconfig files."""
+def fragments_for(arch: Arch, opts: Options, extra_optional: tuple[Path, ...] = ()) -> list[Path]:
+    """layers.toml's layers, the profile's essential and optional layers, ``extra_optional`` (the selftest
+    collections' own config files), then --kconfig files (they win)."""
     prof = get_profile(opts.profile)
-    return kconfig.default_fragments(arch) + list(prof.layers) + list(prof.optional) + [Path(k) for k in opts.kconfigs]
+    return (kconfig.default_fragments(arch) + list(prof.layers) + list(prof.optional) + list(extra_optional)
+            + [Path(k) for k in opts.kconfigs])
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,27 @@ class ConfigReport:
                 "optional_missing": kconfig.format_missing(list(self.optional_missing))}
 
 
+def selftest_layers(src: Path) -> tuple[Path, ...]:
+    """The config files of every selftest collection kpipe's catalogue can run from this tree (vm or mm, memfd).
+    Not only those a run picks: the kernel must not depend on --selftests or on what a series touches, or the
+    baseline, the patched kernel and a `--selftests none` loop would each cost a cold build."""
+    from . import selftests
+    try:
+        return selftests.collection_configs(src, selftests.plan(src, [], ",".join(selftests.catalogue_names())))
+    except UsageError:          # a tree without selftests: nothing to merge
+        return ()
+
+
 def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict | None = None
                  ) -> tuple[buildmod.Kernel, ConfigReport]:
+    """Merge the fragments (with the selftest collections' own config files as an optional layer), build (or
+    reuse) the kernel, validate: essential requests must be set (exit 2 naming the blocking dependency),
+    optional ones (the profile's, the selftests') are reported when missing."""
     prof = get_profile(opts.profile)
-    merged = kconfig.merge([kconfig.parse_fragment(p) for p in fragments_for(arch, opts)])
-    optional = kconfig.optional_symbols(merged, prof.optional)
+    extra_optional = selftest_layers(applied.checkout.path)
+    fragments = [kconfig.parse_fragment(p) for p in fragments_for(arch, opts, extra_optional)]
+    merged = kconfig.merge(fragments)
+    optional = kconfig.optional_symbols(fragments, prof.optional + tuple(extra_optional))
     for c in merged.conflicts:
         note(c.describe())
     src = applied.checkout.path

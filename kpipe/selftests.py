@@ -52,15 +52,15 @@ CATALOGUE: list[dict] = [
         {"sources": ["mm/mremap_test.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
          "ldlibs": ["-lrt", "-lpthread", "-lm"]},
         {"sources": ["vm/mremap_test.c"], "ldlibs": ["-lrt"]}]},
-    {"name": "userfaultfd-anon", "timeout": 300, "variants": [
+    {"name": "userfaultfd-anon", "timeout": 300, "needs": ["USERFAULTFD"], "variants": [
         {"sources": ["mm/uffd-stress.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
          "ldlibs": ["-lrt", "-lpthread", "-lm"], "args": ["anon", "16", "4"]},
         {"sources": ["vm/userfaultfd.c"], "ldlibs": ["-lrt", "-lpthread"], "args": ["anon", "16", "4"]}]},
-    {"name": "userfaultfd-shmem", "timeout": 300, "variants": [
+    {"name": "userfaultfd-shmem", "timeout": 300, "needs": ["USERFAULTFD", "SHMEM"], "variants": [
         {"sources": ["mm/uffd-stress.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
          "ldlibs": ["-lrt", "-lpthread", "-lm"], "args": ["shmem", "16", "4"]},
         {"sources": ["vm/userfaultfd.c"], "ldlibs": ["-lrt", "-lpthread"], "args": ["shmem", "16", "4"]}]},
-    {"name": "uffd-unit-tests", "timeout": 600, "variants": [
+    {"name": "uffd-unit-tests", "timeout": 600, "needs": ["USERFAULTFD"], "variants": [
         {"sources": ["mm/uffd-unit-tests.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL,
          "cflags": _MM_CFLAGS, "ldlibs": ["-lrt", "-lpthread", "-lm"]},
         {"sources": ["vm/uffd-unit-tests.c", "vm/uffd-common.c"], "optional": ("vm/vm_util.c",),
@@ -69,11 +69,11 @@ CATALOGUE: list[dict] = [
         {"sources": ["mm/map_fixed_noreplace.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
          "ldlibs": ["-lrt", "-lpthread", "-lm"]},
         {"sources": ["vm/map_fixed_noreplace.c"], "ldlibs": ["-lrt"]}]},
-    {"name": "mlock2-tests", "timeout": 120, "variants": [
+    {"name": "mlock2-tests", "timeout": 120, "needs": ["PROC_PAGE_MONITOR"], "variants": [
         {"sources": ["mm/mlock2-tests.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
          "ldlibs": ["-lrt", "-lpthread", "-lm"]},
         {"sources": ["vm/mlock2-tests.c"], "ldlibs": ["-lrt"]}]},
-    {"name": "memfd_test", "timeout": 120, "variants": [
+    {"name": "memfd_test", "timeout": 120, "needs": ["MEMFD_CREATE"], "variants": [
         {"sources": ["memfd/memfd_test.c", "memfd/common.c"], "cflags": ["-D_FILE_OFFSET_BITS=64"],
          "ldlibs": []}]},
 ]
@@ -109,6 +109,7 @@ class SelftestSpec:
     collection: str = "vm"         # the kselftest collection in the KTAP header: vm | mm | memfd | extra
     skip: str = ""                 # non-empty: not runnable here, the reason (sources absent)
     binary_name: str = ""          # file name of the binary (shared by runs of one binary)
+    needs: tuple[str, ...] = ()    # kconfig symbols (no CONFIG_) the test cannot run without
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def _spec_for(entry: dict, tree: Path, mmdir: str) -> SelftestSpec:
         return SelftestSpec(name=entry["name"], sources=tuple(f"{SELFTESTS}/{s}" for s in srcs), cflags=cflags,
                             ldlibs=tuple(v.get("ldlibs", ())), args=args, timeout=float(entry["timeout"]),
                             display=" ".join([f"{collection}/{binary}", *args]), collection=collection,
-                            binary_name=binary)
+                            binary_name=binary, needs=tuple(entry.get("needs", ())))
     return SelftestSpec(name=entry["name"], sources=(), timeout=float(entry["timeout"]), collection=mmdir,
                         display=entry["name"],
                         skip=f"not in this tree (looked for {' and '.join(tried)} under {SELFTESTS})")
@@ -193,6 +194,34 @@ def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> 
                              fix="use all-relevant, none, or a comma list of: " + ", ".join(catalogue_names()))
     by_name = {e["name"]: e for e in CATALOGUE}
     return [_spec_for(by_name[n], tree, mmdir) for n in names]
+
+
+def collection_configs(tree: Path, specs: list[SelftestSpec]) -> tuple[Path, ...]:
+    """The kconfig fragments the chosen tests' collections ship (tools/testing/selftests/<collection>/config):
+    merged into the kernel's configuration as an optional layer."""
+    out = []
+    for c in dict.fromkeys(s.collection for s in specs if not s.skip):
+        p = Path(tree) / SELFTESTS / c / "config"
+        if p.is_file():
+            out.append(p)
+    return tuple(out)
+
+
+def skip_unconfigured(specs: list[SelftestSpec], dotconfig: dict[str, str],
+                      reasons: dict[str, str]) -> list[SelftestSpec]:
+    """A test whose ``needs`` the built kernel lacks is skipped with the option and why it is not set (from the
+    configuration report when kpipe asked for it), never run to fail or silently dropped."""
+    from dataclasses import replace as _replace
+    out = []
+    for s in specs:
+        unmet = [n for n in s.needs if dotconfig.get(n, "n") not in ("y", "m")]
+        if s.skip or not unmet:
+            out.append(s)
+            continue
+        why = "; ".join(f"CONFIG_{n} is not set in the built kernel" + (f" ({reasons[n]})" if n in reasons else "")
+                        for n in unmet)
+        out.append(_replace(s, skip=f"needs {why}"))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- build
@@ -487,53 +516,51 @@ def _result(built: BuiltTest, out_dir: Path, suite: str, rel_to: Path, output: s
 
 
 def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "selftests",
-                  rel_to: Path | None = None, remote_dir: str = REMOTE_DIR) -> list[TestResult]:
-    """Push and run each test one by one in the guest; write out_dir/<suite>/<name>.log and
-    out_dir/<suite>.ktap. ``TestResult.output`` is relative to ``rel_to`` (default out_dir).
+                  rel_to: Path | None = None, remote_dir: str = REMOTE_DIR, parallel: int = 1) -> list[TestResult]:
+    """Push and run the tests in the guest, up to ``parallel`` side by side (the guest's vCPUs: each test is its
+    own process tree, and none of them reads system-wide state another changes); write out_dir/<suite>/<name>.log
+    and out_dir/<suite>.ktap, both in catalogue order. ``TestResult.output`` is relative to ``rel_to``.
 
-    If the session dies mid-way (guest crashed, SSH lost), the test that was running and all later ones are
+    If the session dies mid-way (guest crashed, SSH lost), the tests that were running and all later ones are
     ERROR results, the logs and the KTAP file are still written, and then the session's error is raised
     again (an InfraError; ``qemu.boot`` turns it into a KernelError when the console shows a panic) with
     the results so far in its ``partial_results`` attribute."""
+    import concurrent.futures
+    import threading
+
     out_dir = Path(out_dir)
     rel_to = Path(rel_to) if rel_to else out_dir
     logdir = out_dir / suite
     logdir.mkdir(parents=True, exist_ok=True)
-    results: list[TestResult] = []
-    ktap: list[tuple[BuiltTest, _Run, str]] = []   # (test, outcome, verbatim output)
+    state = {"lost": "", "error": None}
+    push_lock = threading.Lock()
     pushed: dict[Path, str] = {}
-    lost = ""
-    error: KpipeError | None = None
     if built:
         try:
             session.run(["mkdir", "-p", remote_dir], 30)
         except (KpipeError, OSError, EOFError) as e:
-            error = _as_kpipe_error(e, "before the tests")
-            lost = f"guest session failed before the tests: {error.message}"
-    for b in built:
+            state["error"] = _as_kpipe_error(e, "before the tests")
+            state["lost"] = f"guest session failed before the tests: {state['error'].message}"
+
+    def one(b: BuiltTest) -> tuple[TestResult, _Run, str]:
         spec = b.spec
-        if lost:
-            run = _Run(Status.ERROR, "not run", "error not run", [lost])
-            results.append(TestResult(suite, spec.name, Status.ERROR, "exit 0", "not run", lost))
-            ktap.append((b, run, ""))
-            continue
+        if state["lost"]:
+            return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "not run", state["lost"]),
+                    _Run(Status.ERROR, "not run", "error not run", [state["lost"]]), "")
         if spec.skip:
-            run = _Run(Status.SKIP, "not built", f"SKIP {spec.skip}", [spec.skip])
-            results.append(TestResult(suite, spec.name, Status.SKIP, "exit 0", "not in this tree", spec.skip))
-            ktap.append((b, run, ""))
-            continue
+            return (TestResult(suite, spec.name, Status.SKIP, "exit 0", "not in this tree", spec.skip),
+                    _Run(Status.SKIP, "not built", f"SKIP {spec.skip}", [spec.skip]), "")
         if b.binary is None:
-            run = _Run(Status.ERROR, "build failed", "error build failed", [b.error])
-            results.append(TestResult(suite, spec.name, Status.ERROR, "exit 0", "build failed", b.error))
-            ktap.append((b, run, b.error))
-            continue
+            return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "build failed", b.error),
+                    _Run(Status.ERROR, "build failed", "error build failed", [b.error]), b.error)
         remote = f"{remote_dir}/{b.binary.name}"
         start = time.monotonic()
+        pidfile = f"{remote_dir}/{spec.name}.pid"
         try:
-            if b.binary not in pushed:
-                session.put(b.binary, remote, 0o755)
-                pushed[b.binary] = remote
-            pidfile = f"{remote_dir}/{spec.name}.pid"
+            with push_lock:
+                if b.binary not in pushed:
+                    session.put(b.binary, remote, 0o755)
+                    pushed[b.binary] = remote
             # The test must lead its own process group, so that a timeout also kills what it forked, not only
             # its main process (_kill_remote kills the group): setsid when this shell is no group leader (then
             # setsid keeps the pid); a shell that already leads its group execs the test directly.
@@ -542,13 +569,14 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
                       f"exec $s {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
             cr = session.run(["sh", "-c", script], spec.timeout)
         except (KpipeError, OSError, EOFError) as e:
-            error = _as_kpipe_error(e, f"while running {spec.name}")
-            lost = f"guest session failed while running {spec.name}: {error.message}"
-            run = _Run(Status.ERROR, "session lost", "error session lost", [lost])
-            results.append(TestResult(suite, spec.name, Status.ERROR, "exit 0", "session lost", lost,
-                                      round(time.monotonic() - start, 3)))
-            ktap.append((b, run, ""))
-            continue
+            err = _as_kpipe_error(e, f"while running {spec.name}")
+            if not state["lost"]:
+                state["error"] = err
+                state["lost"] = f"guest session failed while running {spec.name}: {err.message}"
+            lost = f"guest session failed while running {spec.name}: {err.message}"
+            return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "session lost", lost,
+                               round(time.monotonic() - start, 3)),
+                    _Run(Status.ERROR, "session lost", "error session lost", [lost]), "")
         output = cr.stdout or ""
         if cr.stderr:
             output += ("" if output.endswith("\n") or not output else "\n") + cr.stderr
@@ -557,9 +585,14 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
             _kill_remote(session, pidfile)
         run = status_from_exit(cr.exit_status, cr.timed_out, spec.timeout)
         res, run = _result(b, out_dir, suite, rel_to, output, run, cr.seconds or time.monotonic() - start)
-        results.append(res)
-        ktap.append((b, run, output))
-    write_ktap(out_dir / f"{suite}.ktap", ktap)
+        return res, run, output
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel),
+                                               thread_name_prefix="selftest") as pool:
+        outcomes = list(pool.map(one, built))
+    results = [r for r, _, _ in outcomes]
+    write_ktap(out_dir / f"{suite}.ktap", [(b, run, out) for b, (_, run, out) in zip(built, outcomes)])
+    error = state["error"]
     if error is not None:
         error.partial_results = results
         raise error

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import image, proc, qemu, report, selftests, verifier
+from . import image, kconfig, proc, qemu, report, selftests, verifier
 from .arches import Arch, resolve_arches
 from .build import Kernel
 from .commands import remember_kernel
@@ -74,6 +74,8 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     adir.mkdir(parents=True, exist_ok=True)
     log = adir / "build.log"
     ar.logs["build"] = str(log)
+    src = applied.checkout.path
+    specs = selftests.plan(src, series.touched if touched is None else touched, opts.selftests)
     kernel, cfg = build_kernel(arch, applied, opts, log, ar.phases)
     remember_kernel(kernel, cfg.profile)
     ar.kernel["release"] = kernel.release
@@ -84,11 +86,11 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     with phase("image", arch.name, ar.phases) as ph:
         initrd = image.build_image(arch, adir / "image.log")
         ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
-    src = applied.checkout.path
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
         policy = verifier.choose_policy(kernel.release, series.subjects, opts.expect)
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
-        specs = selftests.plan(src, series.touched if touched is None else touched, opts.selftests)
+        specs = selftests.skip_unconfigured(specs, kconfig.parse_dotconfig(kernel.config),
+                                            {m.symbol: m.reason for m in cfg.optional_missing})
         tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin" / "selftests",
                                          adir / "userspace.log")
         if opts.extra_tests:
@@ -120,7 +122,8 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                                                   **({"timeout": opts.test_timeout} if opts.test_timeout else {}))
             if prep.tests:
                 with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
-                    ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir)
+                    ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,
+                                                       parallel=prep.arch.smp)
             with phase("dmesg", prep.arch.name, ar.phases):
                 ar.findings += guest.collect_dmesg("dmesg.log")
         finally:
