@@ -168,11 +168,13 @@ def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None
 
 
 @task(auto_shortflags=False, help={"arch": "x86_64, arm64 or all (default all)", "out": "where bench.json goes (default runs/<ts>-bench)",
-            "quick": "skip the cold builds (warm, unchanged, premerge only)", "quiet": COMMON_HELP["quiet"]})
-def bench(c, arch="all", out=None, quick=False, quiet=False):
+            "quick": "skip the cold builds (warm, unchanged, premerge only)", "quiet": COMMON_HELP["quiet"],
+            "profile": "debug (default), fast, or all (both, plus the debug/fast cost per phase)"})
+def bench(c, arch="all", out=None, quick=False, quiet=False, profile="debug"):
     """Measure kpipe against raw make and raw qemu doing the same work; prints a table, writes bench.json."""
     from kpipe import bench as benchmod
-    _run("bench", lambda: benchmod.run_bench(arch, out, quick), {"arch": arch, "out": out, "quick": quick}, quiet)
+    _run("bench", lambda: benchmod.run_bench(arch, out, quick, profile),
+         {"arch": arch, "out": out, "quick": quick, "profile": profile}, quiet)
 
 
 @task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression", "fast": "unit tests only (no kernels booted)"})

@@ -31,7 +31,9 @@ from . import cache, image, kconfig, proc, qemu, workflows
 from .arches import Arch, resolve_arches
 from .checkout import tree_hash
 from .errors import EXIT_PASS, InfraError
-from .pipeline import Options, apply, locked_checkout, new_run_dir, resolve_tree, series_of
+from .pipeline import (Options, apply, fragments_for, locked_checkout, new_run_dir, resolve_tree, selftest_layers,
+                       series_of)
+from .profiles import get_profile
 from .progress import note, phase
 from .tree import git
 
@@ -47,22 +49,24 @@ def _timed(fn) -> tuple[float, object]:
 
 # ---------------------------------------------------------------- cold
 
-def bench_cold(arch: Arch, tree, run_dir: Path) -> dict:
-    opts = Options()
+def bench_cold(arch: Arch, tree, run_dir: Path, profile: str = "debug") -> dict:
+    opts = Options(profile=profile)
     nonce = uuid.uuid4().hex[:8]
-    merged = kconfig.merge([kconfig.parse_fragment(p) for p in kconfig.default_fragments(arch)])
     raw_dir = cache.cache_dir("bench") / f"raw-{arch.name}-{nonce}"
     kp_ident = f"bench-{nonce}"
     try:
         with locked_checkout(tree) as co:
             apply(co, series_of(opts), run_dir / "apply.log")
+            frags = [kconfig.parse_fragment(p) for p in fragments_for(arch, opts, selftest_layers(co.path))]
+            merged = kconfig.merge(frags)
+            optional = kconfig.optional_symbols(frags, get_profile(profile).optional + selftest_layers(co.path))
             req = buildmod.BuildRequest(arch=arch, src=co.path, tree_ident=kp_ident, tree_hash=tree_hash(co),
                                         config_text=merged.text(), config_key=merged.key(), ccache=False,
                                         use_cache=False)
             with phase("bench", f"cold kpipe build {arch.name}"):
                 k_secs, kern = _timed(lambda: buildmod.build(
                     req, run_dir / f"cold-kpipe-{arch.name}.log",
-                    lambda dc: kconfig.require(merged, dc, co.path, arch)))
+                    lambda dc: kconfig.require(merged, dc, co.path, arch, optional)))
             shutil.rmtree(buildmod.build_dir(req, False), ignore_errors=True)
             raw_dir.mkdir(parents=True)
             log = run_dir / f"cold-raw-{arch.name}.log"
@@ -80,7 +84,7 @@ def bench_cold(arch: Arch, tree, run_dir: Path) -> dict:
                 r_secs, _ = _timed(raw)
     finally:
         shutil.rmtree(raw_dir, ignore_errors=True)
-    return _row("cold", arch.name, k_secs, r_secs, TARGETS["cold"],
+    return _row("cold", arch.name, k_secs, r_secs, TARGETS["cold"], profile=profile,
                 note=f"kpipe {kern.seconds:.1f}s inside build() (no ccache, no artifact cache)")
 
 
@@ -131,10 +135,15 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
         subprocess.run([*ssh, "mkdir -p /tmp/raw"], check=True, timeout=30)
         subprocess.run([*scp, *[str(b) for b, _ in binaries], "root@127.0.0.1:/tmp/raw/"], check=True, timeout=120,
                        capture_output=True)
-        for b, args in binaries:
-            if args or os.access(b, os.X_OK):
-                subprocess.run([*ssh, "cd /tmp/raw && ./" + b.name + " " + " ".join(args) + " >/dev/null 2>&1; true"],
-                               timeout=600)
+        runnable = [(b, args) for b, args in binaries if args or os.access(b, os.X_OK)]
+        verifier, rest = runnable[:1], runnable[1:]
+        lanes = [rest[i::max(1, arch.smp)] for i in range(max(1, arch.smp))]     # as kpipe: one lane per vCPU
+        run = lambda group: "(" + "; ".join(f"./{b.name} {' '.join(a)} >/dev/null 2>&1" for b, a in group) + ")"
+        if verifier:
+            subprocess.run([*ssh, "cd /tmp/raw && " + run(verifier) + "; true"], timeout=600)
+        if rest:
+            subprocess.run([*ssh, "cd /tmp/raw && " + " & ".join(run(g) for g in lanes if g) + " & wait; true"],
+                           timeout=1200)
         subprocess.run([*ssh, "reboot -f"], timeout=30, capture_output=True)
         p.wait(timeout=60)
         return round(time.monotonic() - t0, 2)
@@ -155,9 +164,9 @@ def _binaries(arch_dir: Path, src: Path, touched: list[str]) -> list[tuple[Path,
     return out
 
 
-def bench_warm(arch: Arch, tree, run_dir: Path) -> list[dict]:
+def bench_warm(arch: Arch, tree, run_dir: Path, profile: str = "debug") -> list[dict]:
     rows = []
-    base_opts = Options(arch=arch.name, accel="tcg")
+    base_opts = Options(arch=arch.name, accel="tcg", profile=profile)
     # settle: the shipped series built and verified once (not timed)
     _verify(base_opts, run_dir / f"settle-{arch.name}")
     src_text = git(tree.worktree, "show", "HEAD:mm/mremap.c").stdout
@@ -189,14 +198,15 @@ def bench_warm(arch: Arch, tree, run_dir: Path) -> list[dict]:
                                             env={"CCACHE_DIR": str(cache.cache_dir("ccache"))}))
     finally:
         target.write_bytes(original)
-    r_boot = _raw_boot_and_test(arch, kern_image, initrd, bins, run_dir / f"raw-{arch.name}")
+    guest = get_profile(profile).guest_arch(arch)
+    r_boot = _raw_boot_and_test(guest, kern_image, initrd, bins, run_dir / f"raw-{arch.name}-{profile}")
     k_build = run.arches[arch.name].phases.get("build", 0.0)
-    rows.append(_row("incremental", arch.name, round(k_build, 2), r_make, TARGETS["incremental"],
+    rows.append(_row("incremental", arch.name, round(k_build, 2), r_make, TARGETS["incremental"], profile=profile,
                      note="the one-line edit: kpipe's build phase (make + headers_install + cache entry) vs raw make"))
-    rows.append(_row("warm", arch.name, k_warm, round(r_make + r_boot, 2), TARGETS["warm"],
+    rows.append(_row("warm", arch.name, k_warm, round(r_make + r_boot, 2), TARGETS["warm"], profile=profile,
                      note=f"raw = make {r_make}s + boot/tests {r_boot}s"))
     k_unch, _ = _verify(opts, run_dir / f"unchanged-{arch.name}")
-    rows.append(_row("unchanged", arch.name, k_unch, r_boot, None,
+    rows.append(_row("unchanged", arch.name, k_unch, r_boot, None, profile=profile,
                      note=f"target <= {TARGETS['unchanged_seconds']:.0f}s per arch; raw = boot/tests only",
                      ok=k_unch <= TARGETS["unchanged_seconds"]))
     rows[-1]["series"] = str(series_file)
@@ -204,48 +214,68 @@ def bench_warm(arch: Arch, tree, run_dir: Path) -> list[dict]:
 
 
 def _row(phase_name: str, arch: str, kp: float, raw: float | None, target: float | None, note: str = "",
-         ok: bool | None = None) -> dict:
+         ok: bool | None = None, profile: str = "debug") -> dict:
     ratio = round(kp / raw, 2) if raw else None
     if ok is None and target is not None and ratio is not None:
         ok = ratio <= target
-    return {"phase": phase_name, "arch": arch, "kpipe_s": kp, "raw_s": raw, "ratio": ratio, "target": target,
-            "ok": ok, "note": note}
+    return {"phase": phase_name, "arch": arch, "profile": profile, "kpipe_s": kp, "raw_s": raw, "ratio": ratio,
+            "target": target, "ok": ok, "note": note}
 
 
-def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = False) -> int:
+def cost_rows(rows: list[dict]) -> list[dict]:
+    """debug / fast per phase and arch (kpipe seconds): what the debug kernel costs."""
+    by = {(r["phase"], r["arch"], r["profile"]): r["kpipe_s"] for r in rows}
+    out = []
+    for (ph, arch, prof), secs in by.items():
+        fast = by.get((ph, arch, "fast"))
+        if prof == "debug" and fast:
+            out.append({"phase": f"cost:{ph}", "arch": arch, "profile": "debug/fast", "kpipe_s": secs, "raw_s": fast,
+                        "ratio": round(secs / fast, 2), "target": None, "ok": None,
+                        "note": "debug kpipe s vs fast kpipe s"})
+    return out
+
+
+def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = False, profile: str = "debug") -> int:
     run_dir = new_run_dir(out, "bench")
     arches = resolve_arches(arch_spec)
+    profiles = ["debug", "fast"] if profile == "all" else [get_profile(profile).name]
     tree = resolve_tree(Options(), run_dir / "fetch.log")
     rows: list[dict] = []
-    if not quick:
+    for prof in profiles:
+        if not quick:
+            for a in arches:
+                rows.append(bench_cold(a, tree, run_dir, prof))
+        unchanged: dict[str, tuple[float, str]] = {}
         for a in arches:
-            rows.append(bench_cold(a, tree, run_dir))
-    unchanged: dict[str, tuple[float, str]] = {}
-    for a in arches:
-        r = bench_warm(a, tree, run_dir)
-        rows += r
-        unchanged[a.name] = (r[-1]["kpipe_s"], r[-1]["series"])
-    if len(arches) > 1:
-        series = next(iter(unchanged.values()))[1]
-        # every arch's edit in one series would change the kernels; use the first arch's series for all,
-        # settle once (builds), then time the unchanged `all` run
-        _verify(Options(arch="all", accel="tcg", series=series), run_dir / "all-settle")
-        singles = {}
-        for a in arches:
-            singles[a.name], _ = _verify(Options(arch=a.name, accel="tcg", series=series), run_dir / f"all-single-{a.name}")
-        k_all, _ = _verify(Options(arch="all", accel="tcg", series=series), run_dir / "all")
-        slower = max(singles.values())
-        rows.append(_row("all", "all", k_all, slower, TARGETS["all"], note="raw = the slower single arch, kpipe"))
-        workflows.premerge(Options(arch="all", accel="tcg", out=str(run_dir / "premerge-settle")))   # builds, untimed
-        p_secs, prun = _timed(lambda: workflows.premerge(Options(arch="all", accel="tcg", out=str(run_dir / "premerge"))))
-        rows.append(_row("premerge", "all", p_secs, None, None, note=f"warm; target <= {TARGETS['premerge_seconds']:.0f}s; "
-                         f"verdict {prun.verdict}", ok=p_secs <= TARGETS["premerge_seconds"]))
+            r = bench_warm(a, tree, run_dir, prof)
+            rows += r
+            unchanged[a.name] = (r[-1]["kpipe_s"], r[-1]["series"])
+        if len(arches) > 1:
+            series = next(iter(unchanged.values()))[1]
+            # every arch's edit in one series would change the kernels; use the first arch's series for all,
+            # settle once (builds), then time the unchanged `all` run
+            o = Options(arch="all", accel="tcg", series=series, profile=prof)
+            _verify(o, run_dir / f"all-settle-{prof}")
+            singles = {}
+            for a in arches:
+                singles[a.name], _ = _verify(replace(o, arch=a.name), run_dir / f"all-single-{a.name}-{prof}")
+            k_all, _ = _verify(o, run_dir / f"all-{prof}")
+            slower = max(singles.values())
+            rows.append(_row("all", "all", k_all, slower, TARGETS["all"], profile=prof,
+                             note="raw = the slower single arch, kpipe"))
+            po = Options(arch="all", accel="tcg", profile=prof)
+            workflows.premerge(replace(po, out=str(run_dir / f"premerge-settle-{prof}")))   # builds, untimed
+            p_secs, prun = _timed(lambda: workflows.premerge(replace(po, out=str(run_dir / f"premerge-{prof}"))))
+            rows.append(_row("premerge", "all", p_secs, None, None, profile=prof,
+                             note=f"warm; target <= {TARGETS['premerge_seconds']:.0f}s; verdict {prun.verdict}",
+                             ok=p_secs <= TARGETS["premerge_seconds"]))
+    rows += cost_rows(rows)
     machine = {"cpus": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release(),
                "python": platform.python_version(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     (run_dir / "bench.json").write_text(json.dumps({"machine": machine, "rows": rows, "targets": TARGETS}, indent=2))
-    lines = [f"{'phase':<10} {'arch':<7} {'kpipe s':>8} {'raw s':>8} {'ratio':>6}  ok   note"]
+    lines = [f"{'phase':<16} {'arch':<7} {'profile':<10} {'kpipe s':>8} {'raw s':>8} {'ratio':>6}  ok   note"]
     for r in rows:
-        lines.append(f"{r['phase']:<10} {r['arch']:<7} {r['kpipe_s']:>8} {r['raw_s'] if r['raw_s'] is not None else '-':>8} "
+        lines.append(f"{r['phase']:<16} {r['arch']:<7} {r['profile']:<10} {r['kpipe_s']:>8} {r['raw_s'] if r['raw_s'] is not None else '-':>8} "
                      f"{r['ratio'] if r['ratio'] is not None else '-':>6}  {'yes' if r['ok'] else 'NO ' if r['ok'] is not None else '-  '}  {r['note']}")
     print("\n".join(lines))
     note(f"bench: wrote {run_dir / 'bench.json'} ({machine['cpus']} cpus, {machine['machine']})")
