@@ -28,6 +28,18 @@ def shared_cache():
         yield
 
 
+# Fixtures that fetch a real tree or build real kernels: a test that uses any of them is e2e, whatever its file
+# says, so that `-m "not e2e"` (the fast tier) downloads, builds and boots nothing.
+REAL_WORLD_FIXTURES = {"tree510", "kernels", "patched_kernels", "tree_src", "src510", "needs_tree", "olddefconfig",
+                       "built_510", "fakes", "host_binary"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
 def _qemu_children() -> list[str]:
     me = str(os.getpid())
     out = []
