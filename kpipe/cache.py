@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -112,7 +113,7 @@ def verify_entry(entry_dir: Path, deep: bool = True) -> dict | None:
 def new_entry(final: Path) -> Iterator[Path]:
     """Yield a temp folder beside ``final``; on success it replaces ``final`` atomically, else it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-{os.getpid()}-", dir=final.parent))
     try:
         yield tmp
         if final.exists():
@@ -125,12 +126,25 @@ def new_entry(final: Path) -> Iterator[Path]:
         raise
 
 
+_OWNER = re.compile(r"\.(?:tmp|old)-(\d+)(?:-|$)")
+
+
+def _owner_alive(name: str) -> bool:
+    """Temp and trash folders carry their creator's pid: a live creator may still be writing into one (a tree
+    fetch untars for minutes without touching the folder's own mtime)."""
+    m = _OWNER.search(name)
+    return bool(m) and Path(f"/proc/{m.group(1)}").exists()
+
+
 def sweep_stale(parent: Path) -> None:
-    """Remove temp folders left by a run that was killed hard (SIGKILL) before it could clean up."""
+    """Remove temp folders left by a run that was killed hard (SIGKILL) before it could clean up: those whose
+    creating process is gone (older ones without a pid in their name: after 60 s)."""
     if not parent.is_dir():
         return
     for p in parent.iterdir():
         if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name):
             with contextlib.suppress(OSError):
-                if time.time() - p.stat().st_mtime > 60:
+                if _owner_alive(p.name):
+                    continue
+                if _OWNER.search(p.name) or time.time() - p.stat().st_mtime > 60:
                     shutil.rmtree(p, ignore_errors=True)
