@@ -12,7 +12,7 @@ def test_sweep_keeps_a_live_runs_entry_and_removes_a_dead_ones(tmp_path):
     live = tmp_path / f".debian-6.12.git.tmp-{os.getpid()}-abc"
     live.mkdir()
     os.utime(live, (0, 0))                      # ancient mtime: only the owner check protects it
-    gone = subprocess.run(["true"]).args and subprocess.Popen(["true"])
+    gone = subprocess.Popen(["true"])
     gone.wait()
     dead = tmp_path / f".debian-6.12.git.tmp-{gone.pid}-def"
     dead.mkdir()
