@@ -95,7 +95,7 @@ def fragments_for(arch: Arch, opts: Options, extra_optional: tuple[Path, ...] = 
     """layers.toml's layers, the profile's essential and optional layers, ``extra_optional`` (the selftest
     collections' own config files), then --kconfig files (they win)."""
     prof = get_profile(opts.profile)
-    return (kconfig.default_fragments(arch) + list(prof.layers) + list(prof.optional) + list(extra_optional)
+    return (kconfig.default_fragments(arch) + list(prof.layers_for(arch)) + list(prof.optional) + list(extra_optional)
             + [Path(k) for k in opts.kconfigs])
 
 

@@ -20,11 +20,14 @@ DEFAULT_PROFILE = "debug"
 class Profile:
     name: str
     description: str
-    layers: tuple[Path, ...]        # essential: every option must be set
+    layers: tuple[Path, ...]        # essential: every option must be set ("{arch}" in a name: the arch's name)
     optional: tuple[Path, ...]      # set where the tree has them
     smp: int
     memory_mb: int
     kernel_args: tuple[str, ...]
+
+    def layers_for(self, arch: Arch) -> tuple[Path, ...]:
+        return tuple(Path(str(p).replace("{arch}", arch.name)) for p in self.layers)
 
     def guest_arch(self, arch: Arch) -> Arch:
         """The arch data with this profile's guest size and command line."""
@@ -45,7 +48,9 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
     for name, t in raw.items():
         try:
             files = {k: tuple(KCONFIG_DIR / str(f) for f in t.get(k, [])) for k in ("layers", "optional")}
-            absent = [str(p) for p in files["layers"] + files["optional"] if not p.is_file()]
+            from .arches import ARCHES
+            expanded = [Path(str(p).replace("{arch}", a)) for p in files["layers"] + files["optional"] for a in ARCHES]
+            absent = sorted({str(p) for p in expanded if not p.is_file()})
             if absent:
                 raise InfraError(f"{path}: profile {name} names missing fragment(s): {', '.join(absent)}", fix=fix)
             out[name] = Profile(name, str(t.get("description", "")), files["layers"], files["optional"],
