@@ -34,48 +34,28 @@ SELFTESTS = "tools/testing/selftests"
 KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
 
 # ---------------------------------------------------------------------------------------------------------
-# The catalogue (data). Each entry is one named run; its variants are tried in order and the first whose
-# sources all exist in the tree is used ("{mm}" is the tree's vm/ or mm/ folder). "optional" sources are
-# linked when present (newer mm trees link vm_util.c / thp_settings.c into every test). "{tree}" in cflags
-# is the tree root. Two entries may build the same sources: the binary is built once (same content key).
-# 5.10's userfaultfd.c must not be built with -O2 (a non-volatile variable across sigsetjmp).
+# The catalogue (data): which of the tree's own selftests are relevant, with their arguments and timeouts.
+# How they are built is the tree's business: each is a target of its collection's Makefile
+# (tools/testing/selftests/<collection>/Makefile), built static, out of tree (OUTPUT=), cross for arm64.
+# Each entry's variants are tried in order; the first whose collection has <target>.c and whose Makefile names
+# the target is used ("{mm}" is the tree's vm/ or mm/ folder: renamed in 6.2; the userfaultfd stress test was
+# vm/userfaultfd, now mm/uffd-stress). ``needs``: kconfig symbols without which the test cannot run.
 # ---------------------------------------------------------------------------------------------------------
-_MM_CFLAGS = ("-O2", "-U_FORTIFY_SOURCE", "-I{tree}", "-isystem{tree}/tools/include/uapi")
-_MM_OPTIONAL = ("{mm}/vm_util.c", "{mm}/thp_settings.c")
-
 CATALOGUE: list[dict] = [
-    {"name": "mremap_dontunmap", "timeout": 120, "variants": [
-        {"sources": ["mm/mremap_dontunmap.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
-         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
-        {"sources": ["vm/mremap_dontunmap.c"], "ldlibs": ["-lrt"]}]},
-    {"name": "mremap_test", "timeout": 300, "variants": [
-        {"sources": ["mm/mremap_test.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
-         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
-        {"sources": ["vm/mremap_test.c"], "ldlibs": ["-lrt"]}]},
+    {"name": "mremap_dontunmap", "timeout": 120, "variants": [{"target": "{mm}/mremap_dontunmap"}]},
+    {"name": "mremap_test", "timeout": 300, "variants": [{"target": "{mm}/mremap_test"}]},
     {"name": "userfaultfd-anon", "timeout": 300, "needs": ["USERFAULTFD"], "variants": [
-        {"sources": ["mm/uffd-stress.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
-         "ldlibs": ["-lrt", "-lpthread", "-lm"], "args": ["anon", "16", "4"]},
-        {"sources": ["vm/userfaultfd.c"], "ldlibs": ["-lrt", "-lpthread"], "args": ["anon", "16", "4"]}]},
+        {"target": "mm/uffd-stress", "args": ["anon", "16", "4"]},
+        {"target": "vm/userfaultfd", "args": ["anon", "16", "4"]}]},
     {"name": "userfaultfd-shmem", "timeout": 300, "needs": ["USERFAULTFD", "SHMEM"], "variants": [
-        {"sources": ["mm/uffd-stress.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
-         "ldlibs": ["-lrt", "-lpthread", "-lm"], "args": ["shmem", "16", "4"]},
-        {"sources": ["vm/userfaultfd.c"], "ldlibs": ["-lrt", "-lpthread"], "args": ["shmem", "16", "4"]}]},
-    {"name": "uffd-unit-tests", "timeout": 600, "needs": ["USERFAULTFD"], "variants": [
-        {"sources": ["mm/uffd-unit-tests.c", "mm/uffd-common.c"], "optional": _MM_OPTIONAL,
-         "cflags": _MM_CFLAGS, "ldlibs": ["-lrt", "-lpthread", "-lm"]},
-        {"sources": ["vm/uffd-unit-tests.c", "vm/uffd-common.c"], "optional": ("vm/vm_util.c",),
-         "cflags": _MM_CFLAGS, "ldlibs": ["-lrt", "-lpthread", "-lm"]}]},
-    {"name": "map_fixed_noreplace", "timeout": 60, "variants": [
-        {"sources": ["mm/map_fixed_noreplace.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
-         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
-        {"sources": ["vm/map_fixed_noreplace.c"], "ldlibs": ["-lrt"]}]},
-    {"name": "mlock2-tests", "timeout": 120, "needs": ["PROC_PAGE_MONITOR"], "variants": [
-        {"sources": ["mm/mlock2-tests.c"], "optional": _MM_OPTIONAL, "cflags": _MM_CFLAGS,
-         "ldlibs": ["-lrt", "-lpthread", "-lm"]},
-        {"sources": ["vm/mlock2-tests.c"], "ldlibs": ["-lrt"]}]},
-    {"name": "memfd_test", "timeout": 120, "needs": ["MEMFD_CREATE"], "variants": [
-        {"sources": ["memfd/memfd_test.c", "memfd/common.c"], "cflags": ["-D_FILE_OFFSET_BITS=64"],
-         "ldlibs": []}]},
+        {"target": "mm/uffd-stress", "args": ["shmem", "16", "4"]},
+        {"target": "vm/userfaultfd", "args": ["shmem", "16", "4"]}]},
+    {"name": "uffd-unit-tests", "timeout": 600, "needs": ["USERFAULTFD"],
+     "variants": [{"target": "{mm}/uffd-unit-tests"}]},
+    {"name": "map_fixed_noreplace", "timeout": 60, "variants": [{"target": "{mm}/map_fixed_noreplace"}]},
+    {"name": "mlock2-tests", "timeout": 120, "needs": ["PROC_PAGE_MONITOR"],
+     "variants": [{"target": "{mm}/mlock2-tests"}]},
+    {"name": "memfd_test", "timeout": 120, "needs": ["MEMFD_CREATE"], "variants": [{"target": "memfd/memfd_test"}]},
 ]
 
 # Which tests a touched file makes relevant (fnmatch patterns on paths relative to the tree).
@@ -136,27 +116,31 @@ def catalogue_names() -> list[str]:
     return [e["name"] for e in CATALOGUE]
 
 
+def _makefile_builds(coll_dir: Path, binary: str) -> bool:
+    try:
+        text = (coll_dir / "Makefile").read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(rf"(?<![\w-]){re.escape(binary)}(?![\w-])", text) is not None
+
+
 def _spec_for(entry: dict, tree: Path, mmdir: str) -> SelftestSpec:
     base = Path(tree) / SELFTESTS
     tried = []
     for v in entry["variants"]:
-        srcs = [s.replace("{mm}", mmdir) for s in v["sources"]]
-        tried += srcs[:1]
-        if not all((base / s).is_file() for s in srcs):
+        target = v["target"].replace("{mm}", mmdir)
+        collection, binary = target.split("/", 1)
+        tried.append(f"{target}.c")
+        if not (base / f"{target}.c").is_file() or not _makefile_builds(base / collection, binary):
             continue
-        opt = [s.replace("{mm}", mmdir) for s in v.get("optional", ())]
-        srcs += [s for s in opt if (base / s).is_file() and s not in srcs]
-        cflags = tuple(c.replace("{tree}", str(tree)) for c in v.get("cflags", ()))
-        collection = srcs[0].split("/")[0]
-        binary = Path(srcs[0]).stem
         args = tuple(v.get("args", ()))
-        return SelftestSpec(name=entry["name"], sources=tuple(f"{SELFTESTS}/{s}" for s in srcs), cflags=cflags,
-                            ldlibs=tuple(v.get("ldlibs", ())), args=args, timeout=float(entry["timeout"]),
-                            display=" ".join([f"{collection}/{binary}", *args]), collection=collection,
-                            binary_name=binary, needs=tuple(entry.get("needs", ())))
+        return SelftestSpec(name=entry["name"], sources=(f"{SELFTESTS}/{target}.c",), args=args,
+                            timeout=float(entry["timeout"]), display=" ".join([target, *args]),
+                            collection=collection, binary_name=binary, needs=tuple(entry.get("needs", ())))
     return SelftestSpec(name=entry["name"], sources=(), timeout=float(entry["timeout"]), collection=mmdir,
                         display=entry["name"],
-                        skip=f"not in this tree (looked for {' and '.join(tried)} under {SELFTESTS})")
+                        skip=f"not in this tree (looked for {' and '.join(tried)} under {SELFTESTS}, built by "
+                             f"its collection's Makefile)")
 
 
 def relevant_names(touched_files: list[str]) -> list[str]:
@@ -170,7 +154,7 @@ def relevant_names(touched_files: list[str]) -> list[str]:
         if f.startswith(SELFTESTS + "/"):
             stem = Path(f).stem
             for e in CATALOGUE:
-                if any(Path(s).stem == stem for v in e["variants"] for s in v["sources"]):
+                if any(v["target"].rsplit("/", 1)[1] == stem for v in e["variants"]):
                     wanted.add(e["name"])
     if not wanted:
         wanted = set(DEFAULT_SET)
@@ -322,30 +306,125 @@ class _CompileFailed(Exception):
     pass
 
 
+MAKE_RECIPE = "selftest-make-1"
+# What a collection's build reads besides its own folder (lib.mk, kselftest*.h, tools/include; 5.10's memfd
+# Makefile even adds the kernel's include/): their git tree ids key the cache, so an edit there rebuilds.
+_MAKE_INPUTS = (SELFTESTS, "tools/include", "include", "usr", "scripts/Kbuild.include")
+
+
+def _source_ids(tree: Path) -> list[str]:
+    """Git tree ids of what the selftest Makefiles read (instant in kpipe's scratch worktree, where every patch
+    is a commit); outside git, a digest of the selftests folder's files."""
+    out = []
+    for rel in _MAKE_INPUTS:
+        cp = proc.run(["git", "-C", str(tree), "rev-parse", "-q", "--verify", f"HEAD:{rel}"], check=False,
+                      timeout=30, what="git rev-parse")
+        if cp.returncode != 0 and rel == SELFTESTS:
+            return [_tree_digest(Path(tree) / SELFTESTS)]
+        out.append(f"{rel}={cp.stdout.strip() if cp.returncode == 0 else '-'}")
+    dirty = proc.run(["git", "-C", str(tree), "status", "--porcelain", "--", *_MAKE_INPUTS[:2]], check=False,
+                     timeout=60, what="git status").stdout.strip()
+    if dirty:
+        out.append(_tree_digest(Path(tree) / SELFTESTS))
+    return out
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for f in sorted(files):
+            p = Path(dirpath, f)
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def make_command(arch, tree: Path, collection: str, headers: Path, output: Path, binaries: list[str],
+                 jobs: int) -> list[str]:
+    """The tree's own selftest build for some targets of one collection: static, out of tree, cross for arch."""
+    hdr = Path(headers) / "include"
+    return ["make", "-C", str(Path(tree) / SELFTESTS / collection), "-k", f"-j{jobs}",
+            f"ARCH={arch.kernel_arch}", f"MACHINE={arch.name}", f"CROSS_COMPILE={arch.cross_compile}",
+            f"CC={arch.cc}", "LDFLAGS=-static", f"OUTPUT={output}",
+            f"KHDR_INCLUDES=-isystem {hdr}", f"EXTRA_CFLAGS=-isystem {hdr}",
+            *[f"{output}/{b}" for b in binaries]]
+
+
+def _build_collection(arch, tree: Path, collection: str, binaries: list[str], headers: Path,
+                      log: Path) -> tuple[Path, dict[str, str], bool]:
+    """Build ``binaries`` of ``collection`` (cached by content); returns the cache entry, {binary: compiler
+    error lines} for those that failed, and whether it came from the cache."""
+    hdr = Path(headers) / "include"
+    if not hdr.is_dir():
+        raise InfraError(f"installed uapi headers not found: {hdr} is missing",
+                         fix="build the kernel first (its headers_install output is the headers folder)")
+    key = cache.key_of(MAKE_RECIPE, toolchain.compiler(arch.cc).ident, arch.name, collection, sorted(binaries),
+                       _tree_fingerprint(hdr), _source_ids(tree))
+    entry = cache.cache_dir("selftests") / key
+    meta = cache.verify_entry(entry, deep=False)
+    if meta is not None:
+        return entry, meta.get("failed", {}), True
+    with cache.file_lock(cache.cache_dir("selftests") / f"{key}.lock", f"selftest build ({collection})"):
+        meta = cache.verify_entry(entry, deep=False)
+        if meta is not None:
+            return entry, meta.get("failed", {}), True
+        with cache.new_entry(entry) as tmp:
+            cmd = make_command(arch, tree, collection, headers, tmp, binaries, os.cpu_count() or 1)
+            cp = proc.run(cmd, timeout=900, check=False, what="make (selftests)")
+            out = (cp.stdout or "") + (cp.stderr or "")
+            with open(log, "a") as fh:
+                fh.write(f"\n$ {shlex.join(cmd)}\n{out}" + (f"[exit {cp.returncode}]\n" if cp.returncode else ""))
+            failed = {}
+            for b in binaries:
+                if not (tmp / b).is_file():
+                    lines = out.strip().splitlines()
+                    failed[b] = "\n".join([f"the {collection} Makefile did not build {b} (make exit {cp.returncode}): "
+                                           f"{shlex.join(cmd)}", *lines[-40:]])
+            for junk in [p for p in tmp.iterdir() if p.name not in binaries]:    # objects, helper outputs
+                shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
+            cache.write_manifest(tmp, {"collection": collection, "cmd": cmd, "failed": failed})
+    return entry, failed, False
+
+
 def build_selftests(specs: list[SelftestSpec], arch, tree: Path, headers: Path, out_dir: Path,
                     log: Path) -> list[BuiltTest]:
-    """Build every spec static for ``arch``; failed compiles become BuiltTest(binary=None, error=lines)."""
+    """Build every spec with its collection's own Makefile, static for ``arch`` (one make per collection); a
+    target the Makefile could not build becomes BuiltTest(binary=None, error=the compiler's lines)."""
     out_dir = Path(out_dir)
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
-    built: list[BuiltTest] = []
-    done: dict[tuple, BuiltTest] = {}      # one compile per (sources, flags): runs with other args share it
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted: dict[str, list[str]] = {}
+    for spec in specs:
+        if not spec.skip and spec.binary_name not in wanted.setdefault(spec.collection, []):
+            wanted[spec.collection].append(spec.binary_name)
+    made: dict[tuple[str, str], BuiltTest] = {}
+    for collection, binaries in wanted.items():
+        start = time.monotonic()
+        entry, failed, cached = _build_collection(arch, Path(tree), collection, binaries, headers, log)
+        secs = round(time.monotonic() - start, 3)
+        if cached:
+            with open(log, "a") as fh:
+                fh.write(f"\n# {collection}: {', '.join(binaries)} cached ({entry})\n")
+        for b in binaries:
+            if b in failed:
+                made[(collection, b)] = BuiltTest(SelftestSpec(b, ()), None, failed[b], secs, cached)
+                continue
+            dest = out_dir / b
+            dest.unlink(missing_ok=True)
+            try:
+                os.link(entry / b, dest)
+            except OSError:
+                shutil.copy2(entry / b, dest)
+            dest.chmod(0o755)
+            made[(collection, b)] = BuiltTest(SelftestSpec(b, ()), dest, "", secs, cached)
+    built = []
     for spec in specs:
         if spec.skip:
             built.append(BuiltTest(spec, None, ""))
             continue
-        ident = (spec.sources, spec.cflags, spec.ldlibs)
-        if ident in done:
-            prev = done[ident]
-            built.append(BuiltTest(spec, prev.binary, prev.error, 0.0, True))
-            continue
-        sources = [Path(tree) / s for s in spec.sources]
-        try:
-            b = _compile(spec, arch.cc, sources, headers, out_dir, log, Path(tree))
-        except _CompileFailed as e:
-            b = BuiltTest(spec, None, str(e))
-        done[ident] = b
-        built.append(b)
+        m = made[(spec.collection, spec.binary_name)]
+        built.append(BuiltTest(spec, m.binary, m.error, m.seconds, m.cached))
     return built
 
 

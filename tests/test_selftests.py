@@ -73,20 +73,24 @@ def test_plan_for_mremap_on_510(src510):
         assert all((src510 / src).is_file() for src in by[name].sources)
     assert by["userfaultfd-anon"].args == ("anon", "16", "4")
     assert by["userfaultfd-shmem"].args == ("shmem", "16", "4")
-    assert by["userfaultfd-anon"].sources == by["userfaultfd-shmem"].sources
-    assert "-O2" not in by["userfaultfd-anon"].cflags          # the 5.10 sigsetjmp pitfall
+    assert by["userfaultfd-anon"].sources == by["userfaultfd-shmem"].sources == (
+        "tools/testing/selftests/vm/userfaultfd.c",)
+    assert by["userfaultfd-anon"].binary_name == "userfaultfd" and by["memfd_test"].collection == "memfd"
     # mm-only tests are reported as skipped with the reason, not dropped silently
-    assert by["mremap_test"].skip == ("not in this tree (looked for mm/mremap_test.c and vm/mremap_test.c "
-                                      "under tools/testing/selftests)")
+    assert by["mremap_test"].skip == ("not in this tree (looked for vm/mremap_test.c under tools/testing/selftests, "
+                                      "built by its collection's Makefile)")
     assert "not in this tree" in by["uffd-unit-tests"].skip
 
 
 def _fake_mm_tree(root: Path) -> Path:
     mm = root / "tools/testing/selftests/mm"
     mm.mkdir(parents=True)
-    for f in ("mremap_dontunmap.c", "mremap_test.c", "uffd-stress.c", "uffd-unit-tests.c", "uffd-common.c",
-              "map_fixed_noreplace.c", "vm_util.c", "mlock2-tests.c"):
-        (mm / f).write_text("")
+    names = ("mremap_dontunmap", "mremap_test", "uffd-stress", "uffd-unit-tests", "uffd-common",
+             "map_fixed_noreplace", "vm_util", "mlock2-tests")
+    for f in names:
+        (mm / f"{f}.c").write_text("")
+    (mm / "Makefile").write_text("TEST_GEN_FILES = " + " ".join(n for n in names if n not in ("uffd-common", "vm_util"))
+                                 + "\n")
     (root / "tools/testing/selftests/memfd").mkdir()
     return root
 
@@ -95,12 +99,14 @@ def test_plan_on_an_mm_tree(tmp_path):
     tree = _fake_mm_tree(tmp_path)
     by = {s.name: s for s in plan(tree, ["mm/mremap.c"])}
     assert by["mremap_test"].collection == "mm" and not by["mremap_test"].skip
-    assert by["uffd-unit-tests"].sources == ("tools/testing/selftests/mm/uffd-unit-tests.c",
-                                             "tools/testing/selftests/mm/uffd-common.c",
-                                             "tools/testing/selftests/mm/vm_util.c")
+    assert by["uffd-unit-tests"].sources == ("tools/testing/selftests/mm/uffd-unit-tests.c",)
     assert by["userfaultfd-shmem"].display == "mm/uffd-stress shmem 16 4"
-    assert f"-I{tree}" in by["mremap_test"].cflags
+    assert by["userfaultfd-shmem"].binary_name == "uffd-stress"
     assert "memfd_test.c" in by["memfd_test"].skip       # its folder is empty in this fake tree
+    # a source file its collection's Makefile does not build is no test of this tree
+    (tree / "tools/testing/selftests/mm/Makefile").write_text("TEST_GEN_FILES = mremap_test\n")
+    by = {s.name: s for s in plan(tree, ["mm/mremap.c"])}
+    assert not by["mremap_test"].skip and "not in this tree" in by["mremap_dontunmap"].skip
 
 
 def test_plan_choices(tmp_path):
@@ -159,11 +165,14 @@ def test_510_selftests_build_static_for_each_arch(built_510, kernels, arch):
         assert b.binary is not None and not b.error, b.error
         info = read_elf(b.binary)
         assert info.machine == ELF_MACHINE[arch] and info.interpreter == "", b.binary
-    # the two userfaultfd runs share one binary, compiled once
+    # the two userfaultfd runs share one binary, built once
     uffd = [b for b in built if b.spec.name.startswith("userfaultfd")]
     assert uffd[0].binary == uffd[1].binary
     log = (d / "build.log").read_text()
-    assert "-static" in log and f"-isystem {kernels[arch].headers}/include " in log
+    # the kernel's way: the collection's own Makefile, static, out of tree, against the kernel's uapi headers
+    assert "$ make -C " in log and "tools/testing/selftests/vm -k" in log and "LDFLAGS=-static" in log
+    assert f"KHDR_INCLUDES='-isystem {kernels[arch].headers}/include'" in log
+    assert "tools/testing/selftests/memfd -k" in log
 
 
 def test_build_is_cached_by_content(kernels, src510, tmp_path):
@@ -176,19 +185,24 @@ def test_build_is_cached_by_content(kernels, src510, tmp_path):
 
 
 def test_compile_failure_is_an_error_result_not_a_crash(kernels, src510, tmp_path):
-    bad = tmp_path / "tree/tools/testing/selftests/vm"
-    bad.mkdir(parents=True)
-    (bad / "broken.c").write_text("int main(void) { return undefined_symbol_here; }\n")
+    """A target its Makefile cannot build is an ERROR result with the compiler's lines; the others still build."""
+    tree = tmp_path / "tree"
+    vm = tree / "tools/testing/selftests/vm"
+    vm.mkdir(parents=True)
+    (vm / "broken.c").write_text("int main(void) { return undefined_symbol_here; }\n")
+    shutil.copy(src510 / "tools/testing/selftests/vm/mremap_dontunmap.c", vm)
+    shutil.copy(src510 / "tools/testing/selftests/lib.mk", vm.parent)
+    shutil.copy(src510 / "tools/testing/selftests/kselftest.h", vm.parent)
+    (vm / "Makefile").write_text("CFLAGS = -Wall $(EXTRA_CFLAGS)\nLDLIBS = -lrt\nTEST_GEN_FILES = broken mremap_dontunmap\n"
+                                 "include ../lib.mk\n")
     good = SelftestSpec("mremap_dontunmap", ("tools/testing/selftests/vm/mremap_dontunmap.c",),
-                        ldlibs=("-lrt",), binary_name="mremap_dontunmap")
-    broken = SelftestSpec("broken", ("tools/testing/selftests/vm/broken.c",), binary_name="broken")
-    # both sources must come from one tree: put a copy of the good one beside the broken one
-    shutil.copy(src510 / good.sources[0], bad / "mremap_dontunmap.c")
-    shutil.copy(src510 / "tools/testing/selftests/kselftest.h", bad.parent / "kselftest.h")
-    built = build_selftests([broken, good], get_arch("x86_64"), tmp_path / "tree", kernels["x86_64"].headers,
+                        binary_name="mremap_dontunmap", collection="vm")
+    broken = SelftestSpec("broken", ("tools/testing/selftests/vm/broken.c",), binary_name="broken", collection="vm")
+    built = build_selftests([broken, good], get_arch("x86_64"), tree, kernels["x86_64"].headers,
                             tmp_path / "out", tmp_path / "build.log")
     assert built[0].binary is None and "undefined_symbol_here" in built[0].error
-    assert built[1].binary is not None
+    assert "did not build broken" in built[0].error
+    assert built[1].binary is not None and read_elf(built[1].binary).interpreter == ""
     res = run_selftests(LocalSession(), built[:1], tmp_path / "run", remote_dir=str(tmp_path / "guest"))
     assert res[0].status == Status.ERROR and res[0].observed == "build failed"
     assert "undefined_symbol_here" in res[0].detail
