@@ -20,7 +20,7 @@ import shutil
 import signal
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import cache, proc, toolchain
@@ -90,6 +90,7 @@ class SelftestSpec:
     skip: str = ""                 # non-empty: not runnable here, the reason (sources absent)
     binary_name: str = ""          # file name of the binary (shared by runs of one binary)
     needs: tuple[str, ...] = ()    # kconfig symbols (no CONFIG_) the test cannot run without
+    why: str = ""                  # why it was chosen (kpipe's map, the tree's MAINTAINERS, --selftests)
 
 
 @dataclass(frozen=True)
@@ -143,41 +144,106 @@ def _spec_for(entry: dict, tree: Path, mmdir: str) -> SelftestSpec:
                              f"its collection's Makefile)")
 
 
-def relevant_names(touched_files: list[str]) -> list[str]:
-    """Catalogue names relevant to the touched files (in catalogue order); DEFAULT_SET when none map."""
-    wanted: set[str] = set()
+def _relevance(touched_files: list[str]) -> dict[str, list[str]]:
+    """kpipe's own map: catalogue name -> why (the touched file and the pattern that made it relevant)."""
+    why: dict[str, list[str]] = {}
     for f in touched_files:
         f = f.removeprefix("./")
         for pattern, names in RELEVANCE:
             if fnmatch.fnmatch(f, pattern):
-                wanted.update(names)
+                for n in names:
+                    why.setdefault(n, []).append(f"kpipe's map: {f} ({pattern})")
         if f.startswith(SELFTESTS + "/"):
             stem = Path(f).stem
             for e in CATALOGUE:
                 if any(v["target"].rsplit("/", 1)[1] == stem for v in e["variants"]):
-                    wanted.add(e["name"])
-    if not wanted:
-        wanted = set(DEFAULT_SET)
+                    why.setdefault(e["name"], []).append(f"the series changes its source {f}")
+    return why
+
+
+def _maintainers_choice(tree: Path, touched_files: list[str], mmdir: str
+                        ) -> tuple[dict[str, list[str]], list[dict]]:
+    """The tree's MAINTAINERS: sections covering a touched file that list selftest paths. Returns catalogue
+    name -> why, and the collections such sections name that kpipe's catalogue has no tests of."""
+    from . import maintainers
+    sections = maintainers.load(tree)
+    why: dict[str, list[str]] = {}
+    uncovered: dict[str, list[str]] = {}
+    for f in touched_files:
+        for sec in maintainers.sections_for(sections, f.removeprefix("./")):
+            for pat in sec.selftest_patterns:
+                rest = pat[len(maintainers.SELFTESTS):]
+                if "/" not in rest.rstrip("/") and not rest.strip("/"):
+                    continue            # the whole selftests tree (the framework's own section)
+                reason = f"MAINTAINERS {sec.title!r} covers {f} and lists {pat}"
+                hit = False
+                for e in CATALOGUE:
+                    for v in e["variants"]:
+                        src = f"{maintainers.SELFTESTS}{v['target'].replace('{mm}', mmdir)}.c"
+                        if maintainers.matches(pat, src) and (Path(tree) / src).is_file():
+                            why.setdefault(e["name"], []).append(reason)
+                            hit = True
+                if not hit:
+                    uncovered.setdefault(pat, []).append(reason)
+    return why, [{"collection": pat[len(maintainers.SELFTESTS):].split("/")[0], "why": w, "tests": [],
+                  "note": f"kpipe's catalogue has no test matching {pat}: not run"} for pat, w in uncovered.items()]
+
+
+def relevant_names(touched_files: list[str]) -> list[str]:
+    """Catalogue names relevant to the touched files by kpipe's own map (in catalogue order); DEFAULT_SET when
+    none map."""
+    wanted = set(_relevance(touched_files)) or set(DEFAULT_SET)
     return [n for n in catalogue_names() if n in wanted]
 
 
+def choose(tree: Path, touched_files: list[str], mmdir: str) -> tuple[dict[str, str], list[dict]]:
+    """``all-relevant``: catalogue name -> why, from kpipe's map and the tree's MAINTAINERS; plus the
+    collections MAINTAINERS names that kpipe cannot run (reported, never silently dropped)."""
+    why = _relevance(touched_files)
+    m_why, uncovered = _maintainers_choice(tree, touched_files, mmdir)
+    for n, w in m_why.items():
+        why.setdefault(n, []).extend(w)
+    if not why:
+        why = {n: ["no file of the series maps to a selftest: kpipe's default mm set"] for n in DEFAULT_SET}
+    return {n: "; ".join(dict.fromkeys(why[n])) for n in catalogue_names() if n in why}, uncovered
+
+
 def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> list[SelftestSpec]:
-    """The selftests to run: ``all-relevant`` (from the touched files), ``none``, or ``a,b,c``."""
+    """The selftests to run: ``all-relevant`` (from the touched files: kpipe's map and the tree's MAINTAINERS),
+    ``none``, or ``a,b,c``. Each spec says why it was chosen."""
     tree = Path(tree)
     choice = (choice or "all-relevant").strip()
     if choice == "none":
         return []
     mmdir = find_selftest_dir(tree).name
     if choice == "all-relevant":
-        names = relevant_names(touched_files)
+        why, _ = choose(tree, touched_files, mmdir)
     else:
         names = [n.strip() for n in choice.split(",") if n.strip()]
         unknown = [n for n in names if n not in catalogue_names()]
         if unknown or not names:
             raise UsageError(f"unknown selftest name(s) in --selftests {choice!r}: {', '.join(unknown) or '(empty)'}",
                              fix="use all-relevant, none, or a comma list of: " + ", ".join(catalogue_names()))
+        why = {n: "asked for with --selftests" for n in names}
     by_name = {e["name"]: e for e in CATALOGUE}
-    return [_spec_for(by_name[n], tree, mmdir) for n in names]
+    return [replace(_spec_for(by_name[n], tree, mmdir), why=w) for n, w in why.items()]
+
+
+def selection_report(tree: Path, touched_files: list[str], specs: list[SelftestSpec]) -> list[dict]:
+    """Per collection: which tests run and why each was chosen; collections the tree's MAINTAINERS names for
+    the series that kpipe has no tests of are listed too (for the reports)."""
+    out: dict[str, dict] = {}
+    for s in specs:
+        c = out.setdefault(s.collection, {"collection": s.collection, "tests": [], "why": [], "note": ""})
+        c["tests"].append(s.name)
+        if s.why and s.why not in c["why"]:
+            c["why"].append(s.why)
+    try:
+        mmdir = find_selftest_dir(tree).name
+    except UsageError:
+        return list(out.values())
+    _, uncovered = _maintainers_choice(Path(tree), touched_files, mmdir)
+    return list(out.values()) + uncovered
 
 
 def collection_configs(tree: Path, specs: list[SelftestSpec]) -> tuple[Path, ...]:
@@ -195,7 +261,6 @@ def skip_unconfigured(specs: list[SelftestSpec], dotconfig: dict[str, str],
                       reasons: dict[str, str]) -> list[SelftestSpec]:
     """A test whose ``needs`` the built kernel lacks is skipped with the option and why it is not set (from the
     configuration report when kpipe asked for it), never run to fail or silently dropped."""
-    from dataclasses import replace as _replace
     out = []
     for s in specs:
         unmet = [n for n in s.needs if dotconfig.get(n, "n") not in ("y", "m")]
@@ -204,7 +269,7 @@ def skip_unconfigured(specs: list[SelftestSpec], dotconfig: dict[str, str],
             continue
         why = "; ".join(f"CONFIG_{n} is not set in the built kernel" + (f" ({reasons[n]})" if n in reasons else "")
                         for n in unmet)
-        out.append(_replace(s, skip=f"needs {why}"))
+        out.append(replace(s, skip=f"needs {why}"))
     return out
 
 

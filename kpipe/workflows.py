@@ -75,7 +75,8 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     log = adir / "build.log"
     ar.logs["build"] = str(log)
     src = applied.checkout.path
-    specs = selftests.plan(src, series.touched if touched is None else touched, opts.selftests)
+    touched = series.touched if touched is None else touched
+    specs = selftests.plan(src, touched, opts.selftests)
     kernel, cfg = build_kernel(arch, applied, opts, log, ar.phases)
     remember_kernel(kernel, cfg.profile)
     ar.kernel["release"] = kernel.release
@@ -91,6 +92,7 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
         specs = selftests.skip_unconfigured(specs, kconfig.parse_dotconfig(kernel.config),
                                             {m.symbol: m.reason for m in cfg.optional_missing})
+        ar.config["selftests"] = selftests.selection_report(src, touched, specs)
         tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin" / "selftests",
                                          adir / "userspace.log")
         if opts.extra_tests:

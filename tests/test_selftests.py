@@ -16,7 +16,7 @@ from kpipe.arches import get_arch
 from kpipe.errors import InfraError, UsageError
 from kpipe.ktap import parse_document
 from kpipe.results import Status
-from kpipe.selftests import (CATALOGUE, DEFAULT_SET, BuiltTest, SelftestSpec, build_extra_tests,
+from kpipe.selftests import (CATALOGUE, DEFAULT_SET, BuiltTest, SelftestSpec, build_extra_tests, selection_report,
                              build_selftests, find_selftest_dir, plan, read_elf, run_selftests,
                              status_from_exit)
 
@@ -383,3 +383,69 @@ def test_510_relevant_selftests_in_the_guest(kernels, src510, arch, tmp_path, mo
         assert xres["ktap_lies"].status == Status.FAIL
         assert [s.status for s in xres["ktap_lies"].subtests[0].subtests] == [Status.FAIL, Status.PASS]
         assert (run / "extra/hangs.log").read_text().startswith("about to hang\n")
+
+
+# ------------------------------------------------------------------------------- choice: MAINTAINERS + map
+
+_MAINTAINERS = """\
+List of maintainers
+
+MEMORY MANAGEMENT
+M:\tSomeone <s@example.org>
+F:\tmm/
+F:\tinclude/linux/mm.h
+
+USERFAULTFD
+M:\tOther <o@example.org>
+F:\tfs/userfaultfd.c
+F:\ttools/testing/selftests/mm/uffd-*.[ch]
+
+HMM
+F:\tmm/hmm*
+F:\ttools/testing/selftests/mm/*hmm*
+X:\tmm/hmm_old.c
+
+KERNEL SELFTEST FRAMEWORK
+F:\ttools/testing/selftests/
+
+THE REST
+F:\t*
+F:\t*/
+"""
+
+
+def test_maintainers_sections_and_matching():
+    from kpipe import maintainers as M
+    secs = M.parse(_MAINTAINERS)
+    assert [s.title for s in secs] == ["MEMORY MANAGEMENT", "USERFAULTFD", "HMM", "KERNEL SELFTEST FRAMEWORK",
+                                       "THE REST"]
+    titles = lambda f: [s.title for s in M.sections_for(secs, f)]      # noqa: E731
+    assert titles("mm/mremap.c") == ["MEMORY MANAGEMENT", "THE REST"]
+    assert titles("mm/hmm.c") == ["MEMORY MANAGEMENT", "HMM", "THE REST"]
+    assert titles("mm/hmm_old.c") == ["MEMORY MANAGEMENT", "THE REST"]          # X: excludes
+    assert M.matches("tools/testing/selftests/mm/uffd-*.[ch]", "tools/testing/selftests/mm/uffd-stress.c")
+    assert not M.matches("mm/*", "mm/sub/dir.c") and M.matches("mm/", "mm/sub/dir.c")
+    assert M.matches("drivers/net", "drivers/net/x.c")           # a directory named without its slash
+
+
+def test_choice_from_maintainers_and_kpipes_map(tmp_path):
+    tree = _fake_mm_tree(tmp_path)
+    (tree / "MAINTAINERS").write_text(_MAINTAINERS)
+    # fs/userfaultfd.c: kpipe's map and the USERFAULTFD section agree; the reasons say both
+    by = {s.name: s for s in plan(tree, ["fs/userfaultfd.c"])}
+    assert set(by) == {"userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests"}
+    assert "kpipe's map: fs/userfaultfd.c" in by["uffd-unit-tests"].why
+    assert "MAINTAINERS 'USERFAULTFD' covers fs/userfaultfd.c and lists tools/testing/selftests/mm/uffd-*.[ch]" \
+        in by["uffd-unit-tests"].why
+    # a file only MAINTAINERS ties to a test (kpipe's map knows nothing of mm/uffd_helpers.c... but mm/ is mapped
+    # by nothing of kpipe's): the section's selftests are chosen
+    (tree / "MAINTAINERS").write_text(_MAINTAINERS.replace("F:\tfs/userfaultfd.c", "F:\tmm/uffd_helpers.c"))
+    by = {s.name: s for s in plan(tree, ["mm/uffd_helpers.c"])}
+    assert set(by) == {"userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests"}
+    assert all(s.why.startswith("MAINTAINERS 'USERFAULTFD'") for s in by.values())
+    # a section whose selftests kpipe cannot run is reported, not dropped
+    specs = plan(tree, ["mm/hmm.c"])
+    rep = selection_report(tree, ["mm/hmm.c"], specs)
+    assert rep[-1]["note"] == "kpipe's catalogue has no test matching tools/testing/selftests/mm/*hmm*: not run"
+    assert "default mm set" in rep[0]["why"][0]
+    assert [s.why for s in plan(tree, [], "mremap_test")] == ["asked for with --selftests"]
