@@ -101,11 +101,25 @@ def _plain(o: Any) -> Any:
     return o
 
 
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "result.schema.json"
+
+
 def to_dict(run: RunResult) -> dict:
-    d = _plain(run)
+    """The one serialisation of a run (result.json): schema_version first, described by SCHEMA_FILE."""
+    d = {"schema_version": SCHEMA_VERSION, **_plain(run)}
     for name, ar in run.arches.items():
         d["arches"][name]["counts"] = ar.counts()
     return d
+
+
+def schema_problems(data: dict) -> list[str]:
+    """Where ``data`` (a loaded result.json) departs from SCHEMA_FILE; [] when it conforms."""
+    import jsonschema
+    schema = json.loads(SCHEMA_FILE.read_text())
+    v = jsonschema.Draft202012Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+            for e in sorted(v.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))]
 
 
 def write_json(run: RunResult, path: Path) -> None:

@@ -20,8 +20,13 @@ class Ran:
 
     @property
     def result(self) -> dict:
+        """result.json, checked against kpipe's JSON Schema on every read."""
+        from kpipe.results import schema_problems
         assert self.out is not None
-        return json.loads((self.out / "result.json").read_text())
+        data = json.loads((self.out / "result.json").read_text())
+        problems = schema_problems(data)
+        assert not problems, f"{self.out / 'result.json'} does not conform to the schema: {problems[:10]}"
+        return data
 
     def __str__(self) -> str:  # shown by pytest when an assertion fails
         return f"exit {self.code}\n--- stdout\n{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-6000:]}"
