@@ -138,7 +138,9 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
         runnable = [(b, args) for b, args in binaries if args or os.access(b, os.X_OK)]
         verifier, rest = runnable[:1], runnable[1:]
         lanes = [rest[i::max(1, arch.smp)] for i in range(max(1, arch.smp))]     # as kpipe: one lane per vCPU
-        run = lambda group: "(" + "; ".join(f"./{b.name} {' '.join(a)} >/dev/null 2>&1" for b, a in group) + ")"
+
+        def run(group: list[tuple[Path, list[str]]]) -> str:
+            return "(" + "; ".join(f"./{b.name} {' '.join(a)} >/dev/null 2>&1" for b, a in group) + ")"
         if verifier:
             subprocess.run([*ssh, "cd /tmp/raw && " + run(verifier) + "; true"], timeout=600)
         if rest:
