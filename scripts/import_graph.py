@@ -30,7 +30,8 @@ def dfs(n, path):
     for d in graph.get(n, []):
         if d in path:
             cyc = path[path.index(d):]
-            i = cyc.index(min(cyc)); cycles.add(tuple(cyc[i:] + cyc[:i]))
+            i = cyc.index(min(cyc))
+            cycles.add(tuple(cyc[i:] + cyc[:i]))
         elif len(path) < 12:
             dfs(d, path + [d])
 
