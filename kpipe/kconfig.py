@@ -310,10 +310,17 @@ def optional_misses(merged: MergedConfig, optional: frozenset[str], dotconfig: P
         if _same(r, actual.get(s, "n")):
             continue
         mine = _for_arch(kconfig_definitions(Path(srctree)).get(s, ()), arch)
-        reason = NOT_IN_TREE if not mine else _text_reason(s, r, Path(dotconfig), Path(srctree), arch)
+        got = actual.get(s, "n")
+        if not mine:
+            reason = NOT_IN_TREE
+        elif r == "m" and actual.get("MODULES", "n") != "y":
+            reason = ("m needs loadable modules and this kernel has none (CONFIG_MODULES is not set)"
+                      + ("; built in instead" if got == "y" else ""))
+        else:
+            reason = _text_reason(s, r, Path(dotconfig), Path(srctree), arch)
         if not mine and r == "n":
             continue            # asking a symbol the tree lacks to be off: nothing to report
-        out.append(Missing(s, r, actual.get(s, "n"), reason))
+        out.append(Missing(s, r, got, reason))
     return out
 
 
