@@ -163,3 +163,47 @@ def test_invoke_in_the_checkout_still_works(tmp_path, env):
                        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "reproduce with: invoke apply" in r.stderr and (tmp_path / "o" / "apply.log").is_file()
+
+
+# ------------------------------------------------------------------ install on Debian's own Python
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def readme_commands() -> list[str]:
+    """The set-up section's commands (indented code lines), in order."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return [ln.strip() for ln in section.splitlines() if ln.startswith("    ") and ln.strip()]
+
+
+def test_readme_set_up_is_two_commands_and_ci_runs_the_second():
+    cmds = readme_commands()
+    assert cmds == ["./kpipe-setup verify --arch all", "./kpipe-setup test"], cmds
+    ci = [ln.strip() for ln in (REPO_ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.lstrip().startswith("#")]
+    assert ci[-1] == f"exec {cmds[1]}", ci
+
+
+@pytest.mark.e2e
+def test_first_command_installs_on_debians_own_python(tmp_path):
+    """The README's first command's install step (kpipe-setup without the job) in a fresh clone, with PATH
+    limited to the system's directories: Debian's /usr/bin/python3 (PEP 668, no pyenv), a venv, and a working
+    `kpipe` in it, run from outside the checkout."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.fail("this machine has no /usr/bin/python3: the test proves the install on Debian's own Python")
+    src = tmp_path / "kpipe"
+    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(src)], check=True)
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
+    setup_cmd = readme_commands()[0].split()[0]
+    r = subprocess.run([setup_cmd], cwd=src, env=env, capture_output=True, text=True, timeout=900,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr[-4000:]
+    cfg = (src / ".venv" / "pyvenv.cfg").read_text()
+    assert "home = /usr/bin" in cfg, cfg            # made from Debian's python3, not pyenv's
+    h = subprocess.run([str(src / ".venv" / "bin" / "kpipe"), "--help"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert h.returncode == 0 and "verify" in h.stdout, h.stderr
+    # a second run only checks (no venv or pip work)
+    again = subprocess.run([setup_cmd], cwd=src, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "installing" not in again.stderr and "creating" not in again.stderr, again.stderr
