@@ -428,6 +428,9 @@ def bisect(opts: Options, good: str, bad: str, build_failure_is_bad: bool = Fals
         report.write_all(run, run_dir)
         return run
     run.extra.update({"bisect": outcome, "phases": timings})
+    if not outcome.get("first_bad"):
+        note(f"bisect: no first bad commit: {outcome.get('why', '')}" +
+             (f"\n  fix: {outcome['fix']}" if outcome.get("fix") else ""))
     for a in arches:
         run.arches[a.name] = ArchResult(arch=a.name, verdict="pass" if outcome.get("first_bad") else "error",
                                         exit_code=EXIT_PASS if outcome.get("first_bad") else EXIT_INFRA)
