@@ -41,6 +41,7 @@ class Options:
     test_timeout: float | None = None      # per test (verifier run, each selftest); None: their defaults
     ccache: bool | None = None
     profile: str = "debug"                 # kconfigs/profiles.toml: debug (default) or fast
+    range: str | None = None               # --range A..B: the series is those commits of the user's tree
 
 
 def runs_root_and_source() -> tuple[Path, str]:
@@ -98,7 +99,7 @@ def resolve_tree(opts: Options, log: Path | None = None, timings: dict | None = 
 
 
 def series_of(opts: Options) -> Series:
-    return load_series(opts.series, list(opts.patches), opts.no_patches)
+    return load_series(opts.series, list(opts.patches), opts.no_patches, opts.range, opts.tree)
 
 
 def apply(co: Checkout, series: Series, log: Path | None, timings: dict | None = None) -> Applied:

@@ -17,7 +17,9 @@ COMMON_HELP = {
             "kernel git tree you are in, else debian:5.10 (KPIPE_TREE, kpipe.yaml)",
     "base": "commit of --tree PATH to start from (default HEAD)",
     "series": "series file listing patches in order (default patches/series)",
-    "patch": "a patch file (repeatable; replaces the series)",
+    "patch": "a patch file (repeatable; replaces the series), or one mbox holding a whole series (git format-patch "
+             "--stdout, b4 am; a cover letter is skipped and kept as the series title)",
+    "range": "A..B: the commits of B not in A in your --tree PATH as the series (--base defaults to A)",
     "no_patches": "apply no patches (baseline)",
     "kconfig": "extra kconfig fragment on top of kconfigs/ (repeatable; KPIPE_KCONFIGS, comma-separated)",
     "defconfig": "make target to start the config from (default tinyconfig)",
@@ -40,8 +42,10 @@ ITER = ["patch", "kconfig", "extra_test", "kernel_arg"]
 
 def _opts(arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
           defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
-          jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, profile=None):
-    return Options(profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
+          jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, profile=None, range=None):
+    if range and not base and ".." in range:
+        base = range.split("..", 1)[0]
+    return Options(range=range, profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
                    expect=expect, selftests=selftests, extra_tests=tuple(extra_test or ()), out=out,
                    jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None,
@@ -102,11 +106,12 @@ def fetch(c, tree=None, base=None, quiet=False):
     _run("fetch", lambda: commands.fetch(_opts(**args)), args, quiet)
 
 
-@task(auto_shortflags=False, iterable=["patch"], help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "no_patches", "out", "quiet")})
-def apply(c, tree=None, base=None, series=None, patch=None, no_patches=False, out=None, quiet=False):
+@task(auto_shortflags=False, iterable=["patch"], help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "range", "no_patches", "out", "quiet")})
+def apply(c, tree=None, base=None, series=None, patch=None, no_patches=False, out=None, quiet=False, range=None):
     """Apply the patch series in kpipe's scratch checkout (exit 3 when a patch does not apply)."""
     from kpipe import commands
-    args = _configured(dict(tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, out=out))
+    args = _configured(dict(tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, out=out,
+                            range=range))
     _run("apply", lambda: commands.apply_only(_opts(**args)), args, quiet)
 
 
@@ -139,7 +144,7 @@ def boot(c, arch=None, accel="auto", cmd=None, shell=False, boot_timeout=None, k
     _run("boot", lambda: commands.boot(_opts(**args), cmd, shell), {**args, "cmd": cmd, "shell": shell}, quiet)
 
 
-VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "profile", "accel", "expect",
+VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches", "kconfig", "defconfig", "profile", "accel", "expect",
                "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
 
 
@@ -148,14 +153,14 @@ VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig
 def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
            defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
            jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, bisect_exit_codes=False, quiet=False,
-           profile=None):
+           profile=None, range=None):
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
                             kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile))
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _run("verify", lambda: workflows.verify(_opts(**args), repro).exit_code,
          {**args, "bisect_exit_codes": bisect_exit_codes}, quiet, bisect_exit_codes)
@@ -164,14 +169,14 @@ def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patch
 @task(auto_shortflags=False, iterable=ITER, help={k: COMMON_HELP[k] for k in VERIFY_KEYS})
 def premerge(c, arch=None, tree=None, base=None, series=None, patch=None, kconfig=None, defconfig="tinyconfig",
              accel="auto", selftests="all-relevant", extra_test=None, out=None, jobs=0, boot_timeout=None, quiet=False,
-             expect=None, no_patches=False, kernel_arg=None, test_timeout=None, profile=None):
+             expect=None, no_patches=False, kernel_arg=None, test_timeout=None, profile=None, range=None):
     """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
                             defconfig=defconfig, accel=accel, selftests=selftests, extra_test=extra_test, out=out,
                             jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout,
-                            profile=profile))
+                            profile=profile, range=range))
     args["arch"] = args["arch"] or "all"
     repro = reproducer("premerge", _resolved(args))
     _run("premerge", lambda: workflows.premerge(_opts(**args), repro).exit_code, args, quiet)
@@ -185,7 +190,7 @@ def premerge(c, arch=None, tree=None, base=None, series=None, patch=None, kconfi
 def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None, kconfig=None,
            defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
            jobs=0, boot_timeout=None, build_failure_is_bad=False, series_mode=False, quiet=False, base=None,
-           no_patches=False, kernel_arg=None, test_timeout=None, profile=None):
+           no_patches=False, kernel_arg=None, test_timeout=None, profile=None, range=None):
     """Bisect in kpipe's own checkout: both endpoints verified first, then each step verifies incrementally."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -193,7 +198,7 @@ def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None
                             defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             build_failure_is_bad=build_failure_is_bad, series_mode=series_mode,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile))
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
     repro = reproducer("bisect", _resolved(args))
     _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad, build_failure_is_bad,

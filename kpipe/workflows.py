@@ -228,6 +228,7 @@ def verify(opts: Options, repro: str = "") -> RunResult:
     arches = resolve_arches(opts.arch)
     series = series_of(opts)
     run, run_dir = _new_run("verify", opts, repro)
+    run.extra["series"] = series.describe()
     timings: dict = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
@@ -325,6 +326,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
     arches = resolve_arches(opts.arch or "all")
     series = series_of(opts)
     run, run_dir = _new_run("premerge", opts, repro)
+    run.extra["series"] = series.describe()
     timings: dict = {}
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
