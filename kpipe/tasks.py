@@ -223,6 +223,23 @@ def config(c):
     print("\n".join(settings.describe()))
 
 
+@task(auto_shortflags=False, help={
+    "older_than": "remove entries unused for longer than this (e.g. 14d, 12h, 2w)",
+    "keep_last": "keep only the N most recently used entries of each kind",
+    "max_size": "remove least recently used entries until the cache is under this size (e.g. 20G)",
+    "dry_run": "show what would be removed; remove nothing"})
+def clean(c, older_than=None, keep_last=None, max_size=None, dry_run=False):
+    """Show cache use per kind (trees, work, builds, kernels, images, ccache); remove by age, count or size.
+
+    Nothing is removed without --older-than, --keep-last or --max-size; what a running kpipe holds is never
+    removed (each entry's locks are taken non-blocking first)."""
+    from kpipe import cache
+    from kpipe.clean import run_clean
+    args = {"older_than": older_than, "keep_last": keep_last, "max_size": max_size, "dry_run": dry_run}
+    _run("clean", lambda: run_clean(cache.cache_root(), older_than, int(keep_last) if keep_last is not None else None,
+                                    max_size, dry_run), args)
+
+
 @task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression", "fast": "unit tests only (no kernels booted)"})
 def test(c, k=None, fast=False):
     """Run the test suite (real git, real builds, real QEMU and SSH) from the kpipe checkout."""
