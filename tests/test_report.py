@@ -84,6 +84,7 @@ def test_markdown_reports_render_as_text(written):
     # the kernel log line is one code span holding the line verbatim (its backticks could not close it)
     codes = re.findall(r"<code>(.*?)</code>", summary, re.S)
     assert any("WARNING: CPU: 0 &lt;svg onload" in c and "``` | ` end" in c for c in codes), codes
+    assert "<th>why</th>" in summary                                # the bisection table renders as a table
     premerge = _md_html(written / "premerge.md")
     assert any("kpipe premerge --patch" in c for c in re.findall(r"<code>(.*?)</code>", premerge, re.S))
 
