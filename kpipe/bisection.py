@@ -1,6 +1,10 @@
 """Bisection in kpipe's own checkout (never the user's tree): over commits with git bisect, or over the
 prefixes of a patch series. Each step runs the verify chain incrementally and is marked from its exit code:
-0 good, 1 bad (a verdict on the kernel), anything else skip (125) unless --build-failure-is-bad."""
+0 good, 1 bad (a verdict on the kernel), anything else skip (125) unless --build-failure-is-bad.
+
+A bisection never rests on an unchecked assumption: both endpoints are verified first (good must pass, bad must
+fail under the chosen policy), else it stops with exit 2 saying what each endpoint gave and which --expect
+matches what the kernel did. A skipped step says why; "only skipped commits left" names the candidates."""
 from __future__ import annotations
 
 import re
@@ -8,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .arches import Arch
-from .errors import UsageError
+from .errors import EXIT_MEANING, UsageError
 from .patches import Series
 from .pipeline import Options, locked_checkout, open_tree, series_of
 from .progress import note
@@ -23,9 +27,53 @@ def _step(arches: list[Arch], tree, series: Series, opts: Options, co, run_dir: 
     code = worst([r.exit_code for r in results.values()])
     mark = step_mark(code, build_failure_is_bad)
     why = "; ".join(f"{a}: {r.error.splitlines()[0]}" for a, r in results.items() if r.error)
+    if mark == "skip" and not why:
+        why = f"exit {code} ({EXIT_MEANING.get(code, '?')})"
     note(f"bisect step {n}: {label}: exit {code} -> {mark}" + (f" ({why})" if why else ""))
     return {"exit_code": code, "mark": mark, "verdict": {0: "pass", 1: "fail"}.get(code, "error"),
-            "why": why, "dir": str(sdir)}
+            "why": why, "dir": str(sdir), "policies": matching_policies(results),
+            "policy": next((r.kernel.get("policy") for r in results.values() if r.kernel.get("policy")), "")}
+
+
+def matching_policies(results: dict) -> list[str]:
+    """The verifier policies under which every case the kernel answered (an errno or ok, not a skip) is what
+    that policy expects: which --expect describes this kernel."""
+    from .verifier import POLICIES, load_expectations
+    exp = load_expectations()
+    seen: dict[str, str] = {}
+    for r in results.values():
+        for t in r.tests:
+            if t.suite == "verifier" and t.observed and t.observed not in ("skip", "missing") and \
+                    t.status.value in ("pass", "fail"):
+                seen[t.name] = t.observed
+    if not seen:
+        return []
+    return [p for p in POLICIES if all(exp.column(p).get(c) in (o, None) for c, o in seen.items())]
+
+
+def _endpoint_problem(which: str, rev: str, st: dict, want: str) -> str:
+    gave = f"exit {st['exit_code']} ({EXIT_MEANING.get(st['exit_code'], '?')})"
+    line = f"--{which} {rev} should be {want} but gave {gave}"
+    if st.get("policy"):
+        line += f" under policy {st['policy']}"
+    if st["why"]:
+        line += f": {st['why']}"
+    return line
+
+
+def _endpoint_fix(good: dict, bad: dict) -> str:
+    hints = []
+    if good["mark"] != "good" and good.get("policies"):
+        hints.append(f"the good endpoint's kernel behaves as --expect {' or '.join(good['policies'])}")
+    if bad["mark"] != "bad" and bad.get("policies"):
+        hints.append(f"the bad endpoint's kernel behaves as --expect {' or '.join(bad['policies'])}")
+    skipped = [s for s in (good, bad) if s["mark"] == "skip"]
+    if skipped:
+        hints.append("an endpoint could not be verified (build/boot/infrastructure): pick a revision that builds "
+                     "and boots, or fix the error shown")
+    if not hints:
+        hints.append("pass --expect with the policy your good kernel follows, or swap --good/--bad")
+    return "; ".join(hints) + " (each endpoint's report is in its step folder)"
 
 
 def _subject(repo_dir: Path, sha: str) -> str:
@@ -45,9 +93,25 @@ def bisect_commits(arches: list[Arch], opts: Options, good: str, bad: str, run_d
         if git(wt, "merge-base", "--is-ancestor", good_tree.base, tree.base, check=False).returncode:
             raise UsageError(f"--good {good} is not an ancestor of --bad {bad}", fix="swap them or pick other revisions")
         count = int(git(wt, "rev-list", "--count", f"{good_tree.base}..{tree.base}").stdout.strip())
+        ends = {}
+        for which, rev, t in (("good", good, good_tree), ("bad", bad, tree)):
+            st = _step(arches, replace(tree, base=t.base, base_label=t.base[:12]), series, opts, co, run_dir,
+                       len(steps) + 1, f"{which}-{t.base[:12]}", timings, build_failure_is_bad)
+            st.update({"commit": t.base, "subject": _subject(wt, t.base), "endpoint": which})
+            steps.append(st)
+            ends[which] = st
+        problems = [_endpoint_problem(w, r, ends[w], w) for w, r in (("good", good), ("bad", bad))
+                    if ends[w]["mark"] != w]
+        if problems:
+            why = "endpoint check failed: " + "; ".join(problems)
+            fix = _endpoint_fix(ends["good"], ends["bad"])
+            note(f"bisect: {why}")
+            note(f"bisect: fix: {fix}")
+            return {"mode": "commits", "good": good_tree.base, "bad": tree.base, "candidates": count,
+                    "steps": steps, "first_bad": None, "why": why, "fix": fix, "log": ""}
         git(wt, "bisect", "reset", "HEAD", check=False)
         out = git(wt, "bisect", "start", "--no-checkout", tree.base, good_tree.base).stdout
-        max_steps = count + 2
+        max_steps = len(steps) + count + 2
         first_bad = None
         while len(steps) < max_steps:
             sha = git(wt, "rev-parse", "BISECT_HEAD").stdout.strip()
@@ -64,14 +128,28 @@ def bisect_commits(arches: list[Arch], opts: Options, good: str, bad: str, run_d
                 break
             if "only 'skip'ped commits left" in out or res.returncode not in (0,):
                 break
+        candidates = [{"commit": c, "subject": _subject(wt, c)} for c in _skipped_candidates(out)] \
+            if not first_bad else []
         log = git(wt, "bisect", "log", check=False).stdout
         (run_dir / "bisect.log").write_text(log)
         git(wt, "bisect", "reset", "HEAD", check=False)
-    why = "" if first_bad else out.strip().splitlines()[-1] if out.strip() else "bisection did not converge"
     if first_bad:
+        why = ""
         note(f"bisect: first bad commit {first_bad['commit'][:12]} {first_bad['subject']} after {len(steps)} step(s)")
+    elif candidates:
+        why = (f"only skipped commits left: the first bad commit could be any of {len(candidates)}: " +
+               ", ".join(f"{c['commit'][:12]} {c['subject']}" for c in candidates))
+    else:
+        why = out.strip().splitlines()[-1] if out.strip() else "bisection did not converge"
     return {"mode": "commits", "good": good_tree.base, "bad": tree.base, "candidates": count, "steps": steps,
-            "first_bad": first_bad, "why": why, "log": "bisect.log"}
+            "first_bad": first_bad, "why": why, "log": "bisect.log", "skipped_candidates": candidates}
+
+
+def _skipped_candidates(out: str) -> list[str]:
+    """The commits git lists after "The first bad commit could be any of:"."""
+    if "could be any of" not in out:
+        return []
+    return re.findall(r"^([0-9a-f]{40})\b", out.split("could be any of:", 1)[1], re.M)
 
 
 def bisect_series(arches: list[Arch], opts: Options, run_dir: Path, timings: dict, build_failure_is_bad: bool) -> dict:
@@ -92,12 +170,15 @@ def bisect_series(arches: list[Arch], opts: Options, run_dir: Path, timings: dic
             steps.append(st)
             marks[k] = st["mark"]
             return st["mark"]
-        if test(n) != "bad":
+        test(n)
+        test(0)
+        all_st, none_st = steps[0], steps[1]
+        problems = [_endpoint_problem(w, r, st, m) for w, r, st, m in
+                    (("good", "(the base, no patches)", none_st, "good"), ("bad", f"(all {n} patches)", all_st, "bad"))
+                    if st["mark"] != m]
+        if problems:
             return {"mode": "series", "steps": steps, "first_bad": None,
-                    "why": f"the whole series is not bad ({marks[n]})"}
-        if test(0) != "good":
-            return {"mode": "series", "steps": steps, "first_bad": None,
-                    "why": f"the base without patches is not good ({marks[0]})"}
+                    "why": "endpoint check failed: " + "; ".join(problems), "fix": _endpoint_fix(none_st, all_st)}
         lo, hi = 0, n
         while hi - lo > 1:
             mid = (lo + hi) // 2

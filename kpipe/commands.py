@@ -45,10 +45,13 @@ def fetch(opts: Options) -> int:
 def apply_only(opts: Options) -> int:
     run_dir = new_run_dir(opts.out, "apply")
     tree = resolve_tree(opts, run_dir / "fetch.log")
+    series = series_of(opts)
     with locked_checkout(tree, run_dir / "apply.log") as co:
-        a = apply(co, series_of(opts), run_dir / "apply.log")
+        a = apply(co, series, run_dir / "apply.log")
+    if series.title:
+        print(f"series: {series.title} (cover letter skipped)")
     for p in a.patches:
-        print(f"{p.status:16} {p.file}  {p.subject}  {p.commit[:12]}")
+        print(f"{p.status:16} {p.file}  {p.subject}  {p.commit[:12]}" + (f"  from {p.origin}" if p.origin else ""))
     print(f"scratch checkout {a.checkout.path} at {a.head[:12]} (base {tree.base_label})")
     return EXIT_PASS
 

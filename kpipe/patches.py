@@ -1,5 +1,11 @@
 """Patch series intake and application in the scratch checkout.
 
+Intake: a quilt-style series file, --patch files, a single mbox holding a whole series (`git format-patch
+--stdout`, `b4 am` output; a cover letter "[PATCH 0/N]" is skipped and recorded as the series title), or
+--range A..B: the commits of a branch in the user's tree (read with `git format-patch --stdout`, nothing written
+there). Each patch keeps where it came from (file, mbox line, or commit) for the reports. A malformed mail in an
+mbox is a usage error naming the file and line.
+
 Each patch is applied with ``git am --3way`` (plain diffs with ``git apply --index`` and a commit), one commit
 per patch. A patch whose reverse applies cleanly is ``already-applied`` (reported, not an error). Anything else
 stops the run with exit 3 naming the file, the hunk and the lines that did not match.
@@ -9,8 +15,10 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import os
 import re
-from dataclasses import dataclass
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git as gitpython
@@ -33,12 +41,19 @@ class PatchFile:
     is_mail: bool
     sha256: str
     files: tuple[str, ...]      # paths the diff touches
+    origin: str = ""            # where it came from: "x.mbox:120 (mail 2)", "commit 1a2b3c4d5e6f", or ""
 
 
 @dataclass(frozen=True)
 class Series:
     patches: tuple[PatchFile, ...]
-    source: str                 # the series file, "--patch", or "none"
+    source: str                 # the series file, "--patch", an mbox, "--range A..B", or "none"
+    title: str = ""             # the cover letter's subject, when the series had one
+
+    def describe(self) -> dict:
+        return {"source": self.source, "title": self.title,
+                "patches": [{"file": p.path.name, "origin": p.origin, "subject": p.subject, "author": p.author}
+                            for p in self.patches]}
 
     @property
     def subjects(self) -> list[str]:
@@ -59,6 +74,7 @@ class AppliedPatch:
     author: str
     status: str                 # applied | already-applied
     commit: str
+    origin: str = ""            # the patch's mbox line or source commit (see PatchFile.origin)
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,7 @@ _PLUS_FILE = re.compile(r"^\+\+\+ (?:b/)?(\S+)", re.M)
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)
 
 
-def read_patch(path: Path) -> PatchFile:
+def read_patch(path: Path, origin: str = "") -> PatchFile:
     if not path.is_file():
         raise UsageError(f"patch file {path} does not exist", fix="check the path (series entries are relative to the series file)")
     data = path.read_bytes()
@@ -95,22 +111,166 @@ def read_patch(path: Path) -> PatchFile:
         subject = re.sub(r"^\s*\[[^\]]*\]\s*", "", str(msg["Subject"] or "")).replace("\n", " ").strip() or path.stem
         author = str(msg["From"] or "")
     return PatchFile(path=path.resolve(), subject=subject, author=author, is_mail=is_mail,
-                     sha256=hashlib.sha256(data).hexdigest(), files=files)
+                     sha256=hashlib.sha256(data).hexdigest(), files=files, origin=origin)
+
+
+# ---------------------------------------------------------------- mbox series and git ranges
+
+_MBOX_FROM = re.compile(r"^From \S+ .*\d{4}\s*$")          # "From <sha> Mon Sep 17 00:00:00 2001"
+_COVER = re.compile(r"^\s*\[[^\]]*?\b0+/\d+\s*\]")           # "[PATCH 0/3]", "[PATCH v2 00/12]", "[RFC 0/2]"
+_PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
+
+
+@dataclass
+class _Mail:
+    line: int                   # 1-based line of its "From " separator (or first line)
+    lines: list[str] = field(default_factory=list)
+
+
+def is_mbox(path: Path) -> bool:
+    """A file holding more than one mail, or one whose first line is an mbox "From " separator."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    seps = sum(1 for ln in head.splitlines() if _MBOX_FROM.match(ln))
+    return seps > 1 or (seps == 1 and head.startswith("From ") and _COVER.search(_subject_of(head) or "") is not None)
+
+
+def _subject_of(text: str) -> str | None:
+    m = re.search(r"^Subject:(.*(?:\n[ \t].*)*)", text.split("\n\n", 1)[0], re.M)
+    return " ".join(m.group(1).split()) if m else None
+
+
+def split_mbox(text: str, name: str) -> list[_Mail]:
+    mails: list[_Mail] = []
+    for n, ln in enumerate(text.splitlines(keepends=True), 1):
+        if _MBOX_FROM.match(ln.rstrip("\n")) or not mails:
+            mails.append(_Mail(n))
+        mails[-1].lines.append(ln)
+    return [m for m in mails if "".join(m.lines).strip()]
+
+
+def mbox_series(text: str, name: str, origin_of=None) -> tuple[list[tuple[str, str, int]], str]:
+    """The mails of an mbox as (text, origin, line) in order, and the cover letter's title ("" when none).
+    Raises UsageError naming ``name:LINE`` for a mail that is not a patch."""
+    out, title = [], ""
+    mails = split_mbox(text, name)
+    if not mails:
+        raise UsageError(f"{name} holds no mail", fix="pass an mbox made by `git format-patch --stdout` or `b4 am`")
+    for i, m in enumerate(mails, 1):
+        body = "".join(m.lines)
+        head_lines = body.split("\n\n", 1)[0].splitlines()
+        first_header = 1 if head_lines and head_lines[0].startswith("From ") else 0
+        for k, hl in enumerate(head_lines[first_header:], m.line + first_header):
+            if not re.match(r"^[!-9;-~]+:|^[ \t]", hl):
+                raise UsageError(f"{name}:{k}: mail {i} has a malformed header line: {hl[:80]!r}",
+                                 fix="re-export the series with `git format-patch --stdout` (or `b4 am`)")
+        msg = email.message_from_string(body, policy=email.policy.default)
+        subject = " ".join(str(msg["Subject"] or "").split())
+        if not subject:
+            raise UsageError(f"{name}:{m.line}: mail {i} has no Subject: header",
+                             fix="each mail of the mbox needs From: and Subject: headers")
+        if not msg["From"]:
+            raise UsageError(f"{name}:{m.line}: mail {i} ({subject!r}) has no From: header",
+                             fix="each mail of the mbox needs From: and Subject: headers")
+        has_diff = bool(_HUNK.search(body)) and bool(_DIFF_FILE.search(body) or _PLUS_FILE.search(body))
+        if _COVER.search(subject) and not has_diff:
+            if title:
+                raise UsageError(f"{name}:{m.line}: a second cover letter ({subject!r})",
+                                 fix="pass one series per mbox")
+            title = _PREFIX.sub("", subject).strip()
+            continue
+        if not has_diff:
+            raise UsageError(f"{name}:{m.line}: mail {i} ({subject!r}) holds no diff",
+                             fix="drop replies and non-patch mails from the mbox (b4 am does this)")
+        origin = origin_of(body, m.line) if origin_of else f"{name}:{m.line}"
+        out.append((body, origin, m.line))
+    if not out:
+        raise UsageError(f"{name} holds no patch" + (f" (only the cover letter {title!r})" if title else ""),
+                         fix="pass an mbox holding the series' patches")
+    return out, title
+
+
+def _slug(subject: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", _PREFIX.sub("", subject)).strip("-")[:52] or "patch"
+
+
+def _write_split(parts: list[tuple[str, str, int]], key: str) -> list[PatchFile]:
+    """One file per mail in kpipe's cache (content-addressed, so a re-run reuses them), read like --patch."""
+    from . import cache
+    final = cache.cache_dir("series") / key
+    if not (final / "done").is_file():
+        with cache.new_entry(final) as tmp:
+            for n, (body, _, _) in enumerate(parts, 1):
+                subj = _subject_of(body) or f"patch {n}"
+                (tmp / f"{n:04d}-{_slug(subj)}.patch").write_text(body)
+            (tmp / "done").write_text("")
+    files = sorted(p for p in final.iterdir() if p.suffix == ".patch")
+    return [read_patch(f, origin) for f, (_, origin, _) in zip(files, parts)]
+
+
+def load_mbox(path: Path) -> Series:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    parts, title = mbox_series(text, str(path))
+    key = hashlib.sha256(text.encode()).hexdigest()[:20]
+    return Series(tuple(_write_split(parts, key)), str(path), title)
+
+
+def load_range(rng: str, tree: str | None) -> Series:
+    """--range A..B: the commits of B not in A, oldest first, from the user's tree (read-only)."""
+    if not re.fullmatch(r"[^.\s]+(\.\.)[^.\s]+", rng or ""):
+        raise UsageError(f"--range {rng!r} is not A..B", fix="e.g. --range v6.1..my-branch (two dots)")
+    if not tree or tree.startswith("debian:"):
+        raise UsageError("--range needs --tree PATH of your kernel git tree (or run kpipe inside it)",
+                         fix="e.g. kpipe verify --tree ~/linux --range origin/master..my-branch")
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    r = subprocess.run(["git", "-C", str(Path(tree).expanduser()), "format-patch", "--stdout", "--no-signature",
+                        "--no-stat", "--no-color", rng], capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise UsageError(f"--range {rng}: git format-patch failed in {tree}: {r.stderr.strip().splitlines()[-1:]}",
+                         fix="name two revisions of that tree, e.g. --range v6.1..HEAD")
+    if not r.stdout.strip():
+        raise UsageError(f"--range {rng} holds no commits in {tree}", fix="check the order: A..B lists B's commits not in A")
+
+    def origin(body: str, line: int) -> str:
+        m = re.match(r"^From ([0-9a-f]{40}) ", body)
+        return f"commit {m.group(1)[:12]}" if m else f"{rng}:{line}"
+    parts, _ = mbox_series(r.stdout, f"--range {rng}", origin)
+    key = hashlib.sha256(r.stdout.encode()).hexdigest()[:20]
+    return Series(tuple(_write_split(parts, key)), f"--range {rng}", "")
 
 
 def load_series(series: str | Path | None = None, patches: list[str] | None = None,
-                no_patches: bool = False) -> Series:
-    if no_patches and (patches or series):
-        raise UsageError("--no-patches was given together with --patch/--series",
-                         fix="drop --no-patches to apply the patches, or drop --patch/--series for a baseline run")
+                no_patches: bool = False, rng: str | None = None, tree: str | None = None) -> Series:
+    if no_patches and (patches or series or rng):
+        raise UsageError("--no-patches was given together with --patch/--series/--range",
+                         fix="drop --no-patches to apply the patches, or drop --patch/--series/--range for a baseline run")
+    given = [n for n, v in (("--patch", patches), ("--series", series), ("--range", rng)) if v]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} were given together",
+                         fix="pick one of --patch FILE (repeatable), --series FILE, --range A..B, --no-patches")
     if no_patches:
         return Series((), "none")
+    if rng:
+        return load_range(rng, tree)
     if patches:
-        return Series(tuple(read_patch(Path(p)) for p in patches), "--patch")
+        if len(patches) == 1 and is_mbox(Path(patches[0])):
+            return load_mbox(Path(patches[0]))
+        out: list[PatchFile] = []
+        for p in patches:
+            if is_mbox(Path(p)):
+                raise UsageError(f"{p} is an mbox holding a series: pass it alone (--patch {p})",
+                                 fix="one mbox per run, or split it into files")
+            out.append(read_patch(Path(p)))
+        return Series(tuple(out), "--patch")
     sfile = Path(series) if series else DEFAULT_SERIES
     if not sfile.is_file():
         raise UsageError(f"series file {sfile} does not exist",
                          fix="pass --series FILE (one patch path per line), --patch FILE, or --no-patches")
+    if is_mbox(sfile):
+        return load_mbox(sfile)
     out = []
     for n, line in enumerate(sfile.read_text().splitlines(), 1):
         entry = line.split("#", 1)[0].strip()
@@ -163,10 +323,10 @@ def _apply_one(co: Checkout, pf: PatchFile, log: Path | None) -> AppliedPatch:
     if ok:
         commit = gitpython.Repo(co.path).head.commit
         return AppliedPatch(pf.path.name, pf.subject, pf.author or f"{commit.author.name} <{commit.author.email}>",
-                            "applied", commit.hexsha)
+                            "applied", commit.hexsha, pf.origin)
     if git(co.path, "apply", "--check", "--reverse", str(pf.path), check=False).returncode == 0:
         note(f"{pf.path.name}: already applied in the tree (its reverse applies cleanly); not applied again")
-        return AppliedPatch(pf.path.name, pf.subject, pf.author, "already-applied", "")
+        return AppliedPatch(pf.path.name, pf.subject, pf.author, "already-applied", "", pf.origin)
     raise _conflict_error(co, pf)
 
 

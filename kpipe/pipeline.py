@@ -41,25 +41,43 @@ class Options:
     test_timeout: float | None = None      # per test (verifier run, each selftest); None: their defaults
     ccache: bool | None = None
     profile: str = "debug"                 # kconfigs/profiles.toml: debug (default) or fast
+    range: str | None = None               # --range A..B: the series is those commits of the user's tree
+
+
+def runs_root_and_source() -> tuple[Path, str]:
+    """Where run folders go: $KPIPE_RUNS, else $XDG_STATE_HOME/kpipe/runs (~/.local/state/kpipe/runs).
+    Never the current directory: kpipe may be run inside a kernel tree (e.g. by `git bisect run`)."""
+    env = os.environ.get("KPIPE_RUNS")
+    if env:
+        return Path(env).expanduser(), "environment KPIPE_RUNS"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "kpipe" / "runs", "built-in default ($XDG_STATE_HOME/kpipe/runs)"
 
 
 def new_run_dir(out: str | None, workflow: str) -> Path:
-    """``--out DIR`` or ``runs/<timestamp>/`` with ``runs/latest`` pointing at it."""
+    """``--out DIR`` or ``<runs>/<timestamp>-<workflow>/`` with ``<runs>/latest`` pointing at it."""
     if out:
-        d = Path(out)
+        d = Path(out).expanduser()
         if d.exists() and not d.is_dir():
             raise UsageError(f"--out {out} exists and is not a folder", fix="pass --out with a folder path (new or existing)")
         d.mkdir(parents=True, exist_ok=True)
         return d.resolve()
-    runs = Path("runs")
-    runs.mkdir(exist_ok=True)
+    runs, _ = runs_root_and_source()
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the runs folder {runs}: {e.strerror}",
+                         fix="set KPIPE_RUNS to a writable folder, or pass --out DIR") from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     d = runs / f"{stamp}-{workflow}"
     n = 1
-    while d.exists():
-        n += 1
-        d = runs / f"{stamp}-{workflow}-{n}"
-    d.mkdir()
+    while True:
+        try:
+            d.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            d = runs / f"{stamp}-{workflow}-{n}"
     latest = runs / "latest"
     tmp = runs / f".latest-{os.getpid()}"
     tmp.unlink(missing_ok=True)
@@ -81,7 +99,7 @@ def resolve_tree(opts: Options, log: Path | None = None, timings: dict | None = 
 
 
 def series_of(opts: Options) -> Series:
-    return load_series(opts.series, list(opts.patches), opts.no_patches)
+    return load_series(opts.series, list(opts.patches), opts.no_patches, opts.range, opts.tree)
 
 
 def apply(co: Checkout, series: Series, log: Path | None, timings: dict | None = None) -> Applied:

@@ -1,15 +1,60 @@
-"""Reports of a run: result.json, junit.xml, summary.md, report.html (+ premerge.md), and the terminal table."""
+"""Reports of a run: result.json, junit.xml, summary.md, report.html (+ premerge.md), and the terminal table.
+
+Everything a report shows may come from a patch (subject, author), the kernel (log lines) or a test's output, so
+every value is escaped: HTML autoescaping for report.html.j2, and markdown escaping (inline HTML, table pipes,
+links, emphasis, code spans, line breaks) for every value printed by the *.md.j2 templates. Templates that want a
+code span use the ``code`` filter, which picks a fence the value cannot close.
+"""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 
 from .results import RunResult, Status, to_dict, write_json, write_junit
 
-_env = jinja2.Environment(loader=jinja2.PackageLoader("kpipe", "templates"), autoescape=jinja2.select_autoescape(["html"]),
-                          trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~!])")
+
+
+def md_escape(value) -> str:
+    """One line of markdown text that renders as exactly ``value``: no HTML, link, table cell break or block."""
+    text = " ".join(str(value).splitlines())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def md_code(value) -> Markup:
+    """A code span holding ``value`` verbatim (one line): the fence is longer than any backtick run in it."""
+    text = " ".join(str(value).splitlines())
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return Markup(f"{fence}{pad}{text}{pad}{fence}")
+
+
+def safe_href(value) -> str:
+    """Only relative links into the run folder (a log, a test's output); anything with a scheme becomes '#'."""
+    text = str(value)
+    if not text or re.match(r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*:", text) or text.lstrip().startswith(("//", "\\")):
+        return "#"
+    return text
+
+
+def _md_finalize(value):
+    if isinstance(value, Markup):
+        return value
+    return md_escape("" if value is None else value)
+
+
+_loader = jinja2.PackageLoader("kpipe", "templates")
+_common = dict(loader=_loader, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+_html_env = jinja2.Environment(autoescape=True, **_common)
+_html_env.filters["href"] = safe_href
+_md_env = jinja2.Environment(autoescape=False, finalize=_md_finalize, **_common)
+_md_env.filters["code"] = md_code
 
 
 def _rel(path: str, run_dir: Path) -> str:
@@ -37,7 +82,8 @@ def _flat(tests: list[dict], prefix: str = "") -> list[dict]:
 
 
 def render(name: str, ctx: dict) -> str:
-    return _env.get_template(name).render(**ctx)
+    env = _html_env if name.endswith(".html.j2") else _md_env
+    return env.get_template(name).render(**ctx)
 
 
 def write_all(run: RunResult, run_dir: Path) -> None:

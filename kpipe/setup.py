@@ -18,6 +18,8 @@ HOST_PACKAGES = (
     "qemu-system-x86", "qemu-system-arm",
     # git for trees and patches; perl for checkpatch; dropbearkey makes the guests' per-run host keys
     "git", "perl", "dropbear-bin", "xz-utils", "ca-certificates",
+    # the test suite loads report.html in a real headless browser (escaping check)
+    "chromium",
 )
 
 

@@ -233,6 +233,7 @@ def verify(opts: Options, repro: str = "") -> RunResult:
     arches = resolve_arches(opts.arch)
     series = series_of(opts)
     run, run_dir = _new_run("verify", opts, repro)
+    run.extra["series"] = series.describe()
     timings: dict = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
@@ -330,6 +331,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
     arches = resolve_arches(opts.arch or "all")
     series = series_of(opts)
     run, run_dir = _new_run("premerge", opts, repro)
+    run.extra["series"] = series.describe()
     timings: dict = {}
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
@@ -433,6 +435,9 @@ def bisect(opts: Options, good: str, bad: str, build_failure_is_bad: bool = Fals
         report.write_all(run, run_dir)
         return run
     run.extra.update({"bisect": outcome, "phases": timings})
+    if not outcome.get("first_bad"):
+        note(f"bisect: no first bad commit: {outcome.get('why', '')}" +
+             (f"\n  fix: {outcome['fix']}" if outcome.get("fix") else ""))
     for a in arches:
         run.arches[a.name] = ArchResult(arch=a.name, verdict="pass" if outcome.get("first_bad") else "error",
                                         exit_code=EXIT_PASS if outcome.get("first_bad") else EXIT_INFRA)

@@ -7,6 +7,9 @@ History (good = c1, bad = c8; git bisect's first midpoint is c4, the commit that
   c5 fix the build                          good
   c6 mm: reject shmem with DONTUNMAP again  BAD  <- the first bad commit
   c7, c8 docs                               bad
+and a side branch from c5 where only skipped commits are left between good and bad:
+  d1 reject shmem again, and does not build skip
+  d2 fix the build                          bad
 
 The repository lives at a stable path in kpipe's cache (recreated each session), so kpipe's mirror, worktree
 and build folder for it are reused across sessions instead of piling up.
@@ -15,8 +18,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -63,6 +68,13 @@ def history(tree510):
     c[6] = commit_edit(repo, "mm/mremap.c", ALLOW, REJECT, "mm: reject shmem with MREMAP_DONTUNMAP again")
     for i in (7, 8):
         c[i] = commit_edit(repo, "README", "Linux kernel", f"Linux kernel (c{i})", f"docs: c{i}")
+    sh(repo, "checkout", "-q", "-b", "side", c[5])
+    (repo / "mm/mremap.c").write_text(mremap.replace(ALLOW, REJECT).replace(
+        "#include <linux/mm.h>", "#include <linux/mm.h>\nint kpipe_broken = ;", 1))
+    sh(repo, "commit", "-q", "-am", "mm: d1 reject shmem again and does not build")
+    c["d1"] = sh(repo, "rev-parse", "HEAD")
+    c["d2"] = commit_edit(repo, "mm/mremap.c", "int kpipe_broken = ;\n", "", "mm: d2 fix the build")
+    sh(repo, "checkout", "-q", "work")
     return repo, c
 
 
@@ -77,15 +89,82 @@ def test_bisect_names_the_breaking_commit_and_skips_the_unbuildable(history, tmp
     assert b["first_bad"]["commit"] == c[6], b
     assert b["first_bad"]["subject"] == "mm: reject shmem with MREMAP_DONTUNMAP again"
     marks = {s["commit"]: s["mark"] for s in b["steps"]}
+    # both endpoints were verified first, under the chosen policy
+    assert [(s.get("endpoint"), s["commit"], s["mark"]) for s in b["steps"][:2]] == \
+        [("good", c[1], "good"), ("bad", c[8], "bad")], b["steps"][:2]
     assert marks.get(c[6]) == "bad"
     assert marks[c[4]] == "skip", b["steps"]                 # the unbuildable commit was tried and skipped
-    assert next(s for s in b["steps"] if s["commit"] == c[4])["exit_code"] == 4
+    skipped = next(s for s in b["steps"] if s["commit"] == c[4])
+    assert skipped["exit_code"] == 4 and "build" in skipped["why"].lower(), skipped   # and says why
     skips = sum(s["mark"] == "skip" for s in b["steps"])
-    assert len(b["steps"]) <= math.ceil(math.log2(b["candidates"] + 1)) + skips, b["steps"]
+    assert len(b["steps"]) <= 2 + math.ceil(math.log2(b["candidates"] + 1)) + skips, b["steps"]
     assert (out / "bisect.log").read_text().count("# first bad commit") == 1
     assert "First bad" in (out / "summary.md").read_text()
     # the user's tree is untouched
     assert (sh(repo, "status", "--porcelain"), sh(repo, "rev-parse", "HEAD"), sh(repo, "for-each-ref")) == before
+
+
+def test_bisect_checks_the_endpoints_under_the_policy_first(history, tmp_path):
+    """The wrong policy for this history (anon-only: c1 already carries the seed patch) makes the good endpoint
+    fail and the bad one pass: exit 2 naming both, and the --expect each kernel behaves as; no first bad commit."""
+    repo, c = history
+    out = tmp_path / "bisect"
+    r = invoke("bisect", "--tree", str(repo), "--good", c[1], "--bad", c[8], "--arch", "x86_64",
+               "--expect", "anon-only", "--selftests", "none", out=out, timeout=3600)
+    assert r.code == 2, r
+    b = r.result["extra"]["bisect"]
+    assert b["first_bad"] is None and len(b["steps"]) == 2, b
+    assert [s["mark"] for s in b["steps"]] == ["bad", "good"], b["steps"]
+    assert f"--good {c[1]} should be good but gave exit 1" in b["why"], b["why"]
+    assert f"--bad {c[8]} should be bad but gave exit 0" in b["why"], b["why"]
+    assert "the good endpoint's kernel behaves as --expect anon+shmem" in b["fix"], b["fix"]
+    assert "the bad endpoint's kernel behaves as --expect anon-only" in b["fix"], b["fix"]
+    assert "endpoint check failed" in r.stderr and "--expect anon+shmem" in r.stderr
+    assert "No first bad commit" in (out / "summary.md").read_text()
+
+
+def test_only_skipped_commits_left_is_exit_2_with_the_candidates(history, tmp_path):
+    repo, c = history
+    r = invoke("bisect", "--tree", str(repo), "--good", c[5], "--bad", c["d2"], "--arch", "x86_64",
+               "--expect", "anon+shmem", "--selftests", "none", out=tmp_path / "bisect", timeout=3600)
+    assert r.code == 2, r
+    b = r.result["extra"]["bisect"]
+    assert b["first_bad"] is None
+    assert {x["commit"] for x in b["skipped_candidates"]} == {c["d1"], c["d2"]}, b
+    assert "only skipped commits left" in b["why"] and c["d1"][:12] in b["why"], b["why"]
+    d1 = next(s for s in b["steps"] if s["commit"] == c["d1"])
+    assert d1["mark"] == "skip" and d1["exit_code"] == 4 and d1["why"], d1
+
+
+def test_git_bisect_run_kpipe_in_the_users_tree(history, tmp_path):
+    """What a kernel developer types: `git bisect run kpipe verify --bisect-exit-codes ...` inside their tree.
+    git runs kpipe at each commit with the tree as the current directory: kpipe takes --tree from there, writes
+    its run folders under $KPIPE_RUNS (nothing in the tree), skips the unbuildable commit (125), and git names c6."""
+    repo, c = history
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    wrapper = bindir / "kpipe"          # the console script's body: kpipe.cli:main
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m kpipe \"$@\"\n")
+    wrapper.chmod(0o755)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}", "KPIPE_RUNS": str(runs),
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    sh(repo, "bisect", "start", c[8], c[1])
+    try:
+        # --no-patches: the tree's own commits are under test (kpipe's default series would be applied on top)
+        r = subprocess.run(["git", "bisect", "run", "kpipe", "verify", "--bisect-exit-codes", "--no-patches",
+                            "--arch", "x86_64", "--expect", "anon+shmem", "--selftests", "none"],
+                           cwd=repo, env=env, capture_output=True, text=True, timeout=3600)
+        log = sh(repo, "bisect", "log")
+    finally:
+        sh(repo, "bisect", "reset", "work")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"{c[6]} is the first bad commit" in r.stdout, r.stdout[-3000:]
+    assert f"# skip: [{c[4]}]" in log, log
+    assert sh(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    steps = [p for p in runs.iterdir() if p.name != "latest"]
+    assert steps and all(p.name.endswith("-verify") for p in steps), steps
+    assert f"--tree {repo}" in r.stderr                          # each step's reproducer names the tree
 
 
 def _diff(path: str, old: str, new: str) -> str:

@@ -1,0 +1,257 @@
+"""kpipe's tasks, the one definition behind both entry points: the `kpipe` command (kpipe.cli.main, an invoke
+Program over this module) and `invoke` inside the checkout (the top-level tasks.py re-exports this module).
+Parse options, fill defaults from kpipe's config (kpipe.settings), call the package, exit with the contract's code.
+
+Exit codes: 0 pass, 1 the kernel misbehaved, 2 infrastructure or usage, 3 patch does not apply, 4 build failed.
+"""
+import sys
+
+from invoke import Exit, task
+
+from kpipe.cli import run_task
+from kpipe.pipeline import Options
+
+COMMON_HELP = {
+    "arch": "x86_64, arm64 or all (default: the host's arch; KPIPE_ARCH)",
+    "tree": "debian:5.10, debian:6.1, debian:6.12, or PATH of a kernel git tree (never modified); default: the "
+            "kernel git tree you are in, else debian:5.10 (KPIPE_TREE, kpipe.yaml)",
+    "base": "commit of --tree PATH to start from (default HEAD)",
+    "series": "series file listing patches in order (default patches/series)",
+    "patch": "a patch file (repeatable; replaces the series), or one mbox holding a whole series (git format-patch "
+             "--stdout, b4 am; a cover letter is skipped and kept as the series title)",
+    "range": "A..B: the commits of B not in A in your --tree PATH as the series (--base defaults to A)",
+    "no_patches": "apply no patches (baseline)",
+    "kconfig": "extra kconfig fragment on top of kconfigs/ (repeatable; KPIPE_KCONFIGS, comma-separated)",
+    "defconfig": "make target to start the config from (default tinyconfig)",
+    "profile": "debug (default: SLUB, SMP, KASAN, DEBUG_VM, lockdep, hang detectors) or fast (tinyconfig, 1 vCPU); "
+               "see kconfigs/profiles.toml (KPIPE_PROFILE)",
+    "accel": "auto (probe KVM with a timeout, else TCG), kvm or tcg",
+    "expect": "verifier policy: anon-only, anon+shmem or upstream (default: from kernel version and series)",
+    "selftests": "all-relevant (default), none, or a comma list of selftest names",
+    "extra_test": "a C file or static binary to push and run like a selftest (repeatable)",
+    "out": "output folder (default $KPIPE_RUNS/<timestamp>-<task>, with a `latest` link; $KPIPE_RUNS defaults "
+           "to ~/.local/state/kpipe/runs)",
+    "jobs": "make -j (default: all cores; KPIPE_JOBS)",
+    "boot_timeout": "seconds to wait for the guest (default scaled for TCG)",
+    "quiet": "no progress lines",
+    "kernel_arg": "append this to the guest kernel command line (repeatable), e.g. oops=panic",
+    "test_timeout": "seconds each test may run (the verifier, each selftest and extra test)",
+}
+ITER = ["patch", "kconfig", "extra_test", "kernel_arg"]
+
+
+def _opts(arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
+          defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
+          jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, profile=None, range=None):
+    if range and not base and ".." in range:
+        base = range.split("..", 1)[0]
+    return Options(range=range, profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
+                   no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
+                   expect=expect, selftests=selftests, extra_tests=tuple(extra_test or ()), out=out,
+                   jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None,
+                   kernel_args=tuple(kernel_arg or ()), test_timeout=float(test_timeout) if test_timeout else None)
+
+
+def _configured(args: dict) -> dict:
+    """Fill the options the command line left out from kpipe's config (kpipe.settings: files, KPIPE_* env vars,
+    the kernel tree you are in). Only keys the task has are filled."""
+    from kpipe import settings
+    from kpipe.errors import KpipeError
+    try:
+        eff = settings.effective()
+    except KpipeError as e:
+        print(e.render(), file=sys.stderr)
+        raise Exit(code=e.exit_code) from None
+    out = dict(args)
+    for key, arg in (("tree", "tree"), ("arch", "arch"), ("profile", "profile"), ("kconfigs", "kconfig"),
+                     ("jobs", "jobs"), ("out", "out")):
+        if arg not in out or out[arg] not in (None, (), [], 0, ""):
+            continue
+        value = eff[key].value
+        if value not in (None, (), 0, ""):
+            out[arg] = list(value) if arg == "kconfig" else value
+    return out
+
+
+def _resolved(args):
+    """The options as the run will use them, for the one-line reproducer."""
+    from kpipe.arches import host_arch_name
+    out = dict(args)
+    if "tree" in out:
+        out["tree"] = out["tree"] or "debian:5.10"
+    if "arch" in out:
+        out["arch"] = out["arch"] or host_arch_name()
+    return out
+
+
+def _run(name, fn, args, quiet=False, bisect_exit_codes=False):
+    args = _resolved(args)
+    code = run_task(name, fn, args, quiet=quiet, bisect_exit_codes=bisect_exit_codes)
+    if code:
+        raise Exit(code=code)
+
+
+@task(auto_shortflags=False, help={"quiet": COMMON_HELP["quiet"]})
+def setup(c, quiet=False):
+    """Install host packages for both arches (toolchains, QEMU, guest-image tools); idempotent."""
+    from kpipe.setup import run_setup
+    _run("setup", run_setup, {}, quiet)
+
+
+@task(auto_shortflags=False, help={k: COMMON_HELP[k] for k in ("tree", "base", "quiet")})
+def fetch(c, tree=None, base=None, quiet=False):
+    """Fetch a kernel tree into kpipe's cache (debian:* from this machine's apt mirror)."""
+    from kpipe import commands
+    args = _configured(dict(tree=tree, base=base))
+    _run("fetch", lambda: commands.fetch(_opts(**args)), args, quiet)
+
+
+@task(auto_shortflags=False, iterable=["patch"], help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "range", "no_patches", "out", "quiet")})
+def apply(c, tree=None, base=None, series=None, patch=None, no_patches=False, out=None, quiet=False, range=None):
+    """Apply the patch series in kpipe's scratch checkout (exit 3 when a patch does not apply)."""
+    from kpipe import commands
+    args = _configured(dict(tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, out=out,
+                            range=range))
+    _run("apply", lambda: commands.apply_only(_opts(**args)), args, quiet)
+
+
+@task(auto_shortflags=False, iterable=["patch", "kconfig"], help={k: COMMON_HELP[k] for k in (
+    "arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "profile", "jobs", "out", "quiet")})
+def build(c, arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
+          defconfig="tinyconfig", jobs=0, out=None, quiet=False, profile=None):
+    """Configure (validated) and build the kernel out of tree, cached by content key (exit 4 on failure)."""
+    from kpipe import commands
+    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
+                            kconfig=kconfig, defconfig=defconfig, jobs=jobs, out=out, profile=profile))
+    _run("build", lambda: commands.build(_opts(**args)), args, quiet)
+
+
+@task(auto_shortflags=False, help={k: COMMON_HELP[k] for k in ("arch", "out", "quiet")})
+def image(c, arch=None, out=None, quiet=False):
+    """Build the guest initramfs for an arch from vm_images/ (cached)."""
+    from kpipe import commands
+    args = _configured(dict(arch=arch, out=out))
+    _run("image", lambda: commands.build_image(_opts(**args)), args, quiet)
+
+
+@task(auto_shortflags=False, iterable=["kernel_arg"],
+      help={**{k: COMMON_HELP[k] for k in ("arch", "accel", "boot_timeout", "kernel_arg", "out", "quiet")},
+            "cmd": "run this command in the guest and exit with its status", "shell": "interactive shell in the guest"})
+def boot(c, arch=None, accel="auto", cmd=None, shell=False, boot_timeout=None, kernel_arg=None, out=None, quiet=False):
+    """Boot the last built kernel for an arch in QEMU and run `uname -a`, --cmd, or a --shell."""
+    from kpipe import commands
+    args = _configured(dict(arch=arch, accel=accel, boot_timeout=boot_timeout, kernel_arg=kernel_arg, out=out))
+    _run("boot", lambda: commands.boot(_opts(**args), cmd, shell), {**args, "cmd": cmd, "shell": shell}, quiet)
+
+
+VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches", "kconfig", "defconfig", "profile", "accel", "expect",
+               "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
+
+
+@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
+                           "bisect_exit_codes": "map exit codes for `git bisect run` (0 good, 1 bad, 125 skip)"})
+def verify(c, arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
+           defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
+           jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, bisect_exit_codes=False, quiet=False,
+           profile=None, range=None):
+    """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
+    from kpipe import workflows
+    from kpipe.cli import reproducer
+    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
+                            kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
+                            extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
+    repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
+    _run("verify", lambda: workflows.verify(_opts(**args), repro).exit_code,
+         {**args, "bisect_exit_codes": bisect_exit_codes}, quiet, bisect_exit_codes)
+
+
+@task(auto_shortflags=False, iterable=ITER, help={k: COMMON_HELP[k] for k in VERIFY_KEYS})
+def premerge(c, arch=None, tree=None, base=None, series=None, patch=None, kconfig=None, defconfig="tinyconfig",
+             accel="auto", selftests="all-relevant", extra_test=None, out=None, jobs=0, boot_timeout=None, quiet=False,
+             expect=None, no_patches=False, kernel_arg=None, test_timeout=None, profile=None, range=None):
+    """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
+    from kpipe import workflows
+    from kpipe.cli import reproducer
+    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
+                            defconfig=defconfig, accel=accel, selftests=selftests, extra_test=extra_test, out=out,
+                            jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout,
+                            profile=profile, range=range))
+    args["arch"] = args["arch"] or "all"
+    repro = reproducer("premerge", _resolved(args))
+    _run("premerge", lambda: workflows.premerge(_opts(**args), repro).exit_code, args, quiet)
+
+
+@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
+                           "good": "a good revision (verified first: it must pass under the policy)",
+                           "bad": "a bad revision (verified first: it must fail under the policy)",
+                           "build_failure_is_bad": "count build failures as bad instead of skip",
+                           "series_mode": "bisect inside the patch series: which patch first breaks"})
+def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None, kconfig=None,
+           defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
+           jobs=0, boot_timeout=None, build_failure_is_bad=False, series_mode=False, quiet=False, base=None,
+           no_patches=False, kernel_arg=None, test_timeout=None, profile=None, range=None):
+    """Bisect in kpipe's own checkout: both endpoints verified first, then each step verifies incrementally."""
+    from kpipe import workflows
+    from kpipe.cli import reproducer
+    args = _configured(dict(good=good, bad=bad, arch=arch, tree=tree, series=series, patch=patch, kconfig=kconfig,
+                            defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
+                            extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
+                            build_failure_is_bad=build_failure_is_bad, series_mode=series_mode,
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
+    opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
+    repro = reproducer("bisect", _resolved(args))
+    _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad, build_failure_is_bad,
+                                            series_mode, repro).exit_code, args, quiet)
+
+
+@task(auto_shortflags=False, help={"arch": "x86_64, arm64 or all (default all)", "out": "where bench.json goes (default under the runs folder)",
+            "quick": "skip the cold builds (warm, unchanged, premerge only)", "quiet": COMMON_HELP["quiet"],
+            "profile": "debug (default), fast, or all (both, plus the debug/fast cost per phase)"})
+def bench(c, arch="all", out=None, quick=False, quiet=False, profile="debug"):
+    """Measure kpipe against raw make and raw qemu doing the same work; prints a table, writes bench.json."""
+    from kpipe import bench as benchmod
+    _run("bench", lambda: benchmod.run_bench(arch, out, quick, profile),
+         {"arch": arch, "out": out, "quick": quick, "profile": profile}, quiet)
+
+
+@task(auto_shortflags=False)
+def config(c):
+    """Print the effective defaults (tree, arch, profile, kconfigs, jobs, out, runs, cache) and their sources.
+
+    Sources, later wins: built-in, /etc/kpipe.yaml, ~/.config/kpipe.yaml ($XDG_CONFIG_HOME), the kernel git tree
+    you are in (tree only), ./kpipe.yaml, KPIPE_* environment variables; a command-line option beats them all."""
+    from kpipe import settings
+    print("\n".join(settings.describe()))
+
+
+@task(auto_shortflags=False, help={
+    "older_than": "remove entries unused for longer than this (e.g. 14d, 12h, 2w)",
+    "keep_last": "keep only the N most recently used entries of each kind",
+    "max_size": "remove least recently used entries until the cache is under this size (e.g. 20G)",
+    "dry_run": "show what would be removed; remove nothing"})
+def clean(c, older_than=None, keep_last=None, max_size=None, dry_run=False):
+    """Show cache use per kind (trees, work, builds, kernels, images, ccache); remove by age, count or size.
+
+    Nothing is removed without --older-than, --keep-last or --max-size; what a running kpipe holds is never
+    removed (each entry's locks are taken non-blocking first)."""
+    from kpipe import cache
+    from kpipe.clean import run_clean
+    args = {"older_than": older_than, "keep_last": keep_last, "max_size": max_size, "dry_run": dry_run}
+    _run("clean", lambda: run_clean(cache.cache_root(), older_than, int(keep_last) if keep_last is not None else None,
+                                    max_size, dry_run), args)
+
+
+@task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression", "fast": "unit tests only (no kernels booted)"})
+def test(c, k=None, fast=False):
+    """Run the test suite (real git, real builds, real QEMU and SSH) from the kpipe checkout."""
+    import shlex
+    import sys
+    from kpipe.kconfig import REPO_ROOT
+    cmd = [sys.executable, "-m", "pytest", "-ra"]
+    if fast:
+        cmd += ["-m", "not e2e"]
+    if k:
+        cmd += ["-k", k]
+    with c.cd(str(REPO_ROOT)):
+        c.run(shlex.join(cmd + ["tests"]), pty=False)
