@@ -242,9 +242,11 @@ def clean(c, older_than=None, keep_last=None, max_size=None, dry_run=False):
                                     max_size, dry_run), args)
 
 
-@task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression", "fast": "unit tests only (no kernels booted)"})
-def test(c, k=None, fast=False):
-    """Run the test suite (real git, real builds, real QEMU and SSH) from the kpipe checkout."""
+@task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",
+                                   "fast": "the fast tier only (builds, boots and downloads nothing; under 60 s)",
+                                   "no_lint": "skip ruff (lint runs first otherwise)"})
+def test(c, k=None, fast=False, no_lint=False):
+    """Lint (ruff), then run the test suite (real git, real builds, real QEMU and SSH) from the kpipe checkout."""
     import shlex
     import sys
     from kpipe.kconfig import REPO_ROOT
@@ -254,4 +256,7 @@ def test(c, k=None, fast=False):
     if k:
         cmd += ["-k", k]
     with c.cd(str(REPO_ROOT)):
+        if not no_lint:
+            c.run(shlex.join([sys.executable, "-m", "ruff", "check", "kpipe", "tests", "tasks.py", "scripts"]),
+                  pty=False)
         c.run(shlex.join(cmd + ["tests"]), pty=False)
