@@ -124,3 +124,114 @@ def test_ramdisk_is_one_archive_cpio_extracts_whole(tmp_path):
     assert (x / "bin/busybox").read_bytes() == b"\x7fELF fake"
     assert (x / "kpipe/bin/userfaultfd").read_bytes() == b"selftest"
     assert os.access(x / "kpipe/run-selftests.sh", os.X_OK)
+
+
+# ------------------------------------------------------------------------------------------------ e2e
+
+def _lava_cli(tmp_path, name, *args):
+    out = tmp_path / name
+    ran = invoke("lava", "--run-local", *args, out=out, timeout=1500)
+    return ran
+
+
+def _counts(result: dict, arch: str) -> dict:
+    return result["arches"][arch]["counts"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
+def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, tmp_path):
+    """The seed patch's job under real lava-run: exit 0, and the same cases with the same statuses as verify."""
+    sel = ("--selftests", "mremap_dontunmap")
+    lava = _lava_cli(tmp_path, "lava", "--arch", arch_name, *sel)
+    assert lava.code == 0, lava
+    ver = invoke("verify", "--arch", arch_name, *sel, out=tmp_path / "verify", timeout=1500)
+    assert ver.code == 0, ver
+    assert _counts(lava.result, arch_name) == _counts(ver.result, arch_name)
+    assert _counts(lava.result, arch_name)["verifier"]["pass"] >= 30
+    lt, vt = results_by_name(lava.result, arch_name), results_by_name(ver.result, arch_name)
+    assert {n: t["status"] for n, t in lt.items()} == {n: t["status"] for n, t in vt.items()}
+    ar = lava.result["arches"][arch_name]
+    assert ar["boot"]["lava"]["job_result"] == "pass" and not ar["boot"]["lava"]["mismatches"]
+    assert ar["boot"]["lava"]["results"] == sum(sum(c.values()) for c in ar["counts"].values()) + 1  # + kernel-log
+    for f in ("result.json", "junit.xml", "summary.md", "report.html"):
+        assert (lava.out / f).is_file()
+    for f in ("job.yaml", "device.yaml", "lava.log", "verifier.tap", "selftests.ktap", "serial.log", "dmesg.log"):
+        assert (lava.out / arch_name / f).is_file(), f
+    job = yaml.safe_load((lava.out / arch_name / "job.yaml").read_text())
+    assert "-no-reboot" in job["context"]["extra_options"]
+
+
+@pytest.mark.e2e
+def test_kernel_panic_at_boot_is_a_kernel_failure_within_seconds(tmp_path):
+    """No init: the kernel panics at boot. LAVA calls that an Infrastructure error; kpipe says exit 1 (the
+    kernel), at once (panic=-1 + QEMU -no-reboot), not at LAVA's boot timeout."""
+    ran = _lava_cli(tmp_path, "panic", "--arch", "x86_64", "--selftests", "none", "--kernel-arg", "rdinit=/nonexistent",
+                    "--kernel-arg", "init=/nonexistent")
+    assert ran.code == 1, ran
+    ar = ran.result["arches"]["x86_64"]
+    assert ar["error"].startswith("kernel panic on x86_64: Requested init /nonexistent failed"), ar["error"]
+    assert any(f["kind"] == "panic" for f in ar["findings"])
+    lava = ar["boot"]["lava"]
+    assert lava["job_result"] == "fail" and lava["error_type"] == "Infrastructure", lava
+    assert lava["lava_run_seconds"] < 60, lava          # the boot timeout is 120 s
+    assert ar["tests"] == []                             # as verify: no test ran on a kernel that never booted
+
+
+@pytest.mark.e2e
+def test_failing_verifier_case_is_exit_1_naming_it_although_lava_run_exits_0(tmp_path):
+    """5.10 without the patch under the patched policy: the shmem moves fail (EINVAL where ok is expected)."""
+    ran = _lava_cli(tmp_path, "fail", "--arch", "x86_64", "--selftests", "none", "--no-patches",
+                    "--expect", "anon+shmem")
+    assert ran.code == 1, ran
+    ar = ran.result["arches"]["x86_64"]
+    assert ar["boot"]["lava"]["lava_run_exit"] == 0 and ar["boot"]["lava"]["job_result"] == "pass"
+    assert "verifier/move-memfd-shared" in ar["error"], ar["error"]
+    t = results_by_name(ran.result, "x86_64", "verifier")["move-memfd-shared"]
+    assert (t["status"], t["expected"], t["observed"]) == ("fail", "ok", "EINVAL")
+    assert "verifier/move-memfd-shared" in ran.stderr
+
+
+@pytest.mark.e2e
+def test_generated_jobs_validate_with_the_dispatchers_schema(tmp_path):
+    """lava_common.schemas accepts kpipe's jobs and device dictionaries, and does reject a broken job (so the
+    check can fail)."""
+    from kpipe import lava_install
+    from kpipe.errors import InfraError
+    lava = lava_install.ensure()
+    for arch_name in ("x86_64", "arm64"):
+        spec = golden_spec(arch_name)
+        job, dev = tmp_path / f"job-{arch_name}.yaml", tmp_path / f"device-{arch_name}.yaml"
+        job.write_text(jobmod.job_yaml(spec))
+        dev.write_text(jobmod.device_yaml(jobmod.job_dict(spec)))
+        jobmod.validate(lava, job, dev)
+    broken = jobmod.job_dict(golden_spec("x86_64"))
+    broken["actions"][1]["boot"]["method"] = "qemu-bogus"
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(yaml.safe_dump(broken))
+    with pytest.raises(InfraError, match="invalid"):
+        jobmod.validate(lava, bad)
+
+
+# ------------------------------------------------------------------------------------------------ captured logs
+
+def _prep(tmp_path, policy="anon+shmem", selftest_names=()):
+    arch = get_profile("debug").guest_arch(ARCHES["x86_64"])
+    tests = [BuiltTest(SelftestSpec(name=n, sources=(f"vm/{n}.c",), timeout=120, binary_name=n, collection="vm"),
+                       tmp_path / n) for n in selftest_names]
+    return Prepared(arch, None, None, tmp_path / "mremap_dontunmap", policy, tests, ArchResult(arch="x86_64"),
+                    tmp_path)
+
+
+def _collect(tmp_path, name, **kw):
+    log = logparse.parse((DATA / name).read_text())
+    return log, collect.to_arch_result(_prep(tmp_path, **kw), log, "tcg", "TCG (requested)", 120, 0, 20.0, False)
+
+
+def test_captured_panic_log_is_a_kernel_failure_not_infrastructure(tmp_path):
+    log, ar = _collect(tmp_path, "panic-at-boot-x86_64.log")
+    assert (log.job_result, log.error_type, log.error_msg) == ("fail", "Infrastructure", "Connection closed")
+    assert (ar.exit_code, ar.verdict) == (1, "fail")
+    assert ar.error.startswith("kernel panic on x86_64: Requested init /nonexistent failed")
+    assert "LAVA reported it as Infrastructure: Connection closed" in ar.error
+    assert [f.kind for f in ar.findings] == ["panic"] and ar.tests == []

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import time
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def write_job(prep: workflows.Prepared, opts: Options, lava=None) -> dict:
 
 def run_local(prep: workflows.Prepared, written: dict, lava) -> "workflows.ArchResult":
     with phase("lava-run", f"{prep.arch.name} (log: {prep.dir / 'lava.log'})", prep.ar.phases) as ph:
-        lr = runner.run_job(lava, written["job"], written["device"], prep.dir, f"kpipe-{prep.arch.name}",
+        lr = runner.run_job(lava, written["job"], written["device"], prep.dir, f"kpipe-{prep.arch.name}-{os.getpid()}",
                             written["timeout"] + RUN_SLACK)
         log = logparse.parse(lr.log.read_text(errors="replace"), prep.initrd.ready_marker or "KPIPE-GUEST-READY")
         ph.update(f"{prep.arch.name} lava-run exit {lr.exit_code} in {lr.seconds:.1f}s, "
