@@ -235,3 +235,33 @@ def test_captured_panic_log_is_a_kernel_failure_not_infrastructure(tmp_path):
     assert ar.error.startswith("kernel panic on x86_64: Requested init /nonexistent failed")
     assert "LAVA reported it as Infrastructure: Connection closed" in ar.error
     assert [f.kind for f in ar.findings] == ["panic"] and ar.tests == []
+
+
+def test_captured_passing_log_gives_verifys_results(tmp_path):
+    """The seed kernel's job (verifier only): every expected case, judged by kpipe's own TAP parser, and LAVA's
+    own results agree case by case."""
+    log, ar = _collect(tmp_path, "pass-seed-x86_64.log")
+    assert log.job_result == "pass" and (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
+    from kpipe import verifier
+    names = [t.name for t in ar.tests if t.suite == "verifier"]
+    assert names == list(verifier.load_expectations().cases)
+    assert ar.counts()["verifier"]["fail"] == 0 and ar.counts()["verifier"]["error"] == 0
+    assert ar.boot["lava"]["mismatches"] == [] and ar.boot["lava"]["results"] == len(names) + 1
+    assert 3 < ar.boot["seconds"] < 60
+    assert (tmp_path / "verifier.tap").read_text().startswith("TAP version 13\n1..")
+    assert "Linux version" in (tmp_path / "dmesg.log").read_text()
+
+
+def test_a_case_lava_judged_differently_is_an_error_named(tmp_path):
+    """The guest-side lava-test-case calls and kpipe's parser read the same TAP: a disagreement is a bug in
+    one of them, reported on the case, never a silent pass."""
+    text = (DATA / "pass-seed-x86_64.log").read_text()
+    marker = '"case": "move-memfd-shared", "definition": "0_verifier"'
+    assert marker in text
+    lines = [ln.replace('"result": "pass"', '"result": "fail"') if marker in ln else ln for ln in text.splitlines()]
+    (tmp_path / "tampered.log").write_text("\n".join(lines))
+    log = logparse.parse((tmp_path / "tampered.log").read_text())
+    ar = collect.to_arch_result(_prep(tmp_path), log, "tcg", "", 120, 0, 20.0, False)
+    t = next(t for t in ar.tests if t.name == "move-memfd-shared")
+    assert t.status == Status.ERROR and "kpipe pass, LAVA fail" in t.detail
+    assert ar.exit_code == 2

@@ -4,7 +4,8 @@
   * selftests: each block through ``selftests`` (exit-code mapping, KTAP nesting), logs and selftests.ktap
     written as `verify` writes them;
   * kernel log: console findings (kernel lines of LAVA's target log) + dmesg findings, as `verify` adds both;
-  * LAVA's own per-case results are cross-checked: a case LAVA judged differently from kpipe is an ERROR;
+  * LAVA's own per-case results are cross-checked: a case kpipe passes but LAVA failed (or never reported) is
+    an ERROR naming both verdicts; where kpipe is the stricter judge (a failed KTAP subtest) its FAIL stands;
   * a kernel panic is a kernel failure (exit 1) whatever LAVA calls it ("Infrastructure: Connection closed").
 """
 from __future__ import annotations
@@ -110,7 +111,10 @@ def cross_check(tests: list[TestResult], log: LavaLog) -> tuple[list[TestResult]
                 mismatches.append(f"{suite}/{t.name}: kpipe {t.status.value}, LAVA {got.result}")
     for t in tests:
         bad = [m for m in mismatches if m.startswith(f"{t.suite}/{t.name}:")]
-        if bad and t.status != Status.ERROR:
+        if bad and t.status.bad:
+            # kpipe is the stricter judge (KTAP subtests, expectations): keep its failure, say what LAVA said
+            t = replace(t, detail="; ".join([t.detail, *bad]) if t.detail else bad[0])
+        elif bad:
             t = replace(t, status=Status.ERROR, detail="; ".join([*bad, t.detail]) if t.detail else bad[0])
         out.append(t)
     return out, mismatches

@@ -50,7 +50,7 @@ class Block:
 
 @dataclass
 class LavaResult:
-    definition: str          # "1_verifier" (LAVA prefixes the definition's index)
+    definition: str          # "0_verifier" (LAVA prefixes the definition's index)
     case: str
     result: str              # pass | fail | skip | unknown
     measurement: str = ""
