@@ -265,3 +265,17 @@ def test_a_case_lava_judged_differently_is_an_error_named(tmp_path):
     t = next(t for t in ar.tests if t.name == "move-memfd-shared")
     assert t.status == Status.ERROR and "kpipe pass, LAVA fail" in t.detail
     assert ar.exit_code == 2
+
+
+def test_captured_failing_log_is_exit_1_naming_the_cases_although_lava_passed_the_job(tmp_path):
+    """5.10 without the patch, judged under the patched policy: LAVA completes the job ("pass", lava-run exit 0)
+    with failed cases in it; kpipe's verdict is exit 1 and names them."""
+    log, ar = _collect(tmp_path, "fail-baseline-expect-anon+shmem-x86_64.log")
+    assert log.job_result == "pass" and not log.error_type
+    assert (ar.exit_code, ar.verdict) == (1, "fail")
+    assert ar.error.startswith("kernel misbehaved: verifier/move-anon-shared, verifier/move-devzero-shared, "
+                               "verifier/move-memfd-shared"), ar.error
+    t = next(t for t in ar.tests if t.name == "move-memfd-shared")
+    assert (t.status, t.expected, t.observed) == (Status.FAIL, "ok", "EINVAL")
+    assert ar.boot["lava"]["mismatches"] == []          # LAVA's own results say the same
+    assert ar.counts()["verifier"]["fail"] == len([r for r in log.results if r.result == "fail"]) == 16
