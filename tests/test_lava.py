@@ -215,11 +215,11 @@ def test_generated_jobs_validate_with_the_dispatchers_schema(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ captured logs
 
-def _prep(tmp_path, policy="anon+shmem", selftest_names=()):
-    arch = get_profile("debug").guest_arch(ARCHES["x86_64"])
+def _prep(tmp_path, policy="anon+shmem", selftest_names=(), arch_name="x86_64"):
+    arch = get_profile("debug").guest_arch(ARCHES[arch_name])
     tests = [BuiltTest(SelftestSpec(name=n, sources=(f"vm/{n}.c",), timeout=120, binary_name=n, collection="vm"),
                        tmp_path / n) for n in selftest_names]
-    return Prepared(arch, None, None, tmp_path / "mremap_dontunmap", policy, tests, ArchResult(arch="x86_64"),
+    return Prepared(arch, None, None, tmp_path / "mremap_dontunmap", policy, tests, ArchResult(arch=arch_name),
                     tmp_path)
 
 
@@ -279,3 +279,11 @@ def test_captured_failing_log_is_exit_1_naming_the_cases_although_lava_passed_th
     assert (t.status, t.expected, t.observed) == (Status.FAIL, "ok", "EINVAL")
     assert ar.boot["lava"]["mismatches"] == []          # LAVA's own results say the same
     assert ar.counts()["verifier"]["fail"] == len([r for r in log.results if r.result == "fail"]) == 16
+
+
+def test_captured_arm64_log_of_the_baseline_kernel_passes_under_its_policy(tmp_path):
+    log, ar = _collect(tmp_path, "pass-baseline-anon-only-arm64.log", policy="anon-only", arch_name="arm64")
+    assert (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
+    c = ar.counts()["verifier"]
+    assert (c["fail"], c["error"], c["skip"]) == (0, 0, 9) and c["pass"] == 28
+    assert ar.boot["lava"]["mismatches"] == []
