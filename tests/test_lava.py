@@ -106,15 +106,22 @@ def test_ramdisk_is_one_archive_cpio_extracts_whole(tmp_path):
     vbin.write_bytes(b"verifier")
     sbin = tmp_path / "userfaultfd"
     sbin.write_bytes(b"selftest")
-    payload = ramdisk.Payload(vbin, "a=ok\n", 120, 20, (("userfaultfd-shmem", 300, sbin, ("shmem", "16", "4")),),
-                              "Kernel panic")
+    (tmp_path / "st").mkdir()
+    same_name = tmp_path / "st" / "mremap_dontunmap"          # vm/mremap_dontunmap: the verifier's file name
+    same_name.write_bytes(b"the selftest")
+    payload = ramdisk.Payload(vbin, "a=ok\n", 120, 20, (("userfaultfd-shmem", 300, sbin, ("shmem", "16", "4")),
+                                                         ("userfaultfd-anon", 300, sbin, ("anon", "16", "4")),
+                                                         ("mremap_dontunmap", 120, same_name, ())), "Kernel panic")
     out = ramdisk.write_ramdisk(base, payload, tmp_path / "ramdisk.cpio.gz")
     raw = gzip.decompress(out.read_bytes())
     assert raw.count(b"TRAILER!!!") == 1
     names = read_names(out)
     assert b"old init" not in names["init"][3] and b"cttyhack" in names["init"][3]
     assert names["kpipe/bin/mremap_dontunmap"][3] == b"verifier"
-    assert names["kpipe/selftests.list"][3] == b"userfaultfd-shmem 300 userfaultfd shmem 16 4\n"
+    assert names["kpipe/selftests.list"][3] == (b"userfaultfd-shmem 300 userfaultfd shmem 16 4\n"
+                                                b"userfaultfd-anon 300 userfaultfd anon 16 4\n"
+                                                b"mremap_dontunmap 120 mremap_dontunmap \n")
+    assert names["kpipe/selftests/mremap_dontunmap"][3] == b"the selftest"
     assert b"-t 20" in names["kpipe/run-verifier.sh"][3]
     x = tmp_path / "x"
     x.mkdir()
@@ -122,7 +129,7 @@ def test_ramdisk_is_one_archive_cpio_extracts_whole(tmp_path):
     subprocess.run(["cpio", "--extract", "--make-directories", "--unconditional", "--quiet", "--file",
                     str(tmp_path / "r.cpio")], cwd=x, check=True, capture_output=True)
     assert (x / "bin/busybox").read_bytes() == b"\x7fELF fake"
-    assert (x / "kpipe/bin/userfaultfd").read_bytes() == b"selftest"
+    assert (x / "kpipe/selftests/userfaultfd").read_bytes() == b"selftest"
     assert os.access(x / "kpipe/run-selftests.sh", os.X_OK)
 
 

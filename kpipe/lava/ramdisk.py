@@ -9,7 +9,7 @@ use would lose everything after the base image. This module copies the base imag
   /etc/profile                the shell prompt LAVA waits for
   /kpipe/bin/<verifier>       the verifier, same binary as `kpipe verify` pushes over SSH
   /kpipe/expect.txt           the policy's expectations file
-  /kpipe/bin/<selftest>...    the built selftests
+  /kpipe/selftests/<binary>   the built selftests (vm/mremap_dontunmap shares the verifier's name)
   /kpipe/selftests.list       name, timeout, binary, args per line
   /kpipe/run-*.sh             the test steps (templates beside this file)
 """
@@ -105,11 +105,15 @@ def write_ramdisk(base_initrd: Path, payload: Payload, dest: Path) -> Path:
         w.add_dir("kpipe/bin", 0o755)
         w.add_file(f"kpipe/bin/{payload.verifier.name}", payload.verifier.read_bytes(), 0o755)
         w.add_file("kpipe/expect.txt", payload.expect_text.encode(), 0o644)
-        seen = {payload.verifier.name}
-        for _name, _t, binary, _args in payload.selftests:
+        # selftests in their own folder: vm/mremap_dontunmap has the verifier's file name
+        w.add_dir("kpipe/selftests", 0o755)
+        seen: dict[str, Path] = {}
+        for name, _t, binary, _args in payload.selftests:
+            if binary.name in seen and Path(seen[binary.name]).resolve() != Path(binary).resolve():
+                raise ValueError(f"two different selftest binaries named {binary.name} ({seen[binary.name]}, {binary})")
             if binary.name not in seen:
-                seen.add(binary.name)
-                w.add_file(f"kpipe/bin/{binary.name}", Path(binary).read_bytes(), 0o755)
+                seen[binary.name] = binary
+                w.add_file(f"kpipe/selftests/{binary.name}", Path(binary).read_bytes(), 0o755)
         w.add_file("kpipe/selftests.list", selftest_list.encode(), 0o644)
         for rel, text in scripts.items():
             w.add_file(rel, text.encode(), 0o755)

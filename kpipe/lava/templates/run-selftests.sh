@@ -5,7 +5,7 @@ mkdir -p /tmp/kpipe-tests && cd /tmp/kpipe-tests || exit 1
 while read -r name timeout binary args; do
   [ -n "$name" ] || continue
   read t0 _ < /proc/uptime
-  timeout -s KILL "$timeout" setsid "/kpipe/bin/$binary" $args </dev/null >"/tmp/kpipe-tests/$name.out" 2>&1
+  timeout -s KILL "$timeout" setsid "/kpipe/selftests/$binary" $args </dev/null >"/tmp/kpipe-tests/$name.out" 2>&1
   rc=$?
   read t1 _ < /proc/uptime
   secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
