@@ -294,3 +294,18 @@ def test_captured_arm64_log_of_the_baseline_kernel_passes_under_its_policy(tmp_p
     c = ar.counts()["verifier"]
     assert (c["fail"], c["error"], c["skip"]) == (0, 0, 9) and c["pass"] == 28
     assert ar.boot["lava"]["mismatches"] == []
+
+
+def test_captured_log_with_selftests_gives_their_results_and_ktap(tmp_path):
+    names = ("mremap_dontunmap", "map_fixed_noreplace", "userfaultfd-shmem")
+    log, ar = _collect(tmp_path, "pass-seed-3-selftests-x86_64.log", selftest_names=names)
+    assert (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
+    st = [t for t in ar.tests if t.suite == "selftests"]
+    assert [(t.name, t.status, t.observed) for t in st] == [(n, Status.PASS, "exit 0") for n in names]
+    assert st[2].seconds > 5                                     # userfaultfd shmem 16 MiB x 4 bounces
+    assert "bounces" in (tmp_path / "selftests" / "userfaultfd-shmem.log").read_text()
+    ktap = (tmp_path / "selftests.ktap").read_text()
+    assert ktap.startswith("TAP version 13\n1..3\n") and "ok 3 selftests: vm: userfaultfd-shmem" in ktap
+    lava = log.results_of("selftests")
+    assert {n: (r.result, r.units) for n, r in lava.items()} == {n: ("pass", "seconds") for n in names}
+    assert ar.boot["lava"]["mismatches"] == []
