@@ -271,6 +271,9 @@ def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = Fals
             rows.append(_row("premerge", "all", p_secs, None, None, profile=prof,
                              note=f"warm; target <= {TARGETS['premerge_seconds']:.0f}s; verdict {prun.verdict}",
                              ok=p_secs <= TARGETS["premerge_seconds"]))
+        if prof == "debug":
+            from .lava.bench import bench_lava
+            rows += [bench_lava(a, run_dir) for a in arches]
     rows += cost_rows(rows)
     machine = {"cpus": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release(),
                "python": platform.python_version(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}

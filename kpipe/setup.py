@@ -18,6 +18,8 @@ HOST_PACKAGES = (
     "qemu-system-x86", "qemu-system-arm",
     # git for trees and patches; perl for checkpatch; dropbearkey makes the guests' per-run host keys
     "git", "perl", "dropbear-bin", "xz-utils", "ca-certificates",
+    # LAVA's dispatcher runs from a venv of its own (kpipe.lava_install)
+    "python3-venv",
     # the test suite loads report.html in a real headless browser (escaping check)
     "chromium",
 )
@@ -36,12 +38,22 @@ def missing_packages() -> list[str]:
 
 
 def run_setup() -> int:
+    """The host packages and foreign dpkg arches, then LAVA's dispatcher (kpipe.lava_install: Debian's .debs
+    unpacked beside a venv of their Python dependencies; never the system's Python)."""
+    _host_packages()
+    from .lava_install import ensure
+    lava = ensure()
+    note(f"setup: LAVA dispatcher ready ({lava})")
+    return 0
+
+
+def _host_packages() -> None:
     missing = missing_packages()
     have = set(proc.run(["dpkg", "--print-foreign-architectures"]).stdout.split())
     foreign = [a for a in foreign_arches_needed() if a not in have]
     if not missing and not foreign:
         note("setup: everything is already installed (host packages and foreign dpkg arches)")
-        return 0
+        return
     cmds = [["dpkg", "--add-architecture", a] for a in foreign]
     cmds += [["apt-get", "update", "-q"]]
     if missing:
@@ -54,4 +66,3 @@ def run_setup() -> int:
         note(f"setup: {shlex.join(c)}")
         proc.run(c, env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=3600, what=c[0])
     note(f"setup: installed {', '.join(missing) or 'no packages'}; foreign arches added: {', '.join(foreign) or 'none'}")
-    return 0

@@ -205,6 +205,28 @@ def bisect(c, good=None, bad=None, arch=None, tree=None, series=None, patch=None
                                             series_mode, repro).exit_code, args, quiet)
 
 
+@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
+                           "run_local": "run each job here with lava-run and report as verify does",
+                           "submit": "EXPERIMENTAL: submit each job to this LAVA server with lavacli "
+                                     "(token: $LAVACLI_TOKEN or lavacli's config)",
+                           "wait": "with --submit: wait for the jobs and collect their results"})
+def lava(c, arch=None, tree=None, base=None, series=None, patch=None, no_patches=False, kconfig=None,
+         defconfig="tinyconfig", accel="auto", expect=None, selftests="all-relevant", extra_test=None, out=None,
+         jobs=0, boot_timeout=None, kernel_arg=None, test_timeout=None, quiet=False, profile=None, range=None,
+         run_local=False, submit=None, wait=False):
+    """The same kernels and tests as LAVA v2 jobs (one per arch): write, --run-local with lava-run, or --submit."""
+    from kpipe.cli import reproducer
+    from kpipe.lava import workflow
+    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
+                            kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
+                            extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
+    extra = dict(run_local=run_local, submit=submit, wait=wait)
+    repro = reproducer("lava", _resolved({**args, **extra}))
+    _run("lava", lambda: workflow.lava(_opts(**args), run_local, submit, wait, repro).exit_code, {**args, **extra},
+         quiet)
+
+
 @task(auto_shortflags=False, help={"arch": "x86_64, arm64 or all (default all)", "out": "where bench.json goes (default under the runs folder)",
             "quick": "skip the cold builds (warm, unchanged, premerge only)", "quiet": COMMON_HELP["quiet"],
             "profile": "debug (default), fast, or all (both, plus the debug/fast cost per phase)"})

@@ -1,0 +1,77 @@
+"""Running one LAVA job locally with lava-run (the dispatcher kpipe installed), with a wall-clock limit,
+its YAML log kept in the run folder, and QEMU never left behind."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import proc
+from ..errors import InfraError
+
+
+@dataclass(frozen=True)
+class LavaRun:
+    log: Path                 # lava.log: the job's YAML records
+    exit_code: int            # lava-run's own exit (0 even when test cases fail)
+    seconds: float
+    timed_out: bool
+
+
+def run_job(lava, job_path: Path, device_path: Path, out_dir: Path, job_id: str, limit: float) -> LavaRun:
+    """lava-run JOB --device DEVICE; its records (stderr) go to out_dir/lava.log."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "lava.log"
+    work = out_dir / "lava-work"
+    shutil.rmtree(work, ignore_errors=True)
+    cmd = [*lava.lava_run(), "--job-id", job_id, "--output-dir", str(work), "--device", str(device_path),
+           str(job_path)]
+    (out_dir / "lava-run.cmd").write_text(" ".join(cmd) + "\n")
+    t0 = time.monotonic()
+    timed_out = False
+    with open(log, "wb") as fh:
+        try:
+            p = proc.spawn(cmd, env=lava.env(), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                           cwd=out_dir)
+        except OSError as e:
+            raise InfraError(f"cannot start lava-run: {e}", fix="reinstall: python3 -m kpipe.lava_install") from None
+        try:
+            p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # QEMU runs under a pty in a session of its own (pexpect): kill lava-run's descendants first
+            kids = descendants(p.pid)
+            proc.kill_group(p, grace=5)
+            for pid in kids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.unregister(p)
+    # the dispatcher's copies of the kernel and the ramdisk: large, and reproducible from the job
+    shutil.rmtree(work, ignore_errors=True)
+    return LavaRun(log, p.returncode if p.returncode is not None else -1, round(time.monotonic() - t0, 2), timed_out)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), children first."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, todo = [], [pid]
+    while todo:
+        cur = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == cur]
+        out += kids
+        todo += kids
+    return out

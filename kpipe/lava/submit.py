@@ -1,0 +1,87 @@
+"""EXPERIMENTAL: submitting kpipe's jobs to a LAVA server with lavacli, and collecting the results.
+
+The token comes from ``$LAVACLI_TOKEN`` (with ``$LAVACLI_USERNAME``) or from lavacli's own config
+(``~/.config/lavacli.yaml``, identity ``default``). The job's ``file://`` URLs only work on a worker of
+this machine: for a remote lab, publish kernel and ramdisk somewhere the lab can fetch and rewrite the
+URLs (``$KPIPE_LAVA_ARTIFACT_URL``: a base URL under which ``<arch>/{kernel image,ramdisk.cpio.gz}`` are served).
+Not tested against a real server: bringing up lava-server (PostgreSQL, Django, lava-scheduler) on this
+machine was not quick enough to make part of kpipe's tests.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+
+from ..errors import InfraError, UsageError
+from ..progress import note
+from . import collect, logparse
+
+POLL_SECONDS = 10
+FINISHED = {"Finished", "Canceled"}
+
+
+def _lavacli(lava, url: str, *args: str, timeout: float = 120) -> str:
+    cmd = [*lava.lavacli()]
+    token, user = os.environ.get("LAVACLI_TOKEN"), os.environ.get("LAVACLI_USERNAME")
+    if token:
+        if not user:
+            raise UsageError("LAVACLI_TOKEN is set but LAVACLI_USERNAME is not",
+                             fix="export LAVACLI_USERNAME=<your LAVA user> (or use lavacli's config file)")
+        base = re.sub(r"^(https?://)", rf"\g<1>{user}:{token}@", url.rstrip("/"))
+        cmd += ["--uri", base + "/RPC2"]
+    else:
+        cmd += ["--uri", url.rstrip("/") + "/RPC2"]
+    cp = subprocess.run([*cmd, *args], env=lava.env(), capture_output=True, text=True, timeout=timeout)
+    if cp.returncode != 0:
+        raise InfraError(f"lavacli {' '.join(args[:2])} failed (exit {cp.returncode})",
+                         detail=(cp.stderr or cp.stdout).strip().splitlines()[-8:],
+                         fix="check the server URL and the token (LAVACLI_USERNAME/LAVACLI_TOKEN or ~/.config/lavacli.yaml)")
+    return cp.stdout
+
+
+def _rewrite_urls(job_path: Path, arch: str) -> Path:
+    base = os.environ.get("KPIPE_LAVA_ARTIFACT_URL")
+    if not base:
+        return job_path
+    job = yaml.safe_load(job_path.read_text())
+    for action in job["actions"]:
+        for img in action.get("deploy", {}).get("images", {}).values():
+            img["url"] = f"{base.rstrip('/')}/{arch}/{Path(img['url']).name}"
+    out = job_path.with_name("job-submit.yaml")
+    out.write_text(yaml.safe_dump(job, sort_keys=False))
+    return out
+
+
+def submit_and_collect(prep, written: dict, url: str, wait: bool):
+    from .. import lava_install
+    lava = lava_install.ensure()
+    path = _rewrite_urls(written["job"], prep.arch.name)
+    out = _lavacli(lava, url, "jobs", "submit", str(path))
+    ids = re.findall(r"\d+", out)
+    if not ids:
+        raise InfraError("lavacli printed no job id", detail=out.splitlines()[-5:])
+    job_id = ids[-1]
+    note(f"lava: {prep.arch.name} submitted as job {job_id} on {url}")
+    prep.ar.boot = {"lava": {"server": url, "job_id": job_id}}
+    if not wait:
+        prep.ar.verdict, prep.ar.exit_code = "pass", 0
+        prep.ar.error = f"submitted as job {job_id} on {url}; not waited for (--wait collects the results)"
+        return prep.ar
+    deadline = time.monotonic() + written["timeout"] + 3600
+    while True:
+        show = yaml.safe_load(_lavacli(lava, url, "jobs", "show", job_id, "--yaml")) or {}
+        if show.get("state") in FINISHED:
+            break
+        if time.monotonic() > deadline:
+            raise InfraError(f"LAVA job {job_id} did not finish in time (state {show.get('state')})")
+        time.sleep(POLL_SECONDS)
+    text = _lavacli(lava, url, "jobs", "logs", job_id, "--raw", timeout=600)
+    (prep.dir / "lava.log").write_text(text)
+    log = logparse.parse(text, prep.initrd.ready_marker or "KPIPE-GUEST-READY")
+    return collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
+                                  0, 0.0, False)

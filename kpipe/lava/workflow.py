@@ -1,0 +1,131 @@
+"""`kpipe lava`: the same artifacts as `verify` (same content keys), handed to LAVA as one job per arch.
+
+  write only (default)   runs/<ts>-lava/<arch>/job.yaml, device.yaml (for lava-run), ramdisk.cpio.gz
+  --run-local            each job through lava-run here; the log becomes result.json/junit/reports as `verify`
+  --submit URL [--wait]  lavacli submission (experimental): the job must reach files the lab can fetch
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+from pathlib import Path
+
+from .. import proc, qemu, verifier, workflows
+from ..accel import choose_accel
+from ..arches import resolve_arches
+from ..errors import KpipeError, UsageError
+from ..pipeline import Options, apply, locked_checkout, resolve_tree, series_of
+from ..progress import note, phase
+from ..results import RunResult
+from . import collect, job as jobmod, logparse, ramdisk, runner
+
+RUN_SLACK = 120.0          # lava-run's wall-clock limit beyond the job's own timeout
+
+
+def _verifier_timeout(opts: Options) -> float:
+    return float(opts.test_timeout or 120)
+
+
+def write_job(prep: workflows.Prepared, opts: Options, lava=None) -> dict:
+    """job.yaml, device.yaml and ramdisk.cpio.gz in the arch's folder; validated when the dispatcher is there."""
+    adir = prep.dir
+    expectations = verifier.load_expectations()
+    vto = _verifier_timeout(opts)
+    runnable = [b for b in prep.tests if b.binary is not None and not b.spec.skip]
+    payload = ramdisk.Payload(
+        verifier=prep.verifier_bin, expect_text=verifier.expect_file_text(expectations, prep.policy),
+        verifier_timeout=int(vto), case_timeout=int(max(5, min(30, vto / 6))),
+        selftests=tuple((b.spec.name, int(b.spec.timeout), b.binary, tuple(b.spec.args)) for b in runnable),
+        dmesg_pattern=jobmod.dmesg_pattern(), ready_marker=prep.initrd.ready_marker or "KPIPE-GUEST-READY")
+    with phase("lava-job", f"{prep.arch.name} ramdisk + job", prep.ar.phases):
+        rd = ramdisk.write_ramdisk(prep.initrd.path, payload, adir / "ramdisk.cpio.gz")
+        accel, reason = choose_accel(prep.arch, opts.accel, prep.kernel.image)
+        test_timeout = vto + sum(b.spec.timeout for b in runnable)
+        spec = jobmod.spec_for(prep.arch, accel, prep.kernel.image, rd, opts.kernel_args, prep.kernel.release,
+                               prep.kernel.key, prep.ar.kernel.get("profile", opts.profile), prep.policy,
+                               tuple(b.spec.name for b in runnable),
+                               qemu.boot_timeout(prep.arch, accel, opts.boot_timeout), test_timeout)
+        text = jobmod.job_yaml(spec)
+        job_path = adir / "job.yaml"
+        job_path.write_text(text)
+        device_path = adir / "device.yaml"
+        device_path.write_text(jobmod.device_yaml(jobmod.job_dict(spec)))
+        if lava is not None:
+            jobmod.validate(lava, job_path, device_path)
+    timeout = jobmod.job_dict(spec)["timeouts"]["job"]["seconds"]
+    note(f"lava: {prep.arch.name} job {job_path} ({'validated' if lava else 'not validated'}; accel {accel})")
+    return {"job": job_path, "device": device_path, "ramdisk": rd, "accel": accel, "accel_reason": reason,
+            "timeout": timeout, "verifier_timeout": vto}
+
+
+def run_local(prep: workflows.Prepared, written: dict, lava) -> "workflows.ArchResult":
+    with phase("lava-run", f"{prep.arch.name} (log: {prep.dir / 'lava.log'})", prep.ar.phases) as ph:
+        lr = runner.run_job(lava, written["job"], written["device"], prep.dir, f"kpipe-{prep.arch.name}-{os.getpid()}",
+                            written["timeout"] + RUN_SLACK)
+        log = logparse.parse(lr.log.read_text(errors="replace"), prep.initrd.ready_marker or "KPIPE-GUEST-READY")
+        ph.update(f"{prep.arch.name} lava-run exit {lr.exit_code} in {lr.seconds:.1f}s, "
+                  f"{len(log.results)} LAVA results, job {log.job_result or '?'}")
+    return collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
+                                  lr.exit_code, lr.seconds, lr.timed_out)
+
+
+def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None, wait: bool = False,
+         repro: str = "") -> RunResult:
+    from .. import lava_install
+
+    started = time.monotonic()
+    if wait and not submit:
+        raise UsageError("--wait needs --submit URL", fix="pass --submit URL (a LAVA server) or drop --wait")
+    arches = resolve_arches(opts.arch)
+    series = series_of(opts)
+    run, run_dir = workflows._new_run("lava", opts, repro)
+    timings: dict = {}
+    preps: dict[str, tuple] = {}
+    try:
+        with phase("lava-install", "lava-dispatcher (cached)", timings):
+            lava_inst = lava_install.ensure(run_dir / "lava-install.log")
+        tree = resolve_tree(opts, run_dir / "fetch.log", timings)
+        with locked_checkout(tree, run_dir / "apply.log") as co:
+            applied = apply(co, series, run_dir / "apply.log", timings)
+            for a in arches:
+                try:
+                    prep = workflows.prepare_arch(a, applied, series, opts, run_dir / a.name)
+                    preps[a.name] = (prep, write_job(prep, opts, lava_inst))
+                except KpipeError as e:
+                    run.arches[a.name] = workflows._record_error(workflows._arch_result(a, applied), e)
+    except KpipeError as e:
+        for a in arches:
+            run.arches.setdefault(a.name, workflows._record_error(workflows._arch_result(a, None), e))
+    run.extra["phases"] = timings
+    run.extra["lava"] = {"dispatcher": getattr(locals().get("lava_inst"), "version", ""),
+                         "jobs": {n: str(w["job"]) for n, (_, w) in preps.items()}}
+    if submit:
+        from . import submit as submod
+        for name, (prep, written) in preps.items():
+            try:
+                run.arches[name] = submod.submit_and_collect(prep, written, submit, wait)
+            except KpipeError as e:
+                run.arches[name] = workflows._record_error(prep.ar, e)
+    elif run_local_jobs:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(preps))) as pool:
+            futs = {n: pool.submit(run_local, p, w, lava_inst) for n, (p, w) in preps.items()}
+            try:
+                for name, fut in futs.items():
+                    try:
+                        run.arches[name] = fut.result()
+                    except KpipeError as e:
+                        run.arches[name] = workflows._record_error(preps[name][0].ar, e)
+            except BaseException:
+                pending = [f for f in futs.values() if not f.cancel()]
+                while pending:
+                    proc.kill_all()
+                    pending = list(concurrent.futures.wait(pending, timeout=0.5).not_done)
+                raise
+    else:
+        for name, (prep, written) in preps.items():
+            prep.ar.verdict, prep.ar.exit_code = "pass", 0
+            prep.ar.error = f"job written, not run: {written['job']} (run it with --run-local, or --submit URL)"
+            run.arches[name] = prep.ar
+    run.arches = {a.name: run.arches[a.name] for a in arches if a.name in run.arches}
+    return workflows._finish(run, run_dir, started)

@@ -1,0 +1,311 @@
+"""kpipe on LAVA.
+
+Fast tier: the job definition against golden copies (tests/data/lava/job-*.yaml), the ramdisk as one cpio
+archive that `cpio --extract` (what the dispatcher runs) reads whole, and LAVA logs captured from real
+lava-run jobs (tests/data/lava/*.log) turned into kpipe's results.
+e2e tier: real lava-run (Debian's dispatcher, installed by kpipe.lava_install), real Debian 5.10 kernels.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kpipe import qemu
+from kpipe.arches import ARCHES
+from kpipe.cpio import read_names, write_gz
+from kpipe.lava import collect, job as jobmod, logparse, ramdisk
+from kpipe.profiles import get_profile
+from kpipe.results import ArchResult, Status
+from kpipe.selftests import BuiltTest, SelftestSpec
+from kpipe.workflows import Prepared
+
+from kpipe_cli import invoke, results_by_name
+
+DATA = Path(__file__).resolve().parent / "data" / "lava"
+SEED = "patches/0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
+
+
+def golden_spec(arch_name: str) -> jobmod.JobSpec:
+    arch = get_profile("debug").guest_arch(ARCHES[arch_name])
+    image = "bzImage" if arch_name == "x86_64" else "Image"
+    return jobmod.spec_for(arch, "tcg", Path(f"/artifacts/{arch_name}/{image}"),
+                           Path(f"/artifacts/{arch_name}/ramdisk.cpio.gz"), (), "5.10.262", "0123456789abcdef",
+                           "debug", "anon+shmem", ("mremap_dontunmap", "userfaultfd-shmem"), 120, 540)
+
+
+# ------------------------------------------------------------------------------------------------ job
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
+def test_job_matches_golden_copy(arch_name):
+    """The job's shape is reviewable: a change to the templates shows up as a diff of this file.
+    Regenerate with KPIPE_REGEN_GOLDEN=1 after a deliberate change."""
+    text = jobmod.job_yaml(golden_spec(arch_name))
+    golden = DATA / f"job-{arch_name}.yaml"
+    if os.environ.get("KPIPE_REGEN_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
+def test_job_boots_as_kpipe_does(arch_name):
+    """Machine, cpu, memory, vCPUs, command line: the arch + profile data `verify` boots with, plus -no-reboot
+    (a panic must end the job at once, not wait for LAVA's boot timeout)."""
+    spec = golden_spec(arch_name)
+    job = jobmod.job_dict(spec)
+    a = spec.arch
+    ctx = job["context"]
+    assert (ctx["machine"], ctx["cpu"], ctx["memory"]) == (a.qemu_machine, a.qemu_cpu, a.memory_mb)
+    assert a.memory_mb == 1024 and a.smp == 2                 # the debug profile's guest
+    assert {"-smp 2", "-no-reboot", "-accel tcg", "-device virtio-rng-pci"} <= set(ctx["extra_options"])
+    deploy, boot, test = (next(iter(x.values())) for x in job["actions"])
+    kernel = deploy["images"]["kernel"]
+    assert kernel["image_arg"] == f'-kernel {{kernel}} -append "{qemu.kernel_cmdline(a)}"'
+    assert "panic=-1" in kernel["image_arg"]
+    rd = deploy["images"]["ramdisk"]
+    assert (rd["format"], rd["compression"], rd["overlays"]) == ("cpio.newc", "gz", {"lava": True})
+    assert boot["prompts"] == [ramdisk.PROMPT]
+    assert [d["name"] for d in test["definitions"]] == ["verifier", "selftests", "kernel-log"]
+    for action in (deploy, boot, test):
+        assert action["timeout"]["seconds"] > 0
+    assert job["timeouts"]["job"]["seconds"] >= sum(x["timeout"]["seconds"] for x in (deploy, boot, test))
+    dev = yaml.safe_load(jobmod.device_yaml(job))
+    opts = dev["actions"]["boot"]["methods"]["qemu"]["parameters"]["options"]
+    assert f"-machine {a.qemu_machine}" in opts and "-m 1024" in opts and "-no-reboot" in opts
+    assert dev["available_architectures"] == [a.debian_arch]
+
+
+def test_dmesg_pattern_is_kpipes_findings():
+    rx = jobmod.dmesg_pattern()
+    for line in ("Kernel panic - not syncing: VFS", "BUG: KASAN: use-after-free in x", "kernel BUG at mm/mremap.c:1",
+                 "WARNING: CPU: 0 PID: 1 at mm/x.c:3", "INFO: task a:1 blocked for more than 15 seconds"):
+        assert subprocess.run(["grep", "-qE", rx], input=line, text=True).returncode == 0, line
+    assert subprocess.run(["grep", "-qE", rx], input="all fine here\n", text=True).returncode == 1
+
+
+# ------------------------------------------------------------------------------------------------ ramdisk
+
+def test_ramdisk_is_one_archive_cpio_extracts_whole(tmp_path):
+    """LAVA extracts the ramdisk with `cpio --extract` (stops at the first trailer) before adding its overlay:
+    the base image, kpipe's init and the payload must all be in one archive."""
+    base = tmp_path / "base.cpio.gz"
+
+    def build(w):
+        w.add_dir("bin")
+        w.add_file("bin/busybox", b"\x7fELF fake", 0o755)
+        w.add_file("init", b"#!/bin/sh\necho old init\n", 0o755)
+        w.add_dir("etc")
+        w.add_chardev("dev/console", 5, 1)
+    write_gz(base, build)
+    vbin = tmp_path / "mremap_dontunmap"
+    vbin.write_bytes(b"verifier")
+    sbin = tmp_path / "userfaultfd"
+    sbin.write_bytes(b"selftest")
+    (tmp_path / "st").mkdir()
+    same_name = tmp_path / "st" / "mremap_dontunmap"          # vm/mremap_dontunmap: the verifier's file name
+    same_name.write_bytes(b"the selftest")
+    payload = ramdisk.Payload(vbin, "a=ok\n", 120, 20, (("userfaultfd-shmem", 300, sbin, ("shmem", "16", "4")),
+                                                         ("userfaultfd-anon", 300, sbin, ("anon", "16", "4")),
+                                                         ("mremap_dontunmap", 120, same_name, ())), "Kernel panic")
+    out = ramdisk.write_ramdisk(base, payload, tmp_path / "ramdisk.cpio.gz")
+    raw = gzip.decompress(out.read_bytes())
+    assert raw.count(b"TRAILER!!!") == 1
+    names = read_names(out)
+    assert b"old init" not in names["init"][3] and b"cttyhack" in names["init"][3]
+    assert names["kpipe/bin/mremap_dontunmap"][3] == b"verifier"
+    assert names["kpipe/selftests.list"][3] == (b"userfaultfd-shmem 300 userfaultfd shmem 16 4\n"
+                                                b"userfaultfd-anon 300 userfaultfd anon 16 4\n"
+                                                b"mremap_dontunmap 120 mremap_dontunmap \n")
+    assert names["kpipe/selftests/mremap_dontunmap"][3] == b"the selftest"
+    assert b"-t 20" in names["kpipe/run-verifier.sh"][3]
+    x = tmp_path / "x"
+    x.mkdir()
+    (tmp_path / "r.cpio").write_bytes(raw)
+    subprocess.run(["cpio", "--extract", "--make-directories", "--unconditional", "--quiet", "--file",
+                    str(tmp_path / "r.cpio")], cwd=x, check=True, capture_output=True)
+    assert (x / "bin/busybox").read_bytes() == b"\x7fELF fake"
+    assert (x / "kpipe/selftests/userfaultfd").read_bytes() == b"selftest"
+    assert os.access(x / "kpipe/run-selftests.sh", os.X_OK)
+
+
+# ------------------------------------------------------------------------------------------------ e2e
+
+def _lava_cli(tmp_path, name, *args):
+    out = tmp_path / name
+    ran = invoke("lava", "--run-local", *args, out=out, timeout=1500)
+    return ran
+
+
+def _counts(result: dict, arch: str) -> dict:
+    return result["arches"][arch]["counts"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("arch_name", ["x86_64", "arm64"])
+def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, tmp_path):
+    """The seed patch's job under real lava-run: exit 0, and the same cases with the same statuses as verify."""
+    sel = ("--selftests", "mremap_dontunmap")
+    lava = _lava_cli(tmp_path, "lava", "--arch", arch_name, *sel)
+    assert lava.code == 0, lava
+    ver = invoke("verify", "--arch", arch_name, *sel, out=tmp_path / "verify", timeout=1500)
+    assert ver.code == 0, ver
+    assert _counts(lava.result, arch_name) == _counts(ver.result, arch_name)
+    assert _counts(lava.result, arch_name)["verifier"]["pass"] >= 30
+    lt, vt = results_by_name(lava.result, arch_name), results_by_name(ver.result, arch_name)
+    assert {n: t["status"] for n, t in lt.items()} == {n: t["status"] for n, t in vt.items()}
+    ar = lava.result["arches"][arch_name]
+    assert ar["boot"]["lava"]["job_result"] == "pass" and not ar["boot"]["lava"]["mismatches"]
+    assert ar["boot"]["lava"]["results"] == sum(sum(c.values()) for c in ar["counts"].values()) + 1  # + kernel-log
+    for f in ("result.json", "junit.xml", "summary.md", "report.html"):
+        assert (lava.out / f).is_file()
+    for f in ("job.yaml", "device.yaml", "lava.log", "verifier.tap", "selftests.ktap", "serial.log", "dmesg.log"):
+        assert (lava.out / arch_name / f).is_file(), f
+    job = yaml.safe_load((lava.out / arch_name / "job.yaml").read_text())
+    assert "-no-reboot" in job["context"]["extra_options"]
+
+
+@pytest.mark.e2e
+def test_kernel_panic_at_boot_is_a_kernel_failure_within_seconds(tmp_path):
+    """No init: the kernel panics at boot. LAVA calls that an Infrastructure error; kpipe says exit 1 (the
+    kernel), at once (panic=-1 + QEMU -no-reboot), not at LAVA's boot timeout."""
+    ran = _lava_cli(tmp_path, "panic", "--arch", "x86_64", "--selftests", "none", "--kernel-arg", "rdinit=/nonexistent",
+                    "--kernel-arg", "init=/nonexistent")
+    assert ran.code == 1, ran
+    ar = ran.result["arches"]["x86_64"]
+    assert ar["error"].startswith("kernel panic on x86_64: Requested init /nonexistent failed"), ar["error"]
+    assert any(f["kind"] == "panic" for f in ar["findings"])
+    lava = ar["boot"]["lava"]
+    assert lava["job_result"] == "fail" and lava["error_type"] == "Infrastructure", lava
+    assert lava["lava_run_seconds"] < 60, lava          # the boot timeout is 120 s
+    assert ar["tests"] == []                             # as verify: no test ran on a kernel that never booted
+
+
+@pytest.mark.e2e
+def test_failing_verifier_case_is_exit_1_naming_it_although_lava_run_exits_0(tmp_path):
+    """5.10 without the patch under the patched policy: the shmem moves fail (EINVAL where ok is expected)."""
+    ran = _lava_cli(tmp_path, "fail", "--arch", "x86_64", "--selftests", "none", "--no-patches",
+                    "--expect", "anon+shmem")
+    assert ran.code == 1, ran
+    ar = ran.result["arches"]["x86_64"]
+    assert ar["boot"]["lava"]["lava_run_exit"] == 0 and ar["boot"]["lava"]["job_result"] == "pass"
+    assert "verifier/move-memfd-shared" in ar["error"], ar["error"]
+    t = results_by_name(ran.result, "x86_64", "verifier")["move-memfd-shared"]
+    assert (t["status"], t["expected"], t["observed"]) == ("fail", "ok", "EINVAL")
+    assert "verifier/move-memfd-shared" in ran.stdout          # the terminal table names it
+
+
+@pytest.mark.e2e
+def test_generated_jobs_validate_with_the_dispatchers_schema(tmp_path):
+    """lava_common.schemas accepts kpipe's jobs and device dictionaries, and does reject a broken job (so the
+    check can fail)."""
+    from kpipe import lava_install
+    from kpipe.errors import InfraError
+    lava = lava_install.ensure()
+    for arch_name in ("x86_64", "arm64"):
+        spec = golden_spec(arch_name)
+        job, dev = tmp_path / f"job-{arch_name}.yaml", tmp_path / f"device-{arch_name}.yaml"
+        job.write_text(jobmod.job_yaml(spec))
+        dev.write_text(jobmod.device_yaml(jobmod.job_dict(spec)))
+        jobmod.validate(lava, job, dev)
+    broken = jobmod.job_dict(golden_spec("x86_64"))
+    broken["actions"][1]["boot"]["method"] = "qemu-bogus"
+    bad = tmp_path / "broken.yaml"
+    bad.write_text(yaml.safe_dump(broken))
+    with pytest.raises(InfraError, match="invalid"):
+        jobmod.validate(lava, bad)
+
+
+# ------------------------------------------------------------------------------------------------ captured logs
+
+def _prep(tmp_path, policy="anon+shmem", selftest_names=(), arch_name="x86_64"):
+    arch = get_profile("debug").guest_arch(ARCHES[arch_name])
+    tests = [BuiltTest(SelftestSpec(name=n, sources=(f"vm/{n}.c",), timeout=120, binary_name=n, collection="vm"),
+                       tmp_path / n) for n in selftest_names]
+    return Prepared(arch, None, None, tmp_path / "mremap_dontunmap", policy, tests, ArchResult(arch=arch_name),
+                    tmp_path)
+
+
+def _collect(tmp_path, name, **kw):
+    log = logparse.parse((DATA / name).read_text())
+    return log, collect.to_arch_result(_prep(tmp_path, **kw), log, "tcg", "TCG (requested)", 120, 0, 20.0, False)
+
+
+def test_captured_panic_log_is_a_kernel_failure_not_infrastructure(tmp_path):
+    log, ar = _collect(tmp_path, "panic-at-boot-x86_64.log")
+    assert (log.job_result, log.error_type, log.error_msg) == ("fail", "Infrastructure", "Connection closed")
+    assert (ar.exit_code, ar.verdict) == (1, "fail")
+    assert ar.error.startswith("kernel panic on x86_64: Requested init /nonexistent failed")
+    assert "LAVA reported it as Infrastructure: Connection closed" in ar.error
+    assert [f.kind for f in ar.findings] == ["panic"] and ar.tests == []
+
+
+def test_captured_passing_log_gives_verifys_results(tmp_path):
+    """The seed kernel's job (verifier only): every expected case, judged by kpipe's own TAP parser, and LAVA's
+    own results agree case by case."""
+    log, ar = _collect(tmp_path, "pass-seed-x86_64.log")
+    assert log.job_result == "pass" and (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
+    from kpipe import verifier
+    names = [t.name for t in ar.tests if t.suite == "verifier"]
+    assert names == list(verifier.load_expectations().cases)
+    assert ar.counts()["verifier"]["fail"] == 0 and ar.counts()["verifier"]["error"] == 0
+    assert ar.boot["lava"]["mismatches"] == [] and ar.boot["lava"]["results"] == len(names) + 1
+    assert 3 < ar.boot["seconds"] < 60
+    assert (tmp_path / "verifier.tap").read_text().startswith("TAP version 13\n1..")
+    assert "Linux version" in (tmp_path / "dmesg.log").read_text()
+
+
+def test_a_case_lava_judged_differently_is_an_error_named(tmp_path):
+    """The guest-side lava-test-case calls and kpipe's parser read the same TAP: a disagreement is a bug in
+    one of them, reported on the case, never a silent pass."""
+    text = (DATA / "pass-seed-x86_64.log").read_text()
+    marker = '"case": "move-memfd-shared", "definition": "0_verifier"'
+    assert marker in text
+    lines = [ln.replace('"result": "pass"', '"result": "fail"') if marker in ln else ln for ln in text.splitlines()]
+    (tmp_path / "tampered.log").write_text("\n".join(lines))
+    log = logparse.parse((tmp_path / "tampered.log").read_text())
+    ar = collect.to_arch_result(_prep(tmp_path), log, "tcg", "", 120, 0, 20.0, False)
+    t = next(t for t in ar.tests if t.name == "move-memfd-shared")
+    assert t.status == Status.ERROR and "kpipe pass, LAVA fail" in t.detail
+    assert ar.exit_code == 2
+
+
+def test_captured_failing_log_is_exit_1_naming_the_cases_although_lava_passed_the_job(tmp_path):
+    """5.10 without the patch, judged under the patched policy: LAVA completes the job ("pass", lava-run exit 0)
+    with failed cases in it; kpipe's verdict is exit 1 and names them."""
+    log, ar = _collect(tmp_path, "fail-baseline-expect-anon+shmem-x86_64.log")
+    assert log.job_result == "pass" and not log.error_type
+    assert (ar.exit_code, ar.verdict) == (1, "fail")
+    assert ar.error.startswith("kernel misbehaved: verifier/move-anon-shared, verifier/move-devzero-shared, "
+                               "verifier/move-memfd-shared"), ar.error
+    t = next(t for t in ar.tests if t.name == "move-memfd-shared")
+    assert (t.status, t.expected, t.observed) == (Status.FAIL, "ok", "EINVAL")
+    assert ar.boot["lava"]["mismatches"] == []          # LAVA's own results say the same
+    assert ar.counts()["verifier"]["fail"] == len([r for r in log.results if r.result == "fail"]) == 16
+
+
+def test_captured_arm64_log_of_the_baseline_kernel_passes_under_its_policy(tmp_path):
+    log, ar = _collect(tmp_path, "pass-baseline-anon-only-arm64.log", policy="anon-only", arch_name="arm64")
+    assert (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
+    c = ar.counts()["verifier"]
+    assert (c["fail"], c["error"], c["skip"]) == (0, 0, 9) and c["pass"] == 28
+    assert ar.boot["lava"]["mismatches"] == []
+
+
+def test_captured_log_with_selftests_gives_their_results_and_ktap(tmp_path):
+    names = ("mremap_dontunmap", "map_fixed_noreplace", "userfaultfd-shmem")
+    log, ar = _collect(tmp_path, "pass-seed-3-selftests-x86_64.log", selftest_names=names)
+    assert (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
+    st = [t for t in ar.tests if t.suite == "selftests"]
+    assert [(t.name, t.status, t.observed) for t in st] == [(n, Status.PASS, "exit 0") for n in names]
+    assert st[2].seconds > 5                                     # userfaultfd shmem 16 MiB x 4 bounces
+    assert "bounces" in (tmp_path / "selftests" / "userfaultfd-shmem.log").read_text()
+    ktap = (tmp_path / "selftests.ktap").read_text()
+    assert ktap.startswith("TAP version 13\n1..3\n") and "ok 3 selftests: vm: userfaultfd-shmem" in ktap
+    lava = log.results_of("selftests")
+    assert {n: (r.result, r.units) for n, r in lava.items()} == {n: ("pass", "seconds") for n in names}
+    assert ar.boot["lava"]["mismatches"] == []
