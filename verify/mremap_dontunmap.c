@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -894,5 +895,12 @@ static const struct test_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	return harness_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]), "mremap_dontunmap");
+	size_t n = sizeof(cases) / sizeof(cases[0]);
+	struct test_case *all = malloc((n + n_state_cases) * sizeof(*all));
+
+	if (!all)
+		return 2;
+	memcpy(all, cases, sizeof(cases));
+	memcpy(all + n, state_cases, n_state_cases * sizeof(*all));
+	return harness_main(argc, argv, all, n + n_state_cases, "mremap_dontunmap");
 }
