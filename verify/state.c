@@ -239,9 +239,9 @@ static int is_anon_private(enum kind k) { return k == K_ANON || k == K_MEMFD_PRI
 static int is_shared(enum kind k) { return k == K_ANON_SHARED || k == K_MEMFD_SHARED; }
 
 /* Maps `len` bytes of kind `k` into the reserved area; returns the fd (or -1 when none) through *fd. */
-static int map_kind(struct area *a, enum kind k, int *fd, struct result *r)
+static int map_kind_flags(struct area *a, enum kind k, int *fd, struct result *r, int extra)
 {
-	int flags = MAP_FIXED | (is_shared(k) ? MAP_SHARED : MAP_PRIVATE);
+	int flags = MAP_FIXED | extra | (is_shared(k) ? MAP_SHARED : MAP_PRIVATE);
 	void *p;
 	*fd = -1;
 	if (k == K_MEMFD_SHARED || k == K_MEMFD_PRIVATE) {
@@ -268,6 +268,11 @@ static int map_kind(struct area *a, enum kind k, int *fd, struct result *r)
 	if (!is_shared(k) && k == K_ANON)
 		madvise(p, a->len, MADV_NOHUGEPAGE);	/* 4 KiB pages: PFNs and kpageflags per page */
 	return 0;
+}
+
+static int map_kind(struct area *a, enum kind k, int *fd, struct result *r)
+{
+	return map_kind_flags(a, k, fd, r, 0);
 }
 
 static void fill_pages(uint8_t *p, size_t len, size_t off0, unsigned seed, size_t step_pages)
@@ -1070,7 +1075,8 @@ static void case_latency(const struct test_case *tc, struct result *r)
 	while (mb > 8 && avail > 0 && (long)mb * 1024 * 2 > avail)
 		mb /= 2;
 	len = mb << 20;
-	if (reserve(&a, len, 0, r) || hole(&dst, len, 0, r) || map_kind(&a, la->kind, &fd, r))
+	/* MAP_POPULATE: the kernel fills the heap in one call (a user fault per page is slow under emulation) */
+	if (reserve(&a, len, 0, r) || hole(&dst, len, 0, r) || map_kind_flags(&a, la->kind, &fd, r, MAP_POPULATE))
 		return;
 	for (size_t o = 0; o < len; o += pg)
 		a.addr[o] = (uint8_t)(o / pg) | 1;
