@@ -448,3 +448,31 @@ def run_verifier(session, binary: Path, policy: str, expectations: Expectations,
         results = [replace(r, detail=f"{r.detail}; stderr: {tail}" if r.detail else f"stderr: {tail}")
                    if r.status == Status.ERROR else r for r in results]
     return [replace(r, output="verifier.tap") for r in results]
+
+
+# --------------------------------------------------------------------------------------------- latency
+
+_LATENCY = re.compile(r"\blatency_us=(\d+)\b.*?\bsize_mb=(\d+)")
+LATENCY_FACTOR = 2.0            # premerge flags a patched move more than this many times slower ...
+LATENCY_FLOOR_US = 5000         # ... and at least this much slower (emulation jitter on small numbers)
+
+
+def latencies(tests: list[TestResult]) -> dict[str, tuple[int, int]]:
+    """case -> (latency_us, size_mb) of the verifier's latency-* cases that ran."""
+    out = {}
+    for t in tests:
+        if t.suite == SUITE and t.status == Status.PASS and (m := _LATENCY.search(t.detail or "")):
+            out[t.name] = (int(m.group(1)), int(m.group(2)))
+    return out
+
+
+def latency_regressions(base: list[TestResult], patched: list[TestResult]) -> list[str]:
+    """The latency cases measured on both kernels (same size) whose patched move is > LATENCY_FACTOR times
+    and > LATENCY_FLOOR_US slower than the baseline's."""
+    b, p = latencies(base), latencies(patched)
+    out = []
+    for name in sorted(set(b) & set(p)):
+        (bus, bmb), (pus, pmb) = b[name], p[name]
+        if bmb == pmb and pus > LATENCY_FACTOR * bus and pus - bus > LATENCY_FLOOR_US:
+            out.append(f"{name}: {pus} us vs {bus} us on the baseline ({pmb} MiB, > {LATENCY_FACTOR:g}x)")
+    return out

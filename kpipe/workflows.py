@@ -376,14 +376,19 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
             reasons.append(f"{len(new_findings)} new kernel finding(s) in the patched kernel")
         if not flip["ok"]:
             reasons.append(flip["why"])
+        slower = verifier.latency_regressions(b.tests, p.tests)
+        if slower:
+            reasons.append("stop-the-world move latency regressed: " + "; ".join(slower))
         infra = []
         for side, r in (("baseline", b), ("patched", p)):
             if r.exit_code not in (EXIT_PASS, EXIT_KERNEL):
                 infra.append(r.exit_code)
                 reasons.append(f"{side} could not be verified: {(r.error or '').splitlines()[0] if r.error else r.exit_code}")
-        kernel_bad = bool(regressed or new_failing or new_findings or not flip["ok"])
+        kernel_bad = bool(regressed or new_failing or new_findings or not flip["ok"] or slower)
         code = worst(infra + ([EXIT_KERNEL] if kernel_bad else []))
         per_arch[a.name] = {"comparison": comp, "flip": flip, "new_findings": new_findings, "reasons": reasons,
+                            "latency": {"baseline": verifier.latencies(b.tests), "patched": verifier.latencies(p.tests),
+                                        "regressed": slower},
                             "exit_code": code, "verdict": VERDICT_OF.get(code, "error"),
                             "baseline": {"verdict": b.verdict, "exit_code": b.exit_code, "error": b.error},
                             "patched": {"verdict": p.verdict, "exit_code": p.exit_code, "error": p.error}}

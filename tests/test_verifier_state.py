@@ -224,3 +224,21 @@ def test_host_state_cases(host_state_binary, tmp_path, exp):
     assert by["uffd-remap-event-anon"].status == Status.PASS and "event 0x14" in by["uffd-remap-event-anon"].detail
     assert "Committed_AS +131072 kB (accounted VMAs +131072 kB" in by["state-anon-private"].detail or \
         by["state-anon-private"].status == Status.PASS
+
+
+def test_latency_regression_rule():
+    from kpipe.verifier import latencies, latency_regressions
+
+    def run(us_anon, us_memfd=None, mb=256):
+        out = [Result("verifier", "latency-anon", Status.PASS, detail=f"latency_us={us_anon} size_mb={mb} kind=x")]
+        if us_memfd is not None:
+            out.append(Result("verifier", "latency-memfd", Status.PASS, detail=f"latency_us={us_memfd} size_mb={mb}"))
+        else:
+            out.append(Result("verifier", "latency-memfd", Status.SKIP, observed="EINVAL", detail="move rejected"))
+        return out
+    assert latencies(run(24000)) == {"latency-anon": (24000, 256)}
+    assert latency_regressions(run(24000), run(30000, 29000)) == []          # memfd: no baseline to compare
+    (msg,) = latency_regressions(run(24000), run(60000))
+    assert msg.startswith("latency-anon: 60000 us vs 24000 us")
+    assert latency_regressions(run(800), run(2400)) == []                    # 3x, but under the 5 ms floor
+    assert latency_regressions(run(24000, mb=64), run(60000)) == []         # not the same size
