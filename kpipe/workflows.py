@@ -88,7 +88,7 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
         initrd = image.build_image(arch, adir / "image.log")
         ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
-        policy = verifier.choose_policy(kernel.release, series.subjects, opts.expect)
+        policy, ar.kernel["policy_reason"] = verifier.choose_policy(src, opts.expect)
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
         specs = selftests.skip_unconfigured(specs, kconfig.parse_dotconfig(kernel.config),
                                             {m.symbol: m.reason for m in cfg.optional_missing})
@@ -283,7 +283,8 @@ def _walk_named(t: TestResult, prefix: str = ""):
 
 def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations) -> dict:
     """The verifier cases whose expected outcome differs between the baseline's and the patched kernel's
-    policies must behave as each policy says: that proves the tests exercise the patch."""
+    policies must behave as each policy says: that proves the tests exercise the patch. A flip case that
+    skipped for want of something (a feature, a config option) on both sides proved nothing: it fails."""
     bp, pp = base_ar.kernel.get("policy"), patched_ar.kernel.get("policy")
     if not bp or not pp:
         return {"cases": [], "ok": False, "why": "one side did not run"}
@@ -291,18 +292,27 @@ def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations) -> 
     cases = [c for c in expectations.cases if bcol[c] != pcol[c]]
     bt = {t.name: t for t in base_ar.tests if t.suite == "verifier"}
     pt = {t.name: t for t in patched_ar.tests if t.suite == "verifier"}
+
+    def unmet(t: TestResult) -> bool:
+        """Skipped because something it needs is missing (not a move the policy refuses, whose SKIP
+        carries the refusal's errno)."""
+        return t.status == Status.SKIP and t.observed in ("skip", "")
+
     rows = []
     for c in cases:
         b, p = bt.get(c), pt.get(c)
+        detail = ""
         if b is None or p is None:
             state = "no"
+        elif unmet(b) and unmet(p):
+            state, detail = "no", f"skipped on both sides: baseline: {b.detail}; patched: {p.detail}"
         elif p.status == Status.SKIP and pcol[c] != "skip":
-            state = "n/a"           # not exercised on this kernel (e.g. a uffd feature it lacks); says why
+            state, detail = "n/a", p.detail   # not exercised on this kernel (e.g. a uffd feature it lacks)
         else:
             state = "yes" if _as_policy(b, bcol[c]) and _as_policy(p, pcol[c]) else "no"
         rows.append({"case": c, "baseline_expected": bcol[c], "baseline_observed": b.observed if b else "missing",
                      "patched_expected": pcol[c], "patched_observed": p.observed if p else "missing",
-                     "flipped": state, "detail": (p.detail if p and state == "n/a" else "")})
+                     "flipped": state, "detail": detail})
     flipped = [r for r in rows if r["flipped"] == "yes"]
     ok = bool(flipped) and all(r["flipped"] != "no" for r in rows)
     if not rows:
@@ -312,7 +322,8 @@ def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations) -> 
         why = "NOTHING FLIPPED: no case the series is about behaved as the policies expect on both kernels"
     elif not ok:
         why = "some cases did not flip as the policies expect: " + \
-            ", ".join(r["case"] for r in rows if r["flipped"] == "no")
+            ", ".join(r["case"] + (" (skipped on both sides)" if r["detail"].startswith("skipped on both") else "")
+                      for r in rows if r["flipped"] == "no")
     else:
         why = ""
     return {"baseline_policy": bp, "patched_policy": pp, "cases": rows, "ok": ok, "why": why,
@@ -320,8 +331,10 @@ def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations) -> 
 
 
 def _as_policy(t: TestResult, expected: str) -> bool:
-    """The case behaved as its policy says: it passed, or it is a data case the policy expects to SKIP."""
-    return t.status == Status.PASS or (t.status == Status.SKIP and expected == "skip")
+    """The case behaved as its policy says: it passed, it is a data case the policy expects to SKIP, or it
+    showed exactly the known failure the policy expects (XFAIL)."""
+    return t.status == Status.PASS or (t.status == Status.SKIP and expected == "skip") or \
+        (t.status == Status.XFAIL and expected.startswith("xfail:"))
 
 
 def premerge(opts: Options, repro: str = "") -> RunResult:
@@ -370,14 +383,19 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
             reasons.append(f"{len(new_findings)} new kernel finding(s) in the patched kernel")
         if not flip["ok"]:
             reasons.append(flip["why"])
+        slower = verifier.latency_regressions(b.tests, p.tests)
+        if slower:
+            reasons.append("stop-the-world move latency regressed: " + "; ".join(slower))
         infra = []
         for side, r in (("baseline", b), ("patched", p)):
             if r.exit_code not in (EXIT_PASS, EXIT_KERNEL):
                 infra.append(r.exit_code)
                 reasons.append(f"{side} could not be verified: {(r.error or '').splitlines()[0] if r.error else r.exit_code}")
-        kernel_bad = bool(regressed or new_failing or new_findings or not flip["ok"])
+        kernel_bad = bool(regressed or new_failing or new_findings or not flip["ok"] or slower)
         code = worst(infra + ([EXIT_KERNEL] if kernel_bad else []))
         per_arch[a.name] = {"comparison": comp, "flip": flip, "new_findings": new_findings, "reasons": reasons,
+                            "latency": {"baseline": verifier.latencies(b.tests), "patched": verifier.latencies(p.tests),
+                                        "regressed": slower},
                             "exit_code": code, "verdict": VERDICT_OF.get(code, "error"),
                             "baseline": {"verdict": b.verdict, "exit_code": b.exit_code, "error": b.error},
                             "patched": {"verdict": p.verdict, "exit_code": p.exit_code, "error": p.error}}

@@ -18,7 +18,7 @@ from kpipe import proc
 from kpipe.arches import get_arch
 from kpipe.errors import BuildError, InfraError, UsageError
 from kpipe.results import Status
-from kpipe.verifier import (POLICIES, SEED_SUBJECT, VERIFY_DIR, build_verifier, choose_policy,
+from kpipe.verifier import (POLICIES, VERIFY_DIR, build_verifier, choose_policy,
                             expect_file_text, load_expectations, parse_tap, run_verifier)
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
@@ -50,7 +50,8 @@ def test_every_case_has_all_three_policies(exp):
     for c in exp.cases.values():
         assert set(c.outcomes) == set(POLICIES), c.name
         for p, v in c.outcomes.items():
-            assert re.fullmatch(r"ok|skip|E[A-Z0-9]+", v), (c.name, p, v)
+            assert re.fullmatch(r"ok|skip|E[A-Z0-9]+|xfail:[A-Z0-9]+", v), (c.name, p, v)
+            assert v.startswith("xfail:") == bool(c.xfail.get(p)), (c.name, p, "an xfail needs its reason")
         assert c.description, c.name
 
 
@@ -77,6 +78,8 @@ def test_data_cases_skip_exactly_where_their_move_is_refused(exp):
     for c in dependent:
         for p in POLICIES:
             move_ok = exp.cases[c.requires].outcomes[p] == "ok"
+            if move_ok and c.outcomes[p].startswith("xfail:"):
+                continue        # the move is allowed; a known kernel bug under this policy (reason checked above)
             assert c.outcomes[p] == ("ok" if move_ok else "skip"), (c.name, p)
 
 
@@ -117,24 +120,62 @@ def test_expect_file_text(exp):
 
 # ------------------------------------------------------------------------------------------------ policy
 
-def test_choose_policy():
-    assert choose_policy("5.10.223", [], None) == "anon-only"
-    assert choose_policy("5.10.223", ["mm: something else"], None) == "anon-only"
-    assert choose_policy("5.10.223", ["x", SEED_SUBJECT], None) == "anon+shmem"
-    assert choose_policy("5.10.0-kpipe", ["[PATCH v2 1/1]  mm: allow shmem mappings with  MREMAP_DONTUNMAP"],
-                         None) == "anon+shmem"
-    assert choose_policy("5.12.19", [SEED_SUBJECT], None) == "anon+shmem"
-    assert choose_policy("5.13.0", [], None) == "upstream"
-    assert choose_policy("6.12.48+deb13-amd64", [SEED_SUBJECT], None) == "upstream"
-    assert choose_policy("10.1.0", [], None) == "upstream"
-    # the override wins over everything
-    assert choose_policy("6.12.0", [], "anon-only") == "anon-only"
-    assert choose_policy("5.10.1", [SEED_SUBJECT], "upstream") == "upstream"
+RULE_57 = """	if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) ||
+			vma->vm_flags & VM_SHARED))
+		return ERR_PTR(-EINVAL);
+"""
+RULE_SEED = """	if (flags & MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma)))
+		return ERR_PTR(-EINVAL);
+"""
+RULE_612 = """	if ((flags & MREMAP_DONTUNMAP) &&
+			(vma->vm_flags & (VM_DONTEXPAND | VM_PFNMAP)))
+		return ERR_PTR(-EINVAL);
+"""
+RULE_NEWEST = """	if ((vrm->flags & MREMAP_DONTUNMAP) &&
+			(vma->vm_flags & (VM_DONTEXPAND | VM_PFNMAP)))
+		return -EINVAL;
+"""
+
+
+def _tree(tmp_path, body: str) -> Path:
+    (tmp_path / "mm").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "mm" / "mremap.c").write_text("// SPDX\n#include <linux/mm.h>\n\nstatic int f(void)\n{\n" + body + "}\n")
+    return tmp_path
+
+
+def test_policy_comes_from_the_code(tmp_path):
+    for body, want in ((RULE_57, "anon-only"), (RULE_SEED, "anon+shmem"), (RULE_612, "upstream"),
+                       (RULE_NEWEST, "upstream")):
+        policy, why = choose_policy(_tree(tmp_path, body), None)
+        assert policy == want and why.startswith("mm/mremap.c:6 carries "), (policy, why)
+    assert "`MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma))`" in \
+        choose_policy(_tree(tmp_path, RULE_SEED), None)[1]
+    # the rule in a comment does not count; the seed rule in the code does
+    policy, _ = choose_policy(_tree(tmp_path, "/* was: " + RULE_57.replace("*/", "") + " */\n" + RULE_SEED), None)
+    assert policy == "anon+shmem"
+    # --expect wins, and says so
+    assert choose_policy(_tree(tmp_path, RULE_57), "upstream") == ("upstream", "--expect")
     with pytest.raises(UsageError) as e:
-        choose_policy("5.10.1", [], "anon")
+        choose_policy(tmp_path, "anon")
     assert "anon-only, anon+shmem, upstream" in e.value.fix and e.value.exit_code == 2
-    with pytest.raises(UsageError, match="release string 'garbage'"):
-        choose_policy("garbage", [], None)
+    # no rule, two rules, no file: usage errors that say to pass --expect
+    with pytest.raises(UsageError, match="none of the known") as e:
+        choose_policy(_tree(tmp_path, "return 0;\n"), None)
+    assert "--expect" in e.value.fix
+    with pytest.raises(UsageError, match="several") as e:
+        choose_policy(_tree(tmp_path, RULE_57 + RULE_612), None)
+    with pytest.raises(UsageError, match="cannot read"):
+        choose_policy(tmp_path / "nowhere", None)
+
+
+def test_policy_of_the_real_510_tree():
+    """The Debian 5.10 scratch checkout (read only): whichever patch state it is in, the rule found is one
+    of the two 5.10 ones and names its line."""
+    tree = Path(os.environ.get("KPIPE_CACHE", Path.home() / ".cache" / "kpipe")) / "work" / "debian-5.10"
+    if not (tree / "mm" / "mremap.c").is_file():
+        pytest.skip("no Debian 5.10 checkout in the kpipe cache (invoke fetch)")
+    policy, why = choose_policy(tree, None)
+    assert policy in ("anon-only", "anon+shmem") and re.match(r"mm/mremap\.c:\d+ carries ", why), (policy, why)
 
 
 # --------------------------------------------------------------------------------------------- TAP parse
@@ -147,7 +188,11 @@ def _tap(exp, policy, observed: dict[str, str] | None = None, drop=(), crash: di
     out = ["TAP version 13", f"1..{len(exp.cases)}", "# mremap_dontunmap: kernel test x86_64"]
     for i, n in enumerate(names, 1):
         want = (expected_override or {}).get(n, exp.cases[n].outcomes[policy])
-        if n in crash:
+        if want.startswith("xfail:") and n not in observed and n not in crash and n not in skip:
+            code = want[len("xfail:"):]
+            out += [f"# {n}: observed {code} expected {want} (0.001 s)",
+                    f"ok {i} {n} # XFAIL observed {code}, the known failure the expectations name"]
+        elif n in crash:
             out += [f"# {n}: observed {crash[n]} expected {want} (0.001 s)", f"not ok {i} {n} # crashed: {crash[n]}"]
         elif n in skip:
             out += [f"# {n}: observed skip expected {want} (0.000 s)", f"ok {i} {n} # SKIP {skip[n]}"]
@@ -406,7 +451,12 @@ def test_host_run_upstream_passes(host_binary, tmp_path, exp):
     for r in res:
         print(f"[observed] {r.name:34} {r.status.value:5} observed {r.observed:8} expected {r.expected}"
               + (f"  ({r.detail})" if r.status == Status.SKIP else ""))
-    bad = [(r.name, r.observed, r.expected, r.detail) for r in res if r.status.bad]
+    # this host's 6.18 leaks locked_vm on DONTUNMAP of mlocked memory (see test_verifier_state.py): the mlock
+    # cases catch it, exactly those
+    from test_verifier_state import HOST_MLOCK_LEAK
+    leaky = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2]) >= (6, 16)
+    bad = [(r.name, r.observed, r.expected, r.detail) for r in res if r.status.bad
+           and not (leaky and r.name in HOST_MLOCK_LEAK and r.observed == "VMLCK")]
     assert not bad
     assert [r.name for r in res] == list(exp.cases)
     # what this host cannot provide is skipped with its reason, never more

@@ -6,8 +6,11 @@
  *   -l          list the case names and exit
  *   CASE...     run only these cases
  *
- * Expected values: "ok", an errno name, or "skip" (the move is expected to be refused: a refused move
- * is reported as SKIP, an allowed one fails).  Exit: 0 all passed, 1 any failed, 4 all skipped.
+ * Expected values: "ok", an errno name, "skip" (the move is expected to be refused: a refused move
+ * is reported as SKIP, an allowed one fails), or "xfail:CODE" (a known kernel bug: observing exactly CODE
+ * is reported `ok ... # XFAIL`; anything else, a pass included, fails).
+ * A case that could not run although what it needs is present is `not ok ... # ERROR reason`.
+ * Exit: 0 all passed, 1 any failed (or errored), 4 all skipped.
  */
 #define _GNU_SOURCE
 #include "harness.h"
@@ -81,6 +84,14 @@ void note(struct result *r, const char *fmt, ...)
 	va_end(ap);
 }
 
+void setup_error(struct result *r, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	va_end(ap);
+}
+
 size_t page_size(void)
 {
 	return (size_t)sysconf(_SC_PAGESIZE);
@@ -120,7 +131,7 @@ int guarded_copy(void *dst, const void *src, size_t len)
 
 static struct {
 	char name[64];
-	char value[32];
+	char value[64];
 } expect[MAX_EXPECT];
 static int nexpect;
 
@@ -137,7 +148,7 @@ static char *trim(char *s)
 
 static int load_expect(const char *path)
 {
-	char line[256];
+	char line[512];
 	int lineno = 0;
 	FILE *f = fopen(path, "r");
 
@@ -220,7 +231,7 @@ static int run_child(const struct test_case *tc, struct result *r, unsigned time
 		memset(&mine, 0, sizeof(mine));
 		alarm(timeout);
 		tc->run(tc, &mine);
-		if (!mine.observed[0] && !mine.skip[0])
+		if (!mine.observed[0] && !mine.skip[0] && !mine.error[0])
 			observe(&mine, "NORESULT");
 		if (write(pfd[1], &mine, sizeof(mine)) != (ssize_t)sizeof(mine))
 			_exit(3);
@@ -276,7 +287,7 @@ int harness_main(int argc, char **argv, const struct test_case *cases, size_t nc
 {
 	const char *expect_path = NULL;
 	unsigned timeout = 30;
-	int opt, list = 0, n = 0, failed = 0, skipped = 0;
+	int opt, list = 0, n = 0, failed = 0, skipped = 0, xfailed = 0;
 	struct utsname u;
 
 	while ((opt = getopt(argc, argv, "e:t:lh")) != -1) {
@@ -343,10 +354,15 @@ int harness_main(int argc, char **argv, const struct test_case *cases, size_t nc
 			failed++;
 			continue;
 		}
-		printf("# %s: observed %s expected %s (%.3f s)\n", tc->name, r.skip[0] ? "skip" : r.observed, exp,
-		       t0);
+		printf("# %s: observed %s expected %s (%.3f s)\n", tc->name,
+		       r.error[0] ? "ERROR" : r.skip[0] ? "skip" : r.observed, exp, t0);
 		if (r.detail[0])
 			printf("# %s: %s\n", tc->name, r.detail);
+		if (r.error[0]) {
+			printf("not ok %d %s # ERROR %s\n", n, tc->name, r.error);
+			failed++;
+			continue;
+		}
 		if (r.skip[0]) {
 			printf("ok %d %s # SKIP %s\n", n, tc->name, r.skip);
 			skipped++;
@@ -358,11 +374,23 @@ int harness_main(int argc, char **argv, const struct test_case *cases, size_t nc
 			skipped++;
 			continue;
 		}
+		if (!strncmp(exp, "xfail:", 6)) {
+			pass = !strcmp(exp + 6, r.observed);
+			if (pass)
+				printf("ok %d %s # XFAIL observed %s, the known failure the expectations name\n", n,
+				       tc->name, r.observed);
+			else
+				printf("not ok %d %s\n", n, tc->name);
+			failed += !pass;
+			xfailed += pass;
+			continue;
+		}
 		pass = !strcmp(exp, r.observed);
 		printf("%s %d %s\n", pass ? "ok" : "not ok", n, tc->name);
 		failed += !pass;
 	}
-	printf("# totals: pass %d fail %d skip %d\n", n - failed - skipped, failed, skipped);
+	printf("# totals: pass %d fail %d skip %d xfail %d\n", n - failed - skipped - xfailed, failed, skipped,
+	       xfailed);
 	if (failed)
 		return KSFT_FAIL;
 	if (n == skipped)

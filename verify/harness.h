@@ -9,7 +9,8 @@
 struct result {
 	char observed[32];	/* "ok", an errno name ("EINVAL"), or a failure code ("BADDATA") */
 	char skip[200];		/* non-empty: the case could not run here, and why */
-	char detail[300];	/* more about what was seen */
+	char detail[600];	/* more about what was seen */
+	char error[200];	/* non-empty: what the case needs is present, but the case still could not run */
 	int rejected;		/* the move under test was refused; observed holds its errno name */
 };
 
@@ -24,6 +25,8 @@ void observe(struct result *r, const char *what);
 void observe_errno(struct result *r, int err);
 void skip(struct result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void note(struct result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The case could not run although what it needs is there (reported ERROR, never SKIP). */
+void setup_error(struct result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *errno_name(int err);
 
 /* Memory access that reports SIGSEGV/SIGBUS instead of dying: 0 or the signal number. */

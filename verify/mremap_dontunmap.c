@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -129,8 +130,11 @@ typedef int (*make_fn)(struct map *m, struct result *r);
 static int mmap_into(struct map *m, struct result *r, int prot, int flags, int fd, const char *what)
 {
 	void *p = mmap(NULL, m->len, prot, flags, fd, 0);
-	if (p == MAP_FAILED) {
-		skip(r, "cannot map %s: %s", what, errno_name(errno));
+	if (p == MAP_FAILED) {	/* not permitted here: missing; anything else: it is there and failed */
+		if (errno == EPERM || errno == EACCES || errno == ENODEV)
+			skip(r, "cannot map %s: %s", what, errno_name(errno));
+		else
+			setup_error(r, "cannot map %s: %s", what, errno_name(errno));
 		return -1;
 	}
 	m->addr = p;
@@ -146,7 +150,7 @@ static int fill_file(int fd, size_t len, unsigned seed, struct result *r)
 	ssize_t n;
 
 	if (!buf || ftruncate(fd, (off_t)len)) {
-		skip(r, "cannot size the backing file: %s", errno_name(errno));
+		setup_error(r, "cannot size the backing file: %s", errno_name(errno));
 		free(buf);
 		return -1;
 	}
@@ -154,7 +158,7 @@ static int fill_file(int fd, size_t len, unsigned seed, struct result *r)
 	n = pwrite(fd, buf, len, 0);
 	free(buf);
 	if (n != (ssize_t)len) {
-		skip(r, "cannot write the backing file: %s", errno_name(errno));
+		setup_error(r, "cannot write the backing file: %s", errno_name(errno));
 		return -1;
 	}
 	return 0;
@@ -178,7 +182,7 @@ static int devzero(struct map *m, struct result *r, int flags)
 {
 	int fd = open("/dev/zero", O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
-		skip(r, "cannot open /dev/zero: %s", errno_name(errno));
+		setup_error(r, "cannot open /dev/zero: %s", errno_name(errno));
 		return -1;
 	}
 	m->len = NPAGES * page_size();
@@ -199,7 +203,10 @@ static int memfd(struct map *m, struct result *r, int prot, int flags)
 {
 	int fd = memfd_create("kpipe-verify", MFD_CLOEXEC);
 	if (fd < 0) {
-		skip(r, "memfd_create: %s", errno_name(errno));
+		if (errno == ENOSYS)
+			skip(r, "memfd_create: ENOSYS (kernel without MEMFD_CREATE)");
+		else
+			setup_error(r, "memfd_create: %s", errno_name(errno));
 		return -1;
 	}
 	m->len = NPAGES * page_size();
@@ -313,7 +320,10 @@ static int make_sysv_shm(struct map *m, struct result *r)
 	m->len = NPAGES * page_size();
 	id = shmget(IPC_PRIVATE, m->len, IPC_CREAT | 0600);
 	if (id < 0) {
-		skip(r, "shmget: %s%s", errno_name(errno), errno == ENOSYS ? " (kernel without SYSVIPC)" : "");
+		if (errno == ENOSYS)
+			skip(r, "shmget: ENOSYS (kernel without SYSVIPC)");
+		else
+			setup_error(r, "shmget: %s", errno_name(errno));
 		return -1;
 	}
 	p = shmat(id, NULL, 0);
@@ -619,9 +629,10 @@ static int uffd_open(struct result *r)
 			close(dev);
 		}
 	}
-	if (fd < 0)
-		skip(r, "userfaultfd unavailable: %s%s", errno_name(e),
-		     e == ENOSYS ? " (kernel without USERFAULTFD)" : "");
+	if (fd < 0 && e == ENOSYS)
+		skip(r, "userfaultfd unavailable: ENOSYS (kernel without USERFAULTFD)");
+	else if (fd < 0)
+		setup_error(r, "userfaultfd: %s", errno_name(e));
 	return fd;
 }
 
@@ -784,7 +795,7 @@ static void case_gc_missing_anon(const struct test_case *tc, struct result *r)
 	if (g.uffd < 0)
 		return;
 	if (ioctl(g.uffd, UFFDIO_API, &api)) {
-		skip(r, "UFFDIO_API: %s", errno_name(errno));
+		setup_error(r, "UFFDIO_API: %s", errno_name(errno));
 		return;
 	}
 	if (gc_register(&g, r, UFFDIO_REGISTER_MODE_MISSING, "MISSING", _UFFDIO_COPY, "UFFDIO_COPY", "NOCOPY"))
@@ -811,7 +822,7 @@ static void case_gc_minor_memfd(const struct test_case *tc, struct result *r)
 	if (probe < 0)
 		return;
 	if (ioctl(probe, UFFDIO_API, &api)) {
-		skip(r, "UFFDIO_API: %s", errno_name(errno));
+		setup_error(r, "UFFDIO_API: %s", errno_name(errno));
 		return;
 	}
 	close(probe);
@@ -894,5 +905,12 @@ static const struct test_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	return harness_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]), "mremap_dontunmap");
+	size_t n = sizeof(cases) / sizeof(cases[0]);
+	struct test_case *all = malloc((n + n_state_cases) * sizeof(*all));
+
+	if (!all)
+		return 2;
+	memcpy(all, cases, sizeof(cases));
+	memcpy(all + n, state_cases, n_state_cases * sizeof(*all));
+	return harness_main(argc, argv, all, n + n_state_cases, "mremap_dontunmap");
 }
