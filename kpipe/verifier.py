@@ -249,7 +249,7 @@ def _compile(arch: Arch, include: Path, sources: list[Path], out: Path, log: Pat
             fh.write(f"\n$ {shlex.join(cmd)}\n{output}\n[exit {cp.returncode}]\n")
     if cp.returncode != 0:
         lines = output.splitlines()
-        errors = [l for l in lines if re.search(r"\b(fatal )?error:", l)]
+        errors = [ln for ln in lines if re.search(r"\b(fatal )?error:", ln)]
         shown = errors[:20] + ([f"... {len(errors) - 20} more errors"] if len(errors) > 20 else [])
         raise BuildError(f"the verifier does not compile for {arch.name} against {include}",
                          detail=[f"$ {shlex.join(cmd)}", *(shown or lines[-40:])], log=str(log) if log else None,

@@ -111,7 +111,7 @@ def test_bad_expectation_files_are_usage_errors(tmp_path):
 
 def test_expect_file_text(exp):
     text = expect_file_text(exp, "anon+shmem")
-    lines = [l for l in text.splitlines() if not l.startswith("#")]
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
     assert lines == [f"{n}={c.outcomes['anon+shmem']}" for n, c in exp.cases.items()]
     assert "move-memfd-shared=ok" in lines and "move-sysv-shm=EINVAL" in lines
     with pytest.raises(UsageError, match="anon-only, anon\\+shmem, upstream"):

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from .. import selftests, verifier
 from ..findings import scan_text

@@ -100,7 +100,6 @@ def _dt(s) -> datetime | None:
 def parse(text: str, ready_marker: str = "KPIPE-GUEST-READY") -> LavaLog:
     log = LavaLog()
     scanner = Scanner("console")
-    current: Block | None = None
     for raw in text.splitlines():
         raw = raw.strip()
         if not raw.startswith("{"):
@@ -126,13 +125,12 @@ def parse(text: str, ready_marker: str = "KPIPE-GUEST-READY") -> LavaLog:
                 continue
             if m := _BEGIN.match(line):
                 name = m.group(2) or m.group(1)
-                current = log.blocks.setdefault(name, Block(name))
+                log.blocks.setdefault(name, Block(name))
                 continue
             if m := _END.match(line):
                 blk = log.blocks.setdefault(m.group(1), Block(m.group(1)))
                 blk.exit, blk.seconds, blk.timed_out, blk.ended = (int(m.group(2)), float(m.group(3)),
                                                                    m.group(4) == "1", True)
-                current = None
                 continue
             scanner.feed(line)
         elif lvl == "results" and isinstance(msg, dict):

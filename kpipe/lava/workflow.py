@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import time
-from pathlib import Path
 
 from .. import proc, qemu, verifier, workflows
 from ..accel import choose_accel
