@@ -68,6 +68,7 @@ def context(run: RunResult, run_dir: Path) -> dict:
     d = to_dict(run)
     for ar in d["arches"].values():
         ar["failures"] = [t for t in _flat(ar["tests"]) if t["status"] in (Status.FAIL.value, Status.ERROR.value)]
+        ar["known_failures"] = [t for t in _flat(ar["tests"]) if t["status"] == Status.XFAIL.value]
         ar["logs"] = {k: _rel(v, run_dir) for k, v in ar.get("logs", {}).items()}
     return {"run": d, "ok": run.exit_code == 0}
 
