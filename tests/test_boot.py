@@ -252,10 +252,14 @@ def test_qemu_command_comes_from_arch_data_only():
         assert cmd[0] == a.qemu_binary
         assert cmd[cmd.index("-machine") + 1] == a.qemu_machine and cmd[cmd.index("-accel") + 1] == "tcg"
         assert cmd[cmd.index("-m") + 1] == str(a.memory_mb) and cmd[cmd.index("-smp") + 1] == str(a.smp)
-        assert cmd[cmd.index("-append") + 1] == f"console={a.console} panic=-1 x=1"
+        assert cmd[cmd.index("-append") + 1] == " ".join([f"console={a.console}", "panic=-1",
+                                                          *a.kernel_cmdline_extra, "x=1"])
         assert {"-no-reboot", "-nodefaults"} <= set(cmd)
-        assert cmd[cmd.index("-serial") + 1] == "stdio" and cmd[cmd.index("-monitor") + 1] == "none"
-        assert "user,id=n0,hostfwd=tcp:127.0.0.1:40000-:22" in cmd
+        # the console: a muxed stdio chardev (its input is kpipe's pipe: Ctrl-A b = serial BREAK for SysRq)
+        assert cmd[cmd.index("-serial") + 1] == "chardev:con0" and cmd[cmd.index("-monitor") + 1] == "none"
+        assert cmd[cmd.index("-chardev") + 1] == "stdio,id=con0,mux=on,signal=off"
+        # the guest reaches nothing but its forwarded SSH port
+        assert "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40000-:22" in cmd
         assert f"{a.nic_device},netdev=n0" in cmd
     # a new arch is data: no code path branches on the name
     riscv = dataclasses.replace(get_arch("arm64"), name="riscv64", qemu_binary="qemu-system-riscv64",

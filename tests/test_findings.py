@@ -135,5 +135,5 @@ def test_streaming_scanner_keeps_bounded_context_and_reports_kind_live():
 def test_classify_words_that_only_look_alike():
     assert classify("[ 0.1] ACPI: bus type PCI registered") is None
     assert classify("[ 0.1] DEBUG: something") is None
-    assert classify("[ 0.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!") == "bug"
-    assert classify("[ 0.1] kernel BUG at mm/mremap.c:300!") == "bug"
+    assert classify("[ 0.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!") == "soft_lockup"
+    assert classify("[ 0.1] kernel BUG at mm/mremap.c:300!") == "kernel_bug"
