@@ -1,0 +1,99 @@
+"""End to end on the debug profile (the default): the shipped patch passes with zero findings, and test
+mutants that break the kernel in ways only a debug kernel sees each end `invoke verify` with exit 1 and the
+right finding kind. Every mutant (tests/patches/debug/) sits in vma_to_resize() behind MREMAP_DONTUNMAP,
+after the seed patch's check: nothing runs that path at boot, the verifier runs it on its first case.
+
+Each run's serial console is kept as a golden file in tests/data/findings/ (KPIPE_UPDATE_GOLDEN=1 refreshes
+them) for the fast findings tests."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from kpipe_cli import REPO_ROOT, invoke
+
+pytestmark = pytest.mark.e2e
+
+SEED = str(REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch")
+MUTANTS = REPO_ROOT / "tests" / "patches" / "debug"
+GOLDEN = REPO_ROOT / "tests" / "data" / "findings"
+TEST_TIMEOUT = 20          # seconds for the verifier: the deadlock case waits it out
+
+
+def verify(tmp_path: Path, arch: str, *patches: str, extra: tuple[str, ...] = ()):
+    args = ["verify", "--arch", arch, "--selftests", "none", "--accel", "tcg", "--patch", SEED]
+    for p in patches:
+        args += ["--patch", str(MUTANTS / p)]
+    t0 = time.monotonic()
+    ran = invoke(*args, *extra, out=tmp_path / "run", timeout=1200)
+    seconds = time.monotonic() - t0
+    assert (tmp_path / "run" / "result.json").is_file(), str(ran)
+    return ran, ran.result["arches"][arch], seconds
+
+
+def keep_golden(tmp_path: Path, arch: str, name: str) -> None:
+    dst = GOLDEN / f"{name}-{arch}.log"
+    if os.environ.get("KPIPE_UPDATE_GOLDEN") or not dst.exists():
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tmp_path / "run" / arch / "serial.log", dst)
+
+
+def kinds(ar: dict) -> set[str]:
+    return {f["kind"] for f in ar["findings"]}
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_shipped_patch_passes_with_zero_findings(tmp_path, arch):
+    ran, ar, seconds = verify(tmp_path, arch)
+    print(f"\n{arch} seed on debug: exit {ran.code} in {seconds:.0f}s, phases {ar['phases']}")
+    assert ran.code == 0, str(ran)
+    assert ar["findings"] == [] and ar["kernel"]["profile"] == "debug", ar["findings"]
+    keep_golden(tmp_path, arch, "clean-seed")
+
+
+# (mutant patch, arch, a finding kind it must produce, kinds that must not be missing alongside)
+CASES = [
+    ("uaf.patch", "x86_64", "kasan"),
+    ("vm-bug-on.patch", "x86_64", "kernel_bug"),
+    ("sleep-in-atomic.patch", "x86_64", "sleep_in_atomic"),
+    ("recursive-lock.patch", "x86_64", "lockdep_recursive"),
+    ("vm-bug-on.patch", "arm64", "kernel_bug"),
+    ("uaf.patch", "arm64", "kasan"),
+]
+
+
+@pytest.mark.parametrize("patch,arch,kind", CASES, ids=[f"{p.removesuffix('.patch')}-{a}" for p, a, _ in CASES])
+def test_mutant_is_a_kernel_verdict_with_the_right_finding(tmp_path, patch, arch, kind):
+    ran, ar, seconds = verify(tmp_path, arch, patch, extra=("--test-timeout", str(TEST_TIMEOUT)))
+    print(f"\n{arch} {patch}: exit {ran.code} in {seconds:.0f}s, kinds {sorted(kinds(ar))}, boot {ar['boot']}")
+    assert ran.code == 1, str(ran)
+    assert kind in kinds(ar), (kinds(ar), ar["error"])
+    f = next(f for f in ar["findings"] if f["kind"] == kind)
+    # the report comes with its symbolized trace, through the mutant's function
+    assert any(re.search(r"(vma_to_resize|mremap)\S*\+0x", ln) for ln in f["context"]), f
+    assert kind in ar["error"]
+    if kind == "kernel_bug":         # PANIC_ON_OOPS: the BUG panics; the verdict follows at once
+        assert "panic" in kinds(ar)
+        assert ar["boot"]["verdict_after_fatal_s"] < 30, ar["boot"]
+        if arch == "x86_64":
+            assert "vm_bug_on" in kinds(ar)           # VM_BUG_ON_VMA's dump_vma() before the BUG
+    keep_golden(tmp_path, arch, patch.removesuffix(".patch"))
+
+
+def test_deadlock_in_the_syscall_names_the_blocked_task(tmp_path):
+    arch = "x86_64"
+    ran, ar, seconds = verify(tmp_path, arch, "deadlock.patch", extra=("--test-timeout", str(TEST_TIMEOUT)))
+    tests_s = ar["phases"]["boot+tests"] - ar["boot"]["ssh_seconds"]
+    print(f"\ndeadlock: exit {ran.code} in {seconds:.0f}s (tests to verdict {tests_s:.1f}s), "
+          f"kinds {sorted(kinds(ar))}, probe {ar['boot'].get('hang_probe')}")
+    assert ran.code == 1, str(ran)
+    assert kinds(ar) & {"blocked_task", "hung_task"}, ar["findings"]
+    assert re.search(r"blocked task\(s\): .*mremap_dontunm", ar["error"]), ar["error"]
+    assert ar["boot"]["hang_probe"]["via"] == "ssh /proc/sysrq-trigger"
+    assert tests_s < TEST_TIMEOUT + 30, ar["phases"]
+    keep_golden(tmp_path, arch, "deadlock")
