@@ -97,3 +97,45 @@ def test_deadlock_in_the_syscall_names_the_blocked_task(tmp_path):
     assert ar["boot"]["hang_probe"]["via"] == "ssh /proc/sysrq-trigger"
     assert tests_s < TEST_TIMEOUT + 30, ar["phases"]
     keep_golden(tmp_path, arch, "deadlock")
+
+
+def test_ctrl_c_while_the_guest_is_wedged_ends_the_run_at_once(tmp_path):
+    """SIGINT while the verifier sits in the deadlocked syscall (the hang handling has not given up yet):
+    exit 2 and QEMU gone within seconds."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from conftest import _qemu_children  # noqa: F401 (the autouse guard checks our own children)
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "invoke", "verify", "--arch", "x86_64", "--selftests", "none", "--accel", "tcg",
+           "--patch", SEED, "--patch", str(MUTANTS / "deadlock.patch"), "--test-timeout", "60", "--out", str(out)]
+    p = subprocess.Popen(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 900
+        while not any("run: start" in ln for ln in lines):
+            assert p.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.1)
+        time.sleep(8)                     # inside the deadlocked mremap()
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    reader.join(timeout=10)
+    err = "".join(lines)
+    print(f"\nSIGINT while wedged: exit {p.returncode} {took:.1f}s after the signal")
+    assert p.returncode == 2, err[-3000:]
+    assert took < 5, took
+    qemus = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert qemus == [], "QEMU of the interrupted run still running"

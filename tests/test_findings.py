@@ -234,3 +234,31 @@ def test_sysrq_w_lists_only_tasks_in_d_state_inside_the_dump():
 
 def test_debug_kernel_noise_is_not_a_finding():
     assert kinds(NOISE) == []
+
+
+# ------------------------------------------------------------------------------------------------ golden logs
+# Serial consoles of real debug-kernel runs (tests/test_debug_kernel.py writes them): exactly these kinds.
+import tomllib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+GOLDEN = Path(__file__).parent / "data" / "findings"
+EXPECTED = tomllib.loads((GOLDEN / "expected.toml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_console_of_a_real_run(name):
+    from kpipe.findings import trace_of
+
+    want = EXPECTED[name]
+    found = scan_text((GOLDEN / f"{name}.log").read_text(errors="replace"), "console")
+    assert sorted({f.kind for f in found}) == sorted(want["kinds"]), [(f.kind, f.line) for f in found]
+    for kind in want.get("trace_through", {}):
+        f = next(f for f in found if f.kind == kind)
+        frames = trace_of(f)
+        assert any(want["trace_through"][kind] in fr for fr in frames), (kind, frames)
+    if "blocked" in want:
+        from kpipe.findings import blocked_task_name
+        names = {blocked_task_name(f.line) for f in found if f.kind in ("blocked_task", "hung_task")}
+        assert any(n and n.startswith(want["blocked"]) for n in names), names
