@@ -59,6 +59,7 @@ PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
 KINDS = tuple(k for k, _ in PATTERNS) + ("blocked_task",)
 FATAL_KINDS = frozenset({"panic", "kernel_bug", "oops", "gpf"})
 BLOCKED_KINDS = frozenset({"hung_task", "blocked_task"})     # reports that name a task stuck in D state
+STUCK_KINDS = frozenset({"hung_task", "soft_lockup", "rcu_stall"})   # the kernel (or a task) stopped progressing
 
 # Lines that look like reports but are not (lockdep capacity, detector banners): never findings.
 NOT_A_FINDING = re.compile(

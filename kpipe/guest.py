@@ -78,6 +78,8 @@ class GuestSession:
         self._sftp: paramiko.SFTPClient | None = None
         # Called while a command runs: a reason string stops waiting for it (e.g. the kernel Oopsed).
         self.abort_check: Callable[[], str | None] | None = None
+        # Called once a command ran past its deadline (e.g. to ask the kernel with SysRq what it is doing).
+        self.on_timeout: Callable[[str], None] | None = None
         self.timed_out: list[str] = []       # commands that ran past their deadline
 
     # ------------------------------------------------------------ connection
@@ -249,6 +251,8 @@ class GuestSession:
             status = None
         if timed_out:
             self.timed_out.append(command)
+            if self.on_timeout is not None:
+                self.on_timeout(command)
         res = CommandResult(command=command, exit_status=status, stdout=out.decode(errors="replace"),
                             stderr=err.decode(errors="replace"), seconds=round(seconds, 3), timed_out=timed_out)
         self._log(f"$ {command}\n  exit {status}{' (timed out)' if timed_out else ''} in {seconds:.2f}s")
@@ -264,13 +268,13 @@ class GuestSession:
         """A new, unconnected session to the same guest (same key, same pinned host key)."""
         return GuestSession(self.host, self.port, self.key_path, self.host_pubkey, user=self.user, log=self.log)
 
-    def sysrq(self, keys: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    def sysrq(self, keys: str, timeout: float = PROBE_TIMEOUT, alive: Callable[[], bool] | None = None) -> str | None:
         """Magic SysRq through a fresh SSH connection (the busy one may be stuck behind a wedged command):
         `echo KEY > /proc/sysrq-trigger` for each key. None when done, else why it could not be done."""
         probe = self.fresh()
         deadline = time.monotonic() + timeout
         try:
-            probe.connect(deadline=deadline)
+            probe.connect(deadline=deadline, alive=alive)
             script = "; ".join(f"echo {shlex.quote(k)} > /proc/sysrq-trigger" for k in keys)
             res = probe.run(["sh", "-c", script], timeout=max(1.0, deadline - time.monotonic()))
             if not res.ok:

@@ -29,7 +29,7 @@ from . import cache, proc
 from .accel import choose_accel
 from .arches import Arch
 from .errors import InfraError, KernelError
-from .findings import FATAL_KINDS, Scanner, scan_text
+from .findings import BLOCKED_KINDS, FATAL_KINDS, STUCK_KINDS, Scanner, scan_text
 from .guest import GuestSession
 from .image import Initrd, join_archives, make_overlay
 from .results import Finding
@@ -129,8 +129,9 @@ class VM:
         self.ready_at: float | None = None
         self.panic_at: float | None = None
         self.panic_before: list[str] = []
-        self.fatal_at: float | None = None      # the first Oops/BUG/GPF/panic line (host monotonic)
-        self.fatal_line = ""
+        self.fatal_at: float | None = None      # the first Oops/BUG/GPF/panic/lockup/hung-task line
+        self.fatal_line = ""                    #   (host monotonic): a verdict is due
+        self.blocked_at: float | None = None    # the first task in D state listed by SysRq-w
         self.last_line_at = self.started
         self.eof = threading.Event()
         self.panic_done = threading.Event()     # the panic report's last line was seen
@@ -158,8 +159,10 @@ class VM:
                 with self._cond:
                     self.tail.append(line)
                     self.last_line_at = time.monotonic()
-                    if kind in FATAL_KINDS and self.fatal_at is None:
+                    if kind in FATAL_KINDS | STUCK_KINDS and self.fatal_at is None:
                         self.fatal_at, self.fatal_line = self.last_line_at, line
+                    if kind in BLOCKED_KINDS and self.blocked_at is None:
+                        self.blocked_at = self.last_line_at
                     if kind == "panic" and self.panic_at is None:
                         self.panic_at = time.monotonic()
                         self.panic_before = list(self.tail)[-12:-1]
@@ -241,11 +244,15 @@ class VM:
             self.eof.wait(timeout)
 
     def abandon_reason(self) -> str | None:
-        """Why the tests should stop now: a fatal report (Oops, kernel BUG, GPF) more than FATAL_GRACE ago
-        with no panic ending the kernel (the faulting task died holding its locks; later tests would only
-        wait out their timeouts)."""
-        if self.fatal_at is not None and time.monotonic() - self.fatal_at > FATAL_GRACE:
-            return f"the kernel reported {self.fatal_line.strip()!r} {time.monotonic() - self.fatal_at:.0f} s ago"
+        """Why the tests should stop now: a fatal report (Oops, kernel BUG, GPF) with no panic ending the
+        kernel, or a hang report (hung task, soft lockup, RCU stall), more than FATAL_GRACE ago (the faulting
+        task died holding its locks, or is stuck: later tests would only wait out their timeouts), or a task
+        in D state listed by SysRq-w (asked after a timeout: the verdict is known)."""
+        now = time.monotonic()
+        if self.fatal_at is not None and now - self.fatal_at > FATAL_GRACE:
+            return f"the kernel reported {self.fatal_line.strip()!r} {now - self.fatal_at:.0f} s ago"
+        if self.blocked_at is not None:
+            return "SysRq-w lists a task blocked in D state"
         return None
 
     def send_sysrq(self, keys: str) -> bool:

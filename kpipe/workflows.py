@@ -134,6 +134,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
             ar.boot = {"seconds": guest.boot_seconds, "ssh_seconds": guest.ssh_seconds, "accel": guest.accel,
                        "accel_reason": guest.accel_reason, "findings": []}
             guest.session.abort_check = vm.abandon_reason
+            guest.session.on_timeout = lambda command: ask_wedged_kernel(guest, ar)
             try:
                 with phase("run", f"{prep.arch.name} verifier ({prep.policy})", ar.phases):
                     ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
@@ -147,8 +148,8 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                     raise                       # qemu.boot turns it into the panic's KernelError
                 wedged = e
                 ar.tests += getattr(e, "partial_results", [])
-            guest.session.abort_check = None
-            if wedged is not None or guest.session.timed_out:
+            guest.session.abort_check = guest.session.on_timeout = None
+            if wedged is not None or guest.session.timed_out or vm.fatal_at is not None:
                 ask_wedged_kernel(guest, ar)
             if vm.running() and not vm.panicked:
                 with phase("dmesg", prep.arch.name, ar.phases):
@@ -178,10 +179,13 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
 
 
 def ask_wedged_kernel(guest: qemu.Guest, ar: ArchResult) -> None:
-    """SysRq w + l (fresh SSH when it answers, else serial BREAK), then read the console for a bounded time."""
+    """SysRq w + l (fresh SSH when it answers, else serial BREAK), then read the console for a bounded time.
+    Once per run; nothing to ask when QEMU is gone or the kernel panicked."""
     vm = guest.vm
+    if "hang_probe" in ar.boot or not vm.running() or vm.panicked:
+        return
     t0 = time.monotonic()
-    why_not = guest.session.sysrq(HANG_SYSRQ_KEYS)
+    why_not = guest.session.sysrq(HANG_SYSRQ_KEYS, alive=vm.running)
     via = "ssh /proc/sysrq-trigger"
     if why_not is not None:
         via = "serial BREAK" if vm.send_sysrq(HANG_SYSRQ_KEYS) else f"none ({why_not})"
