@@ -30,7 +30,7 @@ def verify(tmp_path: Path, arch: str, *patches: str, extra: tuple[str, ...] = ()
     for p in patches:
         args += ["--patch", str(MUTANTS / p)]
     t0 = time.monotonic()
-    ran = invoke(*args, *extra, out=tmp_path / "run", timeout=1200)
+    ran = invoke(*args, *extra, out=tmp_path / "run", timeout=2400)
     seconds = time.monotonic() - t0
     assert (tmp_path / "run" / "result.json").is_file(), str(ran)
     return ran, ran.result["arches"][arch], seconds
