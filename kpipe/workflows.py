@@ -164,6 +164,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     finally:
         if vm is not None:
             ar.findings += vm.findings()       # the whole console, read to its end (QEMU has stopped)
+            ar.boot["findings"] = [describe(f) for f in ar.findings]
     ar.findings += dmesg
     if vm is not None:
         _note_fatal_latency(ar, vm)
