@@ -81,7 +81,7 @@ SYSRQ_WINDOW = 400               # lines after the header that may still belong 
 BLOCKED_TASK = re.compile(r"^\s*task:(?P<comm>.+?)\s+state:D\b|^(?P<old>\S.{0,15}?)\s+D\s+[0-9a-f]+\s+\d+\s+\d+ 0x")
 
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
-_FRAME = re.compile(r"(?:^|\s)(?:\? )?([A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)")
+_FRAME = re.compile(r"(?:^|[\s:])(?:\? )?([A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)")   # also "RIP: 0010:f+0x1/0x2"
 
 
 def strip_timestamp(line: str) -> str:

@@ -157,9 +157,14 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                         dmesg = guest.collect_dmesg("dmesg.log", timeout=DMESG_TIMEOUT)
                     except InfraError as e:
                         wedged = wedged or e
-    except KernelError:
+    except KernelError as e:
         if vm is not None:
             _note_fatal_latency(ar, vm)
+            seen = vm.findings()
+            if seen:          # name what the kernel reported before it died, not only the panic line
+                first = next((f for f in seen if f.kind in FATAL_KINDS), seen[0])
+                kinds = ", ".join(summarize(seen))
+                e.message = f"kernel misbehaved: {kinds}; first report: {describe(first)}; {e.message}"
         raise
     finally:
         if vm is not None:
