@@ -139,3 +139,19 @@ def test_ctrl_c_while_the_guest_is_wedged_ends_the_run_at_once(tmp_path):
     assert took < 5, took
     qemus = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
     assert qemus == [], "QEMU of the interrupted run still running"
+
+
+def test_oops_without_panic_is_judged_within_30s_not_after_the_timeouts(tmp_path):
+    """With panic_on_oops switched off (sysctl on the command line, 5.8+), a kernel BUG kills the verifier's
+    case holding mmap_lock: it then hangs in exit_mm() and every later guest command would wait out its
+    timeout. kpipe stops waiting FATAL_GRACE after the report, asks SysRq, and gives the verdict."""
+    ran, ar, seconds = verify(tmp_path, "x86_64", "vm-bug-on.patch",
+                              extra=("--test-timeout", "300", "--kernel-arg", "sysctl.kernel.panic_on_oops=0"))
+    print(f"\nOops without panic: exit {ran.code} in {seconds:.0f}s, kinds {sorted(kinds(ar))}, "
+          f"verdict {ar['boot'].get('verdict_after_fatal_s')}s after the first fatal report, "
+          f"probe {ar['boot'].get('hang_probe')}")
+    assert ran.code == 1, str(ran)
+    assert {"kernel_bug", "oops"} <= kinds(ar) and "panic" not in kinds(ar), kinds(ar)
+    assert ar["boot"]["verdict_after_fatal_s"] < 30, ar["boot"]
+    assert ar["phases"]["boot+tests"] < 120, ar["phases"]          # far below the 300 s test timeout
+    keep_golden(tmp_path, "x86_64", "oops-no-panic")
