@@ -4,7 +4,6 @@ problem and a fix, the contract's exit code and exit line, no helper process and
 held, the user's tree byte-identical, and the cache still good for the next run."""
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
