@@ -52,7 +52,8 @@ PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
     ("vm_bug_on", re.compile(r"page dumped because: VM_BUG_ON|^vma [0-9a-f]{8,} start [0-9a-f]{8,} end |"
                              r"^mm [0-9a-f]{8,} mmap [0-9a-f]{8,} seqnum ")),
     ("gpf", re.compile(r"general protection fault")),
-    ("oops", re.compile(r"\bOops(?::| -) |Internal error: Oops|Unable to handle kernel ")),
+    # x86 die(): "Oops: 0002 [#1]", "invalid opcode: 0000 [#1]" (a BUG()); arm64: "Internal error: Oops"
+    ("oops", re.compile(r"\bOops(?::| -) |Internal error: Oops|Unable to handle kernel |: [0-9a-f]{4} \[#\d+\]")),
     ("bug", re.compile(r"\bBUG: ")),
     ("warning", re.compile(r"WARNING: CPU: \d+ PID: \d+|WARNING: at \S+")),
 )
