@@ -56,25 +56,63 @@ def key_of(*parts: object) -> str:
     return h.hexdigest()[:20]
 
 
+LOCK_REMIND = 30.0       # while waiting for a lock: say again who holds it this often (and when it changes)
+
+
+def lock_holder(fd: int) -> str | None:
+    """Who holds the flock on the open file ``fd``: "pid N (command line)", from /proc/locks (the kernel's
+    own record, so a holder that never wrote its name is found too), else None."""
+    st = os.fstat(fd)
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        rows = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for row in rows:
+        parts = row.split()
+        if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":
+            continue
+        if parts[5] == want:
+            return describe_pid(int(parts[4]))
+    return None
+
+
+def describe_pid(pid: int) -> str:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        cmd = " ".join(a.decode(errors="replace") for a in argv)
+    except OSError:
+        cmd = "?"
+    if len(cmd) > 400:
+        cmd = cmd[:400] + "..."
+    return f"pid {pid} ({cmd})"
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, what: str, timeout: float | None = None) -> Iterator[None]:
-    """An exclusive flock on ``path``; waits (saying so once) while another kpipe run holds it."""
+    """An exclusive flock on ``path``; while another run holds it, says which process (pid and command
+    line) at once, and again every LOCK_REMIND seconds or when the holder changes."""
+    from .progress import note
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         start = time.monotonic()
-        told = False
+        told_at, told_who = None, None
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if not told:
-                    from .progress import note
-                    note(f"waiting for another kpipe run that holds the {what} lock ({path})")
-                    told = True
-                if timeout is not None and time.monotonic() - start > timeout:
-                    raise InfraError(f"timed out after {timeout:.0f} s waiting for the {what} lock {path}",
+                now = time.monotonic()
+                who = lock_holder(fd) or "a process kpipe cannot see"
+                if told_at is None or who != told_who or now - told_at >= LOCK_REMIND:
+                    waited = f" (waiting {now - start:.0f} s)" if told_at is not None else ""
+                    note(f"waiting for another kpipe run that holds the {what} lock ({path}): held by "
+                         f"{who}{waited}")
+                    told_at, told_who = now, who
+                if timeout is not None and now - start > timeout:
+                    raise InfraError(f"timed out after {timeout:.0f} s waiting for the {what} lock {path} "
+                                     f"held by {who}",
                                      fix="another kpipe run is using it; wait for it or stop it") from None
                 time.sleep(0.2)
         yield

@@ -28,6 +28,13 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 HOST_GRACE = 5.0          # host-side deadline = command timeout + this
 KILLED_BY_TIMEOUT = 128 + 9
+SFTP_OP_TIMEOUT = 20.0    # no SFTP reply for this long: the guest is not answering (paramiko waits forever)
+SFTP_MIN_RATE = 256 * 1024   # a transfer's deadline: SFTP_OP_TIMEOUT + size at this many bytes per second
+PROBE_TIMEOUT = 8.0       # a fresh SSH connection to ask a wedged kernel for SysRq
+
+
+class GuestAbandoned(InfraError):
+    """The session gave up on a guest command because the kernel had already reported a fatal error."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class GuestSession:
         self.log = log
         self.client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        # Called while a command runs: a reason string stops waiting for it (e.g. the kernel Oopsed).
+        self.abort_check: Callable[[], str | None] | None = None
+        # Called once a command ran past its deadline (e.g. to ask the kernel with SysRq what it is doing).
+        self.on_timeout: Callable[[str], None] | None = None
+        self.timed_out: list[str] = []       # commands that ran past their deadline
 
     # ------------------------------------------------------------ connection
     def _known(self) -> str:
@@ -133,30 +145,62 @@ class GuestSession:
         if self._sftp is None:
             try:
                 self._sftp = paramiko.SFTPClient.from_transport(self._transport())
+                self._sftp.get_channel().settimeout(SFTP_OP_TIMEOUT)
             except (paramiko.SSHException, OSError, EOFError) as e:
                 raise InfraError(f"cannot open SFTP to the guest: {e}",
                                  fix="the image must have /usr/lib/sftp-server (vm_images/recipe.toml)") from None
         return self._sftp
 
     # ------------------------------------------------------------ files
+    def _transfer_deadline(self, size: int) -> Callable[[int, int], None]:
+        """An SFTP progress callback that raises once the whole transfer is past its deadline (each reply
+        is also bounded by the channel's SFTP_OP_TIMEOUT)."""
+        deadline = time.monotonic() + SFTP_OP_TIMEOUT + size / SFTP_MIN_RATE
+
+        def check(done: int, total: int) -> None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"transfer not done by its deadline ({done} of {total} bytes)")
+            self._check_abort("an SFTP transfer")
+        return check
+
     def put(self, local: Path, remote: str, mode: int = 0o755) -> None:
         local = Path(local)
         if not local.is_file():
             raise InfraError(f"cannot copy {local} to the guest: no such file")
         try:
             sftp = self._sftp_client()
-            sftp.put(str(local), remote)
+            sftp.put(str(local), remote, callback=self._transfer_deadline(local.stat().st_size))
             sftp.chmod(remote, mode)
         except (OSError, paramiko.SSHException, EOFError) as e:
-            raise InfraError(f"copying {local} to the guest's {remote} failed: {e}") from None
+            self._drop_sftp()
+            raise InfraError(f"copying {local} to the guest's {remote} failed: {type(e).__name__}: {e}",
+                             fix="the guest may be wedged or crashed: read serial.log") from None
         self._log(f"put {local} -> {remote} ({oct(mode)})")
 
     def get(self, remote: str, local: Path) -> None:
         try:
-            self._sftp_client().get(remote, str(local))
+            sftp = self._sftp_client()
+            size = sftp.stat(remote).st_size or 0
+            sftp.get(remote, str(local), callback=self._transfer_deadline(size))
         except (OSError, paramiko.SSHException, EOFError) as e:
-            raise InfraError(f"copying the guest's {remote} to {local} failed: {e}") from None
+            self._drop_sftp()
+            raise InfraError(f"copying the guest's {remote} to {local} failed: {type(e).__name__}: {e}",
+                             fix="the guest may be wedged or crashed: read serial.log") from None
         self._log(f"get {remote} -> {local}")
+
+    def _drop_sftp(self) -> None:
+        if self._sftp is not None:
+            try:
+                self._sftp.close()
+            except Exception:
+                pass
+            self._sftp = None
+
+    def _check_abort(self, what: str) -> None:
+        reason = self.abort_check() if self.abort_check is not None else None
+        if reason:
+            raise GuestAbandoned(f"stopped waiting for {what}: {reason}",
+                                 fix="the kernel crashed: read its report in serial.log")
 
     # ------------------------------------------------------------ commands
     def start(self, argv: list[str] | str) -> paramiko.Channel:
@@ -188,12 +232,16 @@ class GuestSession:
                 if time.monotonic() > host_deadline:
                     gave_up = True
                     break
+                self._check_abort(repr(command))
                 select.select([chan], [], [], 0.2)
             status = None if gave_up else chan.recv_exit_status()
             if status == -1 and not chan.get_transport().is_active():
                 raise InfraError(f"the SSH connection to the guest was lost while running {command!r}",
                                  fix="the guest may have crashed: read serial.log")
             chan.close()
+        except GuestAbandoned:
+            self.timed_out.append(command)
+            raise
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise InfraError(f"SSH to the guest failed while running {command!r}: {e}",
                              fix="the guest may have crashed: read serial.log") from None
@@ -201,6 +249,10 @@ class GuestSession:
         timed_out = gave_up or (status == KILLED_BY_TIMEOUT and seconds >= timeout - 0.5)
         if status == -1:              # no exit-status message at all
             status = None
+        if timed_out:
+            self.timed_out.append(command)
+            if self.on_timeout is not None:
+                self.on_timeout(command)
         res = CommandResult(command=command, exit_status=status, stdout=out.decode(errors="replace"),
                             stderr=err.decode(errors="replace"), seconds=round(seconds, 3), timed_out=timed_out)
         self._log(f"$ {command}\n  exit {status}{' (timed out)' if timed_out else ''} in {seconds:.2f}s")
@@ -211,6 +263,27 @@ class GuestSession:
         if res.exit_status != 0:
             raise InfraError(f"dmesg failed in the guest (exit {res.exit_status}): {res.stderr.strip()[:200]}")
         return res.stdout
+
+    def fresh(self) -> "GuestSession":
+        """A new, unconnected session to the same guest (same key, same pinned host key)."""
+        return GuestSession(self.host, self.port, self.key_path, self.host_pubkey, user=self.user, log=self.log)
+
+    def sysrq(self, keys: str, timeout: float = PROBE_TIMEOUT, alive: Callable[[], bool] | None = None) -> str | None:
+        """Magic SysRq through a fresh SSH connection (the busy one may be stuck behind a wedged command):
+        `echo KEY > /proc/sysrq-trigger` for each key. None when done, else why it could not be done."""
+        probe = self.fresh()
+        deadline = time.monotonic() + timeout
+        try:
+            probe.connect(deadline=deadline, alive=alive)
+            script = "; ".join(f"echo {shlex.quote(k)} > /proc/sysrq-trigger" for k in keys)
+            res = probe.run(["sh", "-c", script], timeout=max(1.0, deadline - time.monotonic()))
+            if not res.ok:
+                return f"sysrq-trigger: exit {res.exit_status}{' (timed out)' if res.timed_out else ''}"
+            return None
+        except InfraError as e:
+            return e.message
+        finally:
+            probe.close()
 
     def close(self) -> None:
         for c in (self._sftp, self.client):

@@ -4,6 +4,12 @@ uses, a console watcher, and a lifecycle that always stops QEMU.
 The console (the guest's serial port on QEMU's stdio) is read by one thread: every line goes to
 ``serial.log`` and to a findings scanner at once. The ready marker ends the wait; a panic ends the run at
 once with KernelError (exit 1); no marker in time and no panic is InfraError (exit 2) with the console tail.
+
+The guest is isolated: user networking with ``restrict=on`` (no route out of the guest, not even to the
+host's 127.0.0.1 through 10.0.2.2), only the SSH port is forwarded in. The serial port sits on a muxed stdio
+chardev whose input is a pipe kpipe holds: writing Ctrl-A b sends a serial BREAK, and the next key is a
+magic SysRq command to the kernel (MAGIC_SYSRQ_SERIAL, on both the 8250 and the PL011): that is how a
+wedged guest whose SSH no longer answers is asked what it is doing.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from . import cache, proc
 from .accel import choose_accel
 from .arches import Arch
 from .errors import InfraError, KernelError
-from .findings import Scanner, scan_text
+from .findings import BLOCKED_KINDS, FATAL_KINDS, STUCK_KINDS, Scanner, scan_text
 from .guest import GuestSession
 from .image import Initrd, join_archives, make_overlay
 from .results import Finding
@@ -31,6 +37,9 @@ from .results import Finding
 BOOT_TIMEOUT = 60.0          # seconds to the ready marker under KVM; TCG multiplies by arch.tcg_boot_factor
 TCG_MIN_FACTOR = 1.5         # TCG is never given less than this many times the KVM budget
 PANIC_GRACE = 2.0            # after the panic line: how long to collect the rest of the report
+FATAL_GRACE = 10.0           # after an Oops/BUG with no panic following: when the tests are abandoned
+SERIAL_BREAK = b"\x01b"      # the stdio mux's escape for a serial BREAK (QEMU: Ctrl-A b)
+SYSRQ_KEY_DELAY = 0.3        # between the BREAK and the SysRq key (the kernel waits up to 5 s for it)
 TAIL_LINES = 30
 PORT_ATTEMPTS = 4
 
@@ -44,9 +53,10 @@ def qemu_command(arch: Arch, kernel_image: Path, *, accel: str, append: str, ini
     cmd += ["-m", str(arch.memory_mb), "-smp", str(arch.smp), "-kernel", str(kernel_image)]
     if initrd is not None:
         cmd += ["-initrd", str(initrd)]
-    cmd += ["-append", append, "-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"]
+    cmd += ["-append", append, "-display", "none", "-monitor", "none",
+            "-chardev", "stdio,id=con0,mux=on,signal=off", "-serial", "chardev:con0", "-no-reboot"]
     if ssh_port is not None:
-        cmd += ["-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        cmd += ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
                 "-device", f"{arch.nic_device},netdev=n0"]
     else:
         cmd += ["-nic", "none"]
@@ -119,6 +129,10 @@ class VM:
         self.ready_at: float | None = None
         self.panic_at: float | None = None
         self.panic_before: list[str] = []
+        self.fatal_at: float | None = None      # the first Oops/BUG/GPF/panic/lockup/hung-task line
+        self.fatal_line = ""                    #   (host monotonic): a verdict is due
+        self.blocked_at: float | None = None    # the first task in D state listed by SysRq-w
+        self.last_line_at = self.started
         self.eof = threading.Event()
         self.panic_done = threading.Event()     # the panic report's last line was seen
         self._cond = threading.Condition()
@@ -127,7 +141,7 @@ class VM:
         self._qemu_err = open(self.qemu_log, "ab")
         self._serial = open(serial_log, "a", buffering=1, errors="replace")
         try:
-            self.p = proc.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._qemu_err)
+            self.p = proc.spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._qemu_err)
         except OSError as e:
             self._qemu_err.close()
             self._serial.close()
@@ -144,6 +158,11 @@ class VM:
                 kind = self.scanner.feed(line)
                 with self._cond:
                     self.tail.append(line)
+                    self.last_line_at = time.monotonic()
+                    if kind in FATAL_KINDS | STUCK_KINDS and self.fatal_at is None:
+                        self.fatal_at, self.fatal_line = self.last_line_at, line
+                    if kind in BLOCKED_KINDS and self.blocked_at is None:
+                        self.blocked_at = self.last_line_at
                     if kind == "panic" and self.panic_at is None:
                         self.panic_at = time.monotonic()
                         self.panic_before = list(self.tail)[-12:-1]
@@ -224,6 +243,46 @@ class VM:
         if not self.running() or self.panic_at is not None:
             self.eof.wait(timeout)
 
+    def abandon_reason(self) -> str | None:
+        """Why the tests should stop now: a fatal report (Oops, kernel BUG, GPF) with no panic ending the
+        kernel, or a hang report (hung task, soft lockup, RCU stall), more than FATAL_GRACE ago (the faulting
+        task died holding its locks, or is stuck: later tests would only wait out their timeouts), or a task
+        in D state listed by SysRq-w (asked after a timeout: the verdict is known)."""
+        now = time.monotonic()
+        if self.fatal_at is not None and now - self.fatal_at > FATAL_GRACE:
+            return f"the kernel reported {self.fatal_line.strip()!r} {now - self.fatal_at:.0f} s ago"
+        if self.blocked_at is not None:
+            return "SysRq-w lists a task blocked in D state"
+        return None
+
+    def send_sysrq(self, keys: str) -> bool:
+        """Magic SysRq over the serial console: a BREAK then each key (needs MAGIC_SYSRQ_SERIAL)."""
+        if not self.running() or self.p.stdin is None:
+            return False
+        try:
+            for key in keys:
+                self.p.stdin.write(SERIAL_BREAK)
+                self.p.stdin.flush()
+                time.sleep(SYSRQ_KEY_DELAY)
+                self.p.stdin.write(key.encode())
+                self.p.stdin.flush()
+                time.sleep(SYSRQ_KEY_DELAY)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def wait_console_quiet(self, quiet: float, limit: float) -> float:
+        """Keep reading the console until no line came for ``quiet`` seconds (or ``limit`` passed, or QEMU
+        exited); returns the seconds waited."""
+        t0 = time.monotonic()
+        with self._cond:
+            while not self.eof.is_set():
+                now = time.monotonic()
+                if now - t0 >= limit or (now - self.last_line_at >= quiet and now - t0 >= quiet):
+                    break
+                self._cond.wait(timeout=0.2)
+        return time.monotonic() - t0
+
     def wait_exit(self, timeout: float) -> bool:
         try:
             self.p.wait(timeout=timeout)
@@ -234,7 +293,7 @@ class VM:
     def stop(self, grace: float = 2.0) -> None:
         proc.kill_group(self.p, grace=grace)
         self._reader.join(timeout=5)
-        for fh in (self.p.stdout, self._serial, self._qemu_err):
+        for fh in (self.p.stdin, self.p.stdout, self._serial, self._qemu_err):
             with contextlib.suppress(OSError, ValueError):
                 fh.close()
 

@@ -13,8 +13,9 @@ from .arches import Arch, resolve_arches
 from .build import Kernel
 from .commands import remember_kernel
 from .checkout import Checkout
-from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, KernelError,
-                     KpipeError)
+from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, InfraError,
+                     KernelError, KpipeError)
+from .findings import BLOCKED_KINDS, FATAL_KINDS, blocked_task_name, describe, summarize
 from .patches import Applied, Series
 from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
 from .profiles import get_profile
@@ -104,43 +105,152 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     return Prepared(get_profile(opts.profile).guest_arch(arch), kernel, initrd, vbin, policy, tests, ar, adir)
 
 
+HANG_SYSRQ_KEYS = "wl"        # SysRq: show blocked (D state) tasks, then a backtrace of every CPU
+CONSOLE_QUIET = 2.0           # after SysRq: read the console until it is quiet this long ...
+CONSOLE_LIMIT = 12.0          # ... but no longer than this
+DMESG_TIMEOUT = 15.0
+
+
 def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
-    """Boot side: boot, push and run the verifier and the selftests, collect dmesg, judge."""
+    """Boot side: boot, push and run the verifier and the selftests, collect dmesg, judge.
+
+    A wedged kernel is a verdict, not a timeout: when a guest command runs past its deadline, the session
+    breaks, or the kernel printed an Oops/BUG and the tests were abandoned, kpipe asks the kernel what it is
+    doing (SysRq w + l: through a fresh SSH connection when one still answers, else a serial BREAK), reads
+    the console for a bounded time and judges on what the kernel reported (hung task, blocked task, soft
+    lockup, RCU stall, lockdep, Oops: exit 1). Only a guest that stopped answering with no kernel report
+    at all is an infrastructure error (exit 2)."""
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
     expectations = verifier.load_expectations()
     t_boot = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        with phase("boot", prep.arch.name, ar.phases) as ph:
-            guest = stack.enter_context(qemu.boot(prep.arch, prep.kernel.image, prep.initrd, adir, accel=opts.accel,
-                                                  timeout=opts.boot_timeout, cmdline_extra=opts.kernel_args,
-                                                  collect_dmesg=False))
-            ph.update(f"{prep.arch.name} {guest.accel} ({guest.boot_seconds:.1f}s to ready)")
-        ar.boot = {"seconds": guest.boot_seconds, "ssh_seconds": guest.ssh_seconds, "accel": guest.accel,
-                   "accel_reason": guest.accel_reason, "findings": []}
-        try:
-            with phase("run", f"{prep.arch.name} verifier ({prep.policy})", ar.phases):
-                ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations, adir,
-                                                  **({"timeout": opts.test_timeout} if opts.test_timeout else {}))
-            if prep.tests:
-                with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
-                    ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,
-                                                       parallel=prep.arch.smp)
-            with phase("dmesg", prep.arch.name, ar.phases):
-                ar.findings += guest.collect_dmesg("dmesg.log")
-        finally:
-            ar.findings += guest.findings()
-    ar.boot["findings"] = [f"{f.source}: {f.kind}: {f.line}" for f in ar.findings]
+    vm: qemu.VM | None = None
+    wedged: KpipeError | None = None
+    dmesg: list[Finding] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            with phase("boot", prep.arch.name, ar.phases) as ph:
+                guest = stack.enter_context(qemu.boot(prep.arch, prep.kernel.image, prep.initrd, adir,
+                                                      accel=opts.accel, timeout=opts.boot_timeout,
+                                                      cmdline_extra=opts.kernel_args, collect_dmesg=False))
+                vm = guest.vm
+                ph.update(f"{prep.arch.name} {guest.accel} ({guest.boot_seconds:.1f}s to ready)")
+            ar.boot = {"seconds": guest.boot_seconds, "ssh_seconds": guest.ssh_seconds, "accel": guest.accel,
+                       "accel_reason": guest.accel_reason, "findings": [], "vcpus": prep.arch.smp}
+            ar.boot["cpus"] = check_guest_cpus(guest, prep.arch.smp, ar.kernel.get("profile", ""))
+            guest.session.abort_check = vm.abandon_reason
+            guest.session.on_timeout = lambda command: ask_wedged_kernel(guest, ar)
+            try:
+                with phase("run", f"{prep.arch.name} verifier ({prep.policy})", ar.phases):
+                    ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
+                                                      adir, **({"timeout": opts.test_timeout}
+                                                               if opts.test_timeout else {}))
+                if prep.tests:          # a wedged kernel stops them: the session's abort_check
+                    with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
+                        ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,
+                                                           parallel=prep.arch.smp)
+            except InfraError as e:
+                if not vm.running() or vm.panicked:
+                    raise                       # qemu.boot turns it into the panic's KernelError
+                wedged = e
+                ar.tests += getattr(e, "partial_results", [])
+            guest.session.abort_check = guest.session.on_timeout = None
+            if wedged is not None or guest.session.timed_out or vm.fatal_at is not None:
+                ask_wedged_kernel(guest, ar)
+            if vm.running() and not vm.panicked:
+                with phase("dmesg", prep.arch.name, ar.phases):
+                    try:
+                        dmesg = guest.collect_dmesg("dmesg.log", timeout=DMESG_TIMEOUT)
+                    except InfraError as e:
+                        wedged = wedged or e
+    except KernelError as e:
+        if vm is not None:
+            _note_fatal_latency(ar, vm)
+            seen = vm.findings()
+            if seen:          # name what the kernel reported before it died, not only the panic line
+                first = next((f for f in seen if f.kind in FATAL_KINDS), seen[0])
+                kinds = ", ".join(summarize(seen))
+                e.message = f"kernel misbehaved: {kinds}; first report: {describe(first)}; {e.message}"
+        raise
+    finally:
+        if vm is not None:
+            ar.findings += vm.findings()       # the whole console, read to its end (QEMU has stopped)
+            ar.boot["findings"] = [describe(f) for f in ar.findings]
+    ar.findings += dmesg
+    if vm is not None:
+        _note_fatal_latency(ar, vm)
+    ar.boot["findings"] = [describe(f) for f in ar.findings]
     ar.phases["boot+tests"] = round(time.monotonic() - t_boot, 3)
+    if wedged is not None and not ar.findings:
+        wedged.detail = [*wedged.detail, "the kernel reported nothing (no hung task, lockup, stall, Oops or "
+                         "blocked task, even when asked with SysRq); last console lines:",
+                         *(vm.tail_lines() if vm else [])]
+        wedged.log = wedged.log or str(adir / "serial.log")
+        raise wedged
     return judge(ar)
+
+
+def check_guest_cpus(guest: qemu.Guest, vcpus: int, profile: str) -> int:
+    """The guest kernel must run on every vCPU the profile gives it: an SMP profile booting a one-CPU kernel
+    (seen: x86_64 without ACPI, whose q35 MP table lists only the boot CPU) would judge without SMP, silently."""
+    res = guest.session.run(["nproc"], timeout=30)
+    try:
+        cpus = int(res.stdout.strip())
+    except ValueError:
+        raise InfraError(f"cannot read the guest's CPU count (nproc: exit {res.exit_status}, {res.stdout[:80]!r})",
+                         fix="read guest.log in the run folder") from None
+    if cpus != vcpus:
+        raise InfraError(f"the guest kernel runs on {cpus} CPU(s) but QEMU gives it {vcpus} ({profile} profile): "
+                         "the verdict would not be made on the kernel the profile promises",
+                         log=str(guest.run_dir / "serial.log"),
+                         fix="read serial.log for how the CPUs were enumerated (x86_64 needs CONFIG_ACPI; "
+                             "arm64 PSCI); fix the profile's kconfig layer (kconfigs/debug-<arch>.config)")
+    return cpus
+
+
+def ask_wedged_kernel(guest: qemu.Guest, ar: ArchResult) -> None:
+    """SysRq w + l (fresh SSH when it answers, else serial BREAK), then read the console for a bounded time.
+    Once per run; nothing to ask when QEMU is gone or the kernel panicked."""
+    vm = guest.vm
+    if "hang_probe" in ar.boot or not vm.running() or vm.panicked:
+        return
+    t0 = time.monotonic()
+    why_not = guest.session.sysrq(HANG_SYSRQ_KEYS, alive=vm.running)
+    via = "ssh /proc/sysrq-trigger"
+    if why_not is not None:
+        via = "serial BREAK" if vm.send_sysrq(HANG_SYSRQ_KEYS) else f"none ({why_not})"
+    waited = vm.wait_console_quiet(CONSOLE_QUIET, CONSOLE_LIMIT)
+    ar.boot["hang_probe"] = {"sysrq": HANG_SYSRQ_KEYS, "via": via, "ssh_error": why_not or "",
+                             "seconds": round(time.monotonic() - t0, 2), "console_wait": round(waited, 2),
+                             "timed_out": list(guest.session.timed_out)}
+    note(f"{guest.arch.name}: the guest stopped answering; asked the kernel with SysRq {HANG_SYSRQ_KEYS!r} "
+         f"via {via}")
+
+
+def _note_fatal_latency(ar: ArchResult, vm: qemu.VM) -> None:
+    if vm.fatal_at is not None:
+        ar.boot = {**ar.boot, "first_fatal_report": vm.fatal_line,
+                   "verdict_after_fatal_s": round(time.monotonic() - vm.fatal_at, 2)}
 
 
 def judge(ar: ArchResult) -> ArchResult:
     failed = [t for t in ar.tests if any(x.status == Status.FAIL for x in t.walk())]
     errored = [t for t in ar.tests if any(x.status == Status.ERROR for x in t.walk())]
-    if failed or ar.findings:
+    if ar.findings:
         ar.verdict, ar.exit_code = "fail", EXIT_KERNEL
-        why = [f"{t.suite}/{t.name}" for t in failed] + [f"{f.kind} in {f.source}" for f in ar.findings]
+        kinds = summarize(ar.findings)
+        blocked = sorted({blocked_task_name(f.line) or "?" for f in ar.findings if f.kind in BLOCKED_KINDS})
+        why = [f"{k} x{n}" if n > 1 else k for k, n in kinds.items()]
+        ar.error = "kernel misbehaved: " + ", ".join(why)
+        if blocked:
+            ar.error += "; blocked task(s): " + ", ".join(blocked)
+        if failed:
+            ar.error += "; failed: " + ", ".join(f"{t.suite}/{t.name}" for t in failed[:8])
+        first = next((f for f in ar.findings if f.kind in FATAL_KINDS), ar.findings[0])
+        ar.error += "\nfirst report: " + describe(first)
+    elif failed:
+        ar.verdict, ar.exit_code = "fail", EXIT_KERNEL
+        why = [f"{t.suite}/{t.name}" for t in failed]
         ar.error = "kernel misbehaved: " + ", ".join(why[:8]) + (" ..." if len(why) > 8 else "")
     elif errored:
         ar.verdict, ar.exit_code = "error", EXIT_INFRA

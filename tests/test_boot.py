@@ -252,10 +252,14 @@ def test_qemu_command_comes_from_arch_data_only():
         assert cmd[0] == a.qemu_binary
         assert cmd[cmd.index("-machine") + 1] == a.qemu_machine and cmd[cmd.index("-accel") + 1] == "tcg"
         assert cmd[cmd.index("-m") + 1] == str(a.memory_mb) and cmd[cmd.index("-smp") + 1] == str(a.smp)
-        assert cmd[cmd.index("-append") + 1] == f"console={a.console} panic=-1 x=1"
+        assert cmd[cmd.index("-append") + 1] == " ".join([f"console={a.console}", "panic=-1",
+                                                          *a.kernel_cmdline_extra, "x=1"])
         assert {"-no-reboot", "-nodefaults"} <= set(cmd)
-        assert cmd[cmd.index("-serial") + 1] == "stdio" and cmd[cmd.index("-monitor") + 1] == "none"
-        assert "user,id=n0,hostfwd=tcp:127.0.0.1:40000-:22" in cmd
+        # the console: a muxed stdio chardev (its input is kpipe's pipe: Ctrl-A b = serial BREAK for SysRq)
+        assert cmd[cmd.index("-serial") + 1] == "chardev:con0" and cmd[cmd.index("-monitor") + 1] == "none"
+        assert cmd[cmd.index("-chardev") + 1] == "stdio,id=con0,mux=on,signal=off"
+        # the guest reaches nothing but its forwarded SSH port
+        assert "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40000-:22" in cmd
         assert f"{a.nic_device},netdev=n0" in cmd
     # a new arch is data: no code path branches on the name
     riscv = dataclasses.replace(get_arch("arm64"), name="riscv64", qemu_binary="qemu-system-riscv64",
@@ -291,3 +295,85 @@ def test_guest_command_quoting_and_timeout_wrapper():
     assert command_line("echo $HOME") == "echo $HOME"
     assert command_line(["ls"], cwd="/tmp/a b") == "cd '/tmp/a b' && ls"
     assert wrap_timeout("sleep 5", 2.2) == "timeout -s KILL 3 sh -c 'sleep 5'; exit $?"
+
+
+# ------------------------------------------------------------------------------------------------ isolation
+
+@e2e
+@pytest.mark.parametrize("arch", ARCHES)
+def test_guest_reaches_nothing_but_its_ssh_port(kernels, images, arch, tmp_path):
+    """restrict=on: a TCP listener on the host's 127.0.0.1 (10.0.2.2 is the host's alias in QEMU's user
+    network) is unreachable from the guest, while SSH in still works. Control: the same busybox nc reaches
+    the guest's own sshd, so a failure to connect is the network's doing, not nc's."""
+    import socket
+
+    k = _kernel(kernels, arch)
+    accepted: list[str] = []
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        srv.settimeout(0.5)
+        port = srv.getsockname()[1]
+        stop = threading.Event()
+
+        def accept():
+            while not stop.is_set():
+                try:
+                    c, addr = srv.accept()
+                    accepted.append(str(addr))
+                    c.sendall(b"HOST-SERVICE\n")
+                    c.close()
+                except OSError:
+                    pass
+        t = threading.Thread(target=accept, daemon=True)
+        t.start()
+        try:
+            with boot(get_arch(arch), k.image, images[arch], tmp_path / "run") as g:
+                own = g.session.run(["sh", "-c", "nc -w 3 10.0.2.15 22 </dev/null | head -c 20"], timeout=20)
+                assert own.exit_status == 0 and own.stdout.startswith("SSH-2.0"), own
+                for host in ("10.0.2.2", "127.0.0.1"):
+                    r = g.session.run(["sh", "-c", f"nc -w 3 {host} {port} </dev/null; echo rc=$?"], timeout=20)
+                    assert "HOST-SERVICE" not in r.stdout and "rc=0" not in r.stdout, (host, r)
+                # SSH still answers after the attempts
+                assert g.session.run(["true"], timeout=20).exit_status == 0
+        finally:
+            stop.set()
+            t.join(timeout=5)
+    assert accepted == [], f"the guest reached the host's 127.0.0.1:{port}"
+
+
+# ------------------------------------------------------------------------------------------------ SysRq
+
+@e2e
+@pytest.mark.parametrize("arch", ARCHES)
+def test_sysrq_reaches_the_kernel_by_ssh_and_by_serial_break(kernels, images, arch, tmp_path):
+    """The two ways kpipe asks a wedged kernel what it is doing: /proc/sysrq-trigger over a fresh SSH
+    connection, and, once SSH no longer answers (sshd killed here), a serial BREAK + key on the console."""
+    k = _kernel(kernels, arch)
+
+    def seen(vm, text, since, limit=10.0):
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if sum(text in ln for ln in vm.tail_lines(400)) > since:
+                return time.monotonic()
+            time.sleep(0.05)
+        return None
+
+    with boot(get_arch(arch), k.image, images[arch], tmp_path / "run") as g:
+        header = "sysrq: Show Blocked State"
+        t0 = time.monotonic()
+        assert g.session.sysrq("w") is None
+        t_ssh = seen(g.vm, header, 0)
+        assert t_ssh is not None, g.vm.tail_lines()
+        g.session.start(["sh", "-c", "sleep 1; killall dropbear"])      # no SSH from now on
+        time.sleep(3)
+        t1 = time.monotonic()
+        why = g.session.sysrq("w", timeout=5)
+        assert why is not None, "SSH still answered after sshd was killed"
+        assert time.monotonic() - t1 < 20
+        t2 = time.monotonic()
+        assert g.vm.send_sysrq("w")
+        t_serial = seen(g.vm, header, 1)
+        assert t_serial is not None, g.vm.tail_lines()
+        print(f"\n{arch}: SysRq w by SSH seen in {t_ssh - t0:.2f}s; SSH dead -> probe gave up in {t2 - t1:.1f}s "
+              f"({why}); by serial BREAK seen in {t_serial - t2:.2f}s")

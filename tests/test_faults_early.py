@@ -4,7 +4,6 @@ problem and a fix, the contract's exit code and exit line, no helper process and
 held, the user's tree byte-identical, and the cache still good for the next run."""
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -241,16 +240,30 @@ def test_two_runs_at_once_on_the_same_tree_and_cache(tmp_path, private_cache, di
     check_cache_still_good(dirty_repo, private_cache, tmp_path / "r")
 
 
+def sigint_default() -> None:
+    """preexec_fn for a child that must die of Ctrl-C: a runner started from a background job inherits
+    SIGINT ignored, and Python keeps an inherited SIG_IGN (then SIGINT would do nothing)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+HOLDER = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644); "
+          "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)")
+
+
 def test_interrupt_while_waiting_for_the_checkout_then_next_run_succeeds(tmp_path, private_cache, dirty_repo):
+    """The waiting run names the process holding the lock (pid and command line) within 2 s, then Ctrl-C
+    ends it cleanly (exit 2)."""
     from kpipe.tree import open_user_tree
     lock = open_user_tree(str(dirty_repo)).lock_path
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)                      # "another run" holds the scratch checkout
+    # "another run" holds the scratch checkout: a separate process, so it has its own pid and command line
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), "kpipe-lock-holder-marker"],
+                              stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout.readline().strip() == "held"
         p = subprocess.Popen([sys.executable, "-m", "invoke", "apply", "--tree", str(dirty_repo),
                               "--out", str(tmp_path / "r")], cwd=REPO_ROOT, env=kpipe_env(private_cache),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
         reader.start()
@@ -264,12 +277,42 @@ def test_interrupt_while_waiting_for_the_checkout_then_next_run_succeeds(tmp_pat
         reader.join(timeout=10)
         err = "".join(lines)
     finally:
-        os.close(fd)
+        holder.kill()
+        holder.wait()
     assert p.returncode == 2, err
-    assert "waiting for another kpipe run" in err
+    waiting = next(ln for ln in err.splitlines() if "waiting for another kpipe run" in ln)
+    assert f"held by pid {holder.pid} (" in waiting and "kpipe-lock-holder-marker" in waiting, waiting
     assert "interrupted" in err and EXIT_LINE[2] in err.splitlines()[-1]
     assert not leftovers(private_cache) and not held_locks(private_cache) and not processes_of(private_cache)
     check_cache_still_good(dirty_repo, private_cache, tmp_path / "r")
+
+
+def test_lock_wait_names_the_holder_at_once_and_keeps_showing_it(tmp_path, monkeypatch):
+    """In-process: the holder is named within 2 s of the first try, again every LOCK_REMIND seconds, and
+    the timeout error names it too."""
+    from kpipe import cache, progress
+
+    lock = tmp_path / "x.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock), "kpipe-lock-holder-marker"],
+                              stdout=subprocess.PIPE, text=True)
+    notes: list[tuple[float, str]] = []
+    monkeypatch.setattr(progress, "note", lambda msg: notes.append((time.monotonic(), msg)))
+    monkeypatch.setattr(cache, "LOCK_REMIND", 1.0)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with pytest.raises(cache.InfraError) as ei:
+            with cache.file_lock(lock, "test", timeout=3.5):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    want = f"held by pid {holder.pid} ("
+    assert notes and notes[0][0] - t0 < 2.0, notes
+    assert len(notes) >= 3 and all(want in m and "kpipe-lock-holder-marker" in m for _, m in notes), notes
+    assert want in ei.value.message
+    with cache.file_lock(lock, "test", timeout=1):        # the holder is gone: the lock is free
+        pass
 
 
 def test_damaged_scratch_state_file_is_not_trusted(tmp_path, private_cache):

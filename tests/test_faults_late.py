@@ -426,8 +426,10 @@ def interrupt_when(tag: str, out: Path, args: list[str], ready, what: str, limit
     """Start `invoke verify ARGS`, wait until ``ready()`` says the run reached the phase, SIGINT the invoke
     process (as Ctrl-C would), and return its exit code and stderr."""
     cmd = [sys.executable, "-m", "invoke", "verify", "--arch", ARCH, *args, "--out", str(out)]
+    # SIGINT restored to its default in the child: a runner started from a background job inherits it ignored
     p = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, TAG: tag}, stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     chunks: list[str] = []
     reader = threading.Thread(target=lambda: chunks.extend(p.stderr), daemon=True)
     reader.start()

@@ -135,5 +135,130 @@ def test_streaming_scanner_keeps_bounded_context_and_reports_kind_live():
 def test_classify_words_that_only_look_alike():
     assert classify("[ 0.1] ACPI: bus type PCI registered") is None
     assert classify("[ 0.1] DEBUG: something") is None
-    assert classify("[ 0.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!") == "bug"
-    assert classify("[ 0.1] kernel BUG at mm/mremap.c:300!") == "bug"
+    assert classify("[ 0.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!") == "soft_lockup"
+    assert classify("[ 0.1] kernel BUG at mm/mremap.c:300!") == "kernel_bug"
+
+
+# ------------------------------------------------------------------------------------------------ debug kernels
+# Report formats of 5.10's debug options (the header lines are the kernel's own strings). The mutants in
+# tests/patches/debug/ produce real ones: see the golden-file tests below.
+
+LOCKDEP_CIRCULAR = """\
+[   30.100000] ======================================================
+[   30.100001] WARNING: possible circular locking dependency detected
+[   30.100002] 5.10.262 #1 Not tainted
+[   30.100003] ------------------------------------------------------
+[   30.100004] mremap_dontunma/95 is trying to acquire lock:
+[   30.100005] ffff888004a1e0a8 (&mapping->i_mmap_rwsem){++++}-{3:3}, at: vma_to_resize+0x1f5/0x3c0
+"""
+LOCKDEP_INCONSISTENT = """\
+[   31.000000] ================================
+[   31.000001] WARNING: inconsistent lock state
+[   31.000002] 5.10.262 #1 Not tainted
+[   31.000003] --------------------------------
+[   31.000004] inconsistent {SOFTIRQ-ON-W} -> {IN-SOFTIRQ-W} usage.
+"""
+RCU_SUSPICIOUS = """\
+[   32.000000] =============================
+[   32.000001] WARNING: suspicious RCU usage
+[   32.000002] 5.10.262 #1 Not tainted
+[   32.000003] -----------------------------
+[   32.000004] include/linux/rcupdate.h:339 Illegal context switch in RCU read-side critical section!
+"""
+UBSAN = """\
+[   33.000000] ================================================================================
+[   33.000001] UBSAN: shift-out-of-bounds in mm/mremap.c:500:20
+[   33.000002] shift exponent 64 is too large for 64-bit type 'long unsigned int'
+"""
+KFENCE = """\
+[   34.000000] ==================================================================
+[   34.000001] BUG: KFENCE: use-after-free read in vma_to_resize+0xb3/0x143
+"""
+BAD_PAGES = """\
+[   35.000000] BUG: Bad page state in process mremap_dontunma  pfn:05e4c
+[   35.000001] BUG: Bad page map in process mremap_dontunma  pte:8000000005e4c067 pmd:05e4d067
+[   35.000002] BUG: Bad rss-counter state mm:000000004b5a7d4b type:MM_ANONPAGES val:1
+"""
+LOCKUPS = """\
+[   60.000000] watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [mremap_dontunma:95]
+[   61.000000] rcu: INFO: rcu_sched detected stalls on CPUs/tasks:
+[   62.000000] INFO: task mremap_dontunma:95 blocked for more than 15 seconds.
+"""
+SYSRQ_W = """\
+[   70.000000] sysrq: Show Blocked State
+[   70.000001] task:mremap_dontunma state:D stack:27448 pid:   95 ppid:    93 flags:0x00004000
+[   70.000002] Call Trace:
+[   70.000003]  __schedule+0x5a4/0xd40
+[   70.000004]  schedule+0x7a/0x110
+[   70.000005]  schedule_timeout+0x1c4/0x220
+[   70.000006]  wait_for_completion+0x112/0x1a0
+[   70.000007]  vma_to_resize+0x2b1/0x3e0
+[   70.000008]  __x64_sys_mremap+0x2f0/0x4a0
+[   70.000009] task:kworker/u4:1    state:I stack:28864 pid:   30 ppid:     2 flags:0x00004000
+[   70.000010] sysrq: Show backtrace of all active CPUs
+[   70.000011] NMI backtrace for cpu 0
+[   70.000012] task:late_after_dump state:D stack:0 pid:   99 ppid:    93 flags:0x00004000
+"""
+NOISE = """\
+[    0.100000] kasan: KernelAddressSanitizer initialized
+[    0.200000] Lock dependency validator: Copyright (c) 2006 Red Hat, Inc., Ingo Molnar
+[    0.300000] INFO: lockdep is turned off.
+[    0.400000] BUG: MAX_LOCKDEP_ENTRIES too low!
+[    0.400001] turning off the locking correctness validator.
+[    0.500000] sysrq: Show Blocked State
+[    0.500001] sysrq: Show backtrace of all active CPUs
+"""
+
+
+def test_each_debug_report_kind():
+    assert kinds(LOCKDEP_CIRCULAR) == ["lockdep_circular"]
+    assert kinds(LOCKDEP_INCONSISTENT) == ["lockdep_inconsistent"]
+    assert kinds(RCU_SUSPICIOUS) == ["rcu_suspicious"]
+    assert kinds(UBSAN) == ["ubsan"]
+    assert kinds(KFENCE) == ["kfence"]
+    assert kinds(BAD_PAGES) == ["bad_page_state", "bad_page_map", "bad_rss_counter"]
+    assert kinds(LOCKUPS) == ["soft_lockup", "rcu_stall", "hung_task"]
+
+
+def test_sysrq_w_lists_only_tasks_in_d_state_inside_the_dump():
+    from kpipe.findings import blocked_task_name, describe, trace_of
+
+    found = scan_text(SYSRQ_W, "console")
+    assert [f.kind for f in found] == ["blocked_task"]      # not the idle kworker, not after the next dump
+    assert blocked_task_name(found[0].line) == "mremap_dontunma:95"
+    assert "vma_to_resize+0x2b1/0x3e0" in trace_of(found[0])
+    assert "'mremap_dontunma:95'" in describe(found[0])
+    (hung,) = [f for f in scan_text(LOCKUPS, "console") if f.kind == "hung_task"]
+    assert blocked_task_name(hung.line) == "mremap_dontunma:95"
+
+
+def test_debug_kernel_noise_is_not_a_finding():
+    assert kinds(NOISE) == []
+
+
+# ------------------------------------------------------------------------------------------------ golden logs
+# Serial consoles of real debug-kernel runs (tests/test_debug_kernel.py writes them): exactly these kinds.
+import tomllib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+GOLDEN = Path(__file__).parent / "data" / "findings"
+EXPECTED = tomllib.loads((GOLDEN / "expected.toml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_golden_console_of_a_real_run(name):
+    from kpipe.findings import trace_of
+
+    want = EXPECTED[name]
+    found = scan_text((GOLDEN / f"{name}.log").read_text(errors="replace"), "console")
+    assert sorted({f.kind for f in found}) == sorted(want["kinds"]), [(f.kind, f.line) for f in found]
+    for kind in want.get("trace_through", {}):
+        f = next(f for f in found if f.kind == kind)
+        frames = trace_of(f)
+        assert any(want["trace_through"][kind] in fr for fr in frames), (kind, frames)
+    if "blocked" in want:
+        from kpipe.findings import blocked_task_name
+        names = {blocked_task_name(f.line) for f in found if f.kind in ("blocked_task", "hung_task")}
+        assert any(n and n.startswith(want["blocked"]) for n in names), names
