@@ -168,13 +168,10 @@ def test_policy_comes_from_the_code(tmp_path):
         choose_policy(tmp_path / "nowhere", None)
 
 
-def test_policy_of_the_real_510_tree():
-    """The Debian 5.10 scratch checkout (read only): whichever patch state it is in, the rule found is one
-    of the two 5.10 ones and names its line."""
-    tree = Path(os.environ.get("KPIPE_CACHE", Path.home() / ".cache" / "kpipe")) / "work" / "debian-5.10"
-    if not (tree / "mm" / "mremap.c").is_file():
-        pytest.skip("no Debian 5.10 checkout in the kpipe cache (invoke fetch)")
-    policy, why = choose_policy(tree, None)
+def test_policy_of_the_real_510_tree(tree_src):
+    """The Debian 5.10 scratch checkout (read only; the fixture fetches it, so this is e2e): whichever patch
+    state it is in, the rule found is one of the two 5.10 ones and names its line."""
+    policy, why = choose_policy(tree_src, None)
     assert policy in ("anon-only", "anon+shmem") and re.match(r"mm/mremap\.c:\d+ carries ", why), (policy, why)
 
 
