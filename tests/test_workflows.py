@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,29 @@ def test_premerge_shows_the_flip_on_both_arches(patched_kernels, tmp_path):
     text = (out / "premerge.md").read_text()
     assert "Expected flip (anon-only -> anon+shmem): yes, " in text
     assert "checkpatch" in text and "0 error(s)" in text
+
+
+def test_default_profile_is_debug_on_two_cpus_and_fast_is_tinyconfig_on_one(patched_kernels, tmp_path):
+    """verify's default kernel is the debug profile (KASAN, lockdep, DEBUG_VM) on 2 vCPUs the guest really
+    runs on; --profile fast is the tinyconfig kernel on one, shown as such in result.json and the reproducer."""
+    r = invoke("verify", "--arch", "arm64", "--selftests", "none", out=tmp_path / "debug")
+    assert r.code == 0, r
+    ar = r.result["arches"]["arm64"]
+    assert ar["kernel"]["profile"] == "debug" and ar["config"]["profile"] == "debug"
+    assert ar["boot"]["cpus"] == ar["boot"]["vcpus"] == 2
+    assert "--profile debug" in r.result["reproducer"]
+    debug_cfg = (Path(ar["build"]["image"]).parent / "config").read_text()
+    for sym in ("KASAN", "PROVE_LOCKING", "DEBUG_VM", "SMP", "SLUB", "DETECT_HUNG_TASK", "PANIC_ON_OOPS"):
+        assert f"CONFIG_{sym}=y\n" in debug_cfg, sym
+    assert any(m.startswith("CONFIG_DEBUG_VM_MAPLE_TREE: requested y, got n — not in this tree")
+               for m in ar["config"]["optional_missing"])
+    debug_key = ar["build"]["key"]
+
+    r = invoke("verify", "--arch", "arm64", "--selftests", "none", "--profile", "fast", out=tmp_path / "fast")
+    assert r.code == 0, r
+    ar = r.result["arches"]["arm64"]
+    assert ar["kernel"]["profile"] == "fast" and ar["boot"]["cpus"] == ar["boot"]["vcpus"] == 1
+    fast_cfg = (Path(ar["build"]["image"]).parent / "config").read_text()
+    assert "CONFIG_KASAN=y" not in fast_cfg and "CONFIG_SLOB=y\n" in fast_cfg
+    assert ar["build"]["key"] != debug_key                     # the profile is part of the content key
+    assert "--profile fast" in r.result["reproducer"]
