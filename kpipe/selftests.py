@@ -275,15 +275,19 @@ def skip_unconfigured(specs: list[SelftestSpec], dotconfig: dict[str, str],
 
 # ----------------------------------------------------------------------------------------------- build
 
-def _tree_fingerprint(root: Path) -> str:
-    """A cheap identity of a headers folder: relative path, size, mtime of every file."""
+def _tree_fingerprint(root: Path, content: bool = False) -> str:
+    """The identity of a folder: every file's relative path with its size and mtime (cheap: a headers folder
+    written once), or with its bytes (``content``: sources that may be edited in place)."""
     h = hashlib.sha256()
     for dirpath, dirs, files in os.walk(root):
         dirs.sort()
         for f in sorted(files):
             p = Path(dirpath, f)
-            st = p.stat()
-            h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            if content:
+                h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+            else:
+                st = p.stat()
+                h.update(f"{p.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -385,23 +389,13 @@ def _source_ids(tree: Path) -> list[str]:
         cp = proc.run(["git", "-C", str(tree), "rev-parse", "-q", "--verify", f"HEAD:{rel}"], check=False,
                       timeout=30, what="git rev-parse")
         if cp.returncode != 0 and rel == SELFTESTS:
-            return [_tree_digest(Path(tree) / SELFTESTS)]
+            return [_tree_fingerprint(Path(tree) / SELFTESTS, content=True)]
         out.append(f"{rel}={cp.stdout.strip() if cp.returncode == 0 else '-'}")
     dirty = proc.run(["git", "-C", str(tree), "status", "--porcelain", "--", *_MAKE_INPUTS[:2]], check=False,
                      timeout=60, what="git status").stdout.strip()
     if dirty:
-        out.append(_tree_digest(Path(tree) / SELFTESTS))
+        out.append(_tree_fingerprint(Path(tree) / SELFTESTS, content=True))
     return out
-
-
-def _tree_digest(root: Path) -> str:
-    h = hashlib.sha256()
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        for f in sorted(files):
-            p = Path(dirpath, f)
-            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
 
 
 def make_command(arch, tree: Path, collection: str, headers: Path, output: Path, binaries: list[str],
