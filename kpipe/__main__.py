@@ -1,4 +1,4 @@
 """`python3 -m kpipe` is the `kpipe` command."""
-from .cli import main
+from .program import main
 
 main()

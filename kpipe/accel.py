@@ -19,6 +19,7 @@ from pathlib import Path
 from . import cache, proc
 from .arches import Arch
 from .errors import InfraError, UsageError
+from .qemu_cmdline import qemu_command
 
 PROBE_TIMEOUT = 8.0
 ACCELS = ("auto", "kvm", "tcg")
@@ -77,7 +78,6 @@ def kvm_problem(arch: Arch, kernel_image: Path) -> tuple[str | None, float]:
 
 def probe_kvm(arch: Arch, kernel_image: Path, timeout: float = PROBE_TIMEOUT) -> tuple[str | None, float]:
     """Boot ``kernel_image`` under KVM until the kernel prints; always kill the probe within ``timeout``."""
-    from .qemu import qemu_command          # qemu imports this module
 
     if not Path(kernel_image).is_file():
         raise UsageError(f"kernel image not found: {kernel_image}", fix="build the kernel first (invoke build)")

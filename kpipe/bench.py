@@ -33,6 +33,7 @@ from .checkout import tree_hash
 from .errors import EXIT_PASS, InfraError
 from .pipeline import (Options, apply, fragments_for, locked_checkout, new_run_dir, resolve_tree, selftest_layers,
                        series_of)
+from .benchrows import _row, cost_rows
 from .profiles import get_profile
 from .progress import note, phase
 from .tree import git
@@ -213,28 +214,6 @@ def bench_warm(arch: Arch, tree, run_dir: Path, profile: str = "debug") -> list[
                      ok=k_unch <= TARGETS["unchanged_seconds"]))
     rows[-1]["series"] = str(series_file)
     return rows
-
-
-def _row(phase_name: str, arch: str, kp: float, raw: float | None, target: float | None, note: str = "",
-         ok: bool | None = None, profile: str = "debug") -> dict:
-    ratio = round(kp / raw, 2) if raw else None
-    if ok is None and target is not None and ratio is not None:
-        ok = ratio <= target
-    return {"phase": phase_name, "arch": arch, "profile": profile, "kpipe_s": kp, "raw_s": raw, "ratio": ratio,
-            "target": target, "ok": ok, "note": note}
-
-
-def cost_rows(rows: list[dict]) -> list[dict]:
-    """debug / fast per phase and arch (kpipe seconds): what the debug kernel costs."""
-    by = {(r["phase"], r["arch"], r["profile"]): r["kpipe_s"] for r in rows}
-    out = []
-    for (ph, arch, prof), secs in by.items():
-        fast = by.get((ph, arch, "fast"))
-        if prof == "debug" and fast:
-            out.append({"phase": f"cost:{ph}", "arch": arch, "profile": "debug/fast", "kpipe_s": secs, "raw_s": fast,
-                        "ratio": round(secs / fast, 2), "target": None, "ok": None,
-                        "note": "debug kpipe s vs fast kpipe s"})
-    return out
 
 
 def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = False, profile: str = "debug") -> int:

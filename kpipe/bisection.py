@@ -16,12 +16,12 @@ from .errors import EXIT_MEANING, UsageError
 from .patches import Series
 from .pipeline import Options, locked_checkout, open_tree, series_of
 from .progress import note
+from .runner import run_variant, step_mark, worst
 from .tree import git
 
 
 def _step(arches: list[Arch], tree, series: Series, opts: Options, co, run_dir: Path, n: int, label: str,
           timings: dict, build_failure_is_bad: bool) -> dict:
-    from .workflows import run_variant, step_mark, worst
     sdir = run_dir / f"step-{n:02d}-{label}"
     results = run_variant(arches, tree, series, opts, sdir, sdir, co, timings)
     code = worst([r.exit_code for r in results.values()])

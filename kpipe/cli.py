@@ -10,7 +10,7 @@ import traceback
 from typing import Callable
 
 from . import proc, progress
-from .errors import EXIT_INFRA, EXIT_MEANING, InfraError, Interrupted, KpipeError, UsageError
+from .errors import EXIT_MEANING, InfraError, Interrupted, KpipeError, UsageError
 
 BISECT_MAP = {0: 0, 1: 1, 2: 125, 3: 125, 4: 125}
 BISECT_ABORT = 128          # `git bisect run` stops on >= 128: a usage error is the same on every commit
@@ -82,59 +82,3 @@ def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: 
               file=sys.stderr)
         return mapped
     return code
-
-
-def _program_class():
-    from invoke import Exit, ParseError, Program, UnexpectedExit
-
-    class KpipeProgram(Program):
-        """invoke's Program with kpipe's exit-code contract: a command-line mistake is exit 2 (usage), never 1
-        (which means the kernel misbehaved, and which `git bisect run` would take for a bad commit)."""
-
-        def run(self, argv=None, exit: bool = True) -> None:
-            bisect = "--bisect-exit-codes" in (argv if isinstance(argv, list) else sys.argv)
-            try:
-                self.create_config()
-                self.parse_core(argv)
-                self.parse_collection()
-                self.parse_tasks()
-                self.parse_cleanup()
-                self.update_config()
-                self.execute()
-            except ParseError as e:
-                err = UsageError(str(e), fix="see `kpipe --help` and `kpipe TASK --help`")
-                print(err.render(), file=sys.stderr)
-                sys.exit(BISECT_ABORT if bisect else err.exit_code)
-            except KpipeError as e:          # raised while reading the config, before run_task took over
-                print(e.render(), file=sys.stderr)
-                sys.exit(BISECT_ABORT if bisect and type(e) is UsageError else e.exit_code)
-            except Exit as e:
-                if e.message:
-                    print(e.message, file=sys.stderr)
-                sys.exit(e.code)
-            except UnexpectedExit as e:
-                sys.exit(e.result.exited)
-            except KeyboardInterrupt:
-                print(Interrupted().render(), file=sys.stderr)
-                sys.exit(EXIT_INFRA)
-
-    return KpipeProgram
-
-
-def main(argv: list[str] | None = None) -> None:
-    """The `kpipe` console script: invoke's Program over kpipe.tasks (the same tasks `invoke` runs in the
-    checkout), runnable from any directory. Shell completion: `kpipe --print-completion-script bash`."""
-    global PROGRAM
-    from importlib.metadata import PackageNotFoundError, version
-
-    from invoke import Collection
-
-    from . import tasks
-    from .settings import KpipeConfig
-    PROGRAM = "kpipe"
-    try:
-        ver = version("kpipe")
-    except PackageNotFoundError:
-        ver = "unknown"
-    _program_class()(name="kpipe", binary="kpipe", binary_names=["kpipe"], version=ver,
-                     namespace=Collection.from_module(tasks), config_class=KpipeConfig).run(argv)

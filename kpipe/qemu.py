@@ -27,6 +27,7 @@ from typing import Iterator
 
 from . import cache, proc
 from .accel import choose_accel
+from .qemu_cmdline import kernel_cmdline, qemu_command  # noqa: F401  (the command line lives in a leaf)
 from .arches import Arch
 from .errors import InfraError, KernelError
 from .findings import BLOCKED_KINDS, FATAL_KINDS, STUCK_KINDS, Scanner, scan_text
@@ -42,29 +43,6 @@ SERIAL_BREAK = b"\x01b"      # the stdio mux's escape for a serial BREAK (QEMU: 
 SYSRQ_KEY_DELAY = 0.3        # between the BREAK and the SysRq key (the kernel waits up to 5 s for it)
 TAIL_LINES = 30
 PORT_ATTEMPTS = 4
-
-
-def qemu_command(arch: Arch, kernel_image: Path, *, accel: str, append: str, initrd: Path | None = None,
-                 ssh_port: int | None = None) -> list[str]:
-    """The QEMU argv, from the Arch data only."""
-    cmd = [arch.qemu_binary, "-nodefaults", "-machine", arch.qemu_machine, "-accel", accel]
-    if arch.qemu_cpu:
-        cmd += ["-cpu", arch.qemu_cpu]
-    cmd += ["-m", str(arch.memory_mb), "-smp", str(arch.smp), "-kernel", str(kernel_image)]
-    if initrd is not None:
-        cmd += ["-initrd", str(initrd)]
-    cmd += ["-append", append, "-display", "none", "-monitor", "none",
-            "-chardev", "stdio,id=con0,mux=on,signal=off", "-serial", "chardev:con0", "-no-reboot"]
-    if ssh_port is not None:
-        cmd += ["-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
-                "-device", f"{arch.nic_device},netdev=n0"]
-    else:
-        cmd += ["-nic", "none"]
-    return cmd + list(arch.qemu_extra)
-
-
-def kernel_cmdline(arch: Arch, extra: tuple[str, ...] = ()) -> str:
-    return " ".join([f"console={arch.console}", "panic=-1", *arch.kernel_cmdline_extra, *extra])
 
 
 def boot_timeout(arch: Arch, accel: str, requested: float | None = None) -> float:

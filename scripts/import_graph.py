@@ -7,19 +7,37 @@ import ast
 import pathlib
 import sys
 
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "kpipe")
-mods = {p.stem if p.name != "__init__.py" else p.parent.name: p for p in root.rglob("*.py")}
+root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "kpipe").resolve()
+top = root.name
+
+
+def module_name(p: pathlib.Path) -> str:
+    parts = list(p.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts) or "__init__"
+
+
+mods = {module_name(p): p for p in root.rglob("*.py")}
 graph = {}
 for name, p in mods.items():
+    package = name.split(".")[:-1] if not p.name == "__init__.py" else name.split(".")
     deps = set()
     for node in ast.walk(ast.parse(p.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level >= 1:
-            if node.module:
-                deps.add(node.module.split(".")[0])
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - (node.level - 1)] if node.level > 1 else package
+            elif node.module and node.module.split(".")[0] == top:
+                base, node_module = [], node.module.split(".", 1)[1] if "." in node.module else ""
+                node = ast.ImportFrom(module=node_module or None, names=node.names, level=0)
             else:
-                deps.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kpipe."):
-            deps.add(node.module.split(".")[1])
+                continue
+            target = base + (node.module.split(".") if node.module else [])
+            if node.module is None:
+                for a in node.names:
+                    deps.add(".".join(target + [a.name]))
+            else:
+                deps.add(".".join(target))
     graph[name] = sorted(d for d in deps if d in mods and d != name)
 for k in sorted(graph):
     print(f"{k}: {', '.join(graph[k])}")

@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
+from kpipe.verifier import load_expectations
 import yaml
 
 from kpipe import qemu
@@ -285,14 +287,19 @@ def test_captured_failing_log_is_exit_1_naming_the_cases_although_lava_passed_th
     t = next(t for t in ar.tests if t.name == "move-memfd-shared")
     assert (t.status, t.expected, t.observed) == (Status.FAIL, "ok", "EINVAL")
     assert ar.boot["lava"]["mismatches"] == []          # LAVA's own results say the same
-    assert ar.counts()["verifier"]["fail"] == len([r for r in log.results if r.result == "fail"]) == 16
+    assert ar.counts()["verifier"]["fail"] == len([r for r in log.results if r.result == "fail"]) == 28
+    # exactly the cases the seed patch is about: expected differently before and after it
+    ex = load_expectations()
+    flip = {c for c in ex.cases if ex.column("anon-only")[c] != ex.column("anon+shmem")[c]}
+    assert {t.name for t in ar.tests if t.status == Status.FAIL} == flip
 
 
 def test_captured_arm64_log_of_the_baseline_kernel_passes_under_its_policy(tmp_path):
     log, ar = _collect(tmp_path, "pass-baseline-anon-only-arm64.log", policy="anon-only", arch_name="arm64")
     assert (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
     c = ar.counts()["verifier"]
-    assert (c["fail"], c["error"], c["skip"]) == (0, 0, 9) and c["pass"] == 28
+    # the refused shmem moves SKIP ("move rejected as expected"); the partial mlock move is the known 5.10 bug
+    assert (c["fail"], c["error"], c["skip"], c["xfail"]) == (0, 0, 21, 1) and c["pass"] == 40
     assert ar.boot["lava"]["mismatches"] == []
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import workflows
 from ..arches import Arch
+from ..benchrows import _row
 from ..errors import EXIT_PASS, InfraError
 from ..pipeline import Options
 
@@ -21,7 +22,6 @@ TARGET = 1.5
 
 
 def bench_lava(arch: Arch, run_dir: Path, selftests: str = "all-relevant") -> dict:
-    from ..bench import _row
     from .workflow import lava
     opts = Options(arch=arch.name, accel="tcg", selftests=selftests)
     workflows.verify(replace(opts, out=str(run_dir / f"lava-settle-{arch.name}")))      # builds if needed, untimed
