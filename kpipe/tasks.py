@@ -272,7 +272,7 @@ def test(c, k=None, fast=False, no_lint=False):
     import shlex
     import sys
     from kpipe.kconfig import REPO_ROOT
-    cmd = [sys.executable, "-m", "pytest", "-ra"]
+    cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=30"]
     if fast:
         cmd += ["-m", "not e2e"]
     if k:
