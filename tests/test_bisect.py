@@ -29,6 +29,11 @@ import pytest
 from kpipe_cli import REPO_ROOT, invoke
 
 pytestmark = pytest.mark.e2e
+
+# Bisection logic (endpoints, steps, skips, what git names) does not depend on the kernel's debug options, and
+# each step is a build + boot + verifier: the fast profile keeps these tests minutes shorter. The debug profile
+# (bisect's default) is proven by the workflow, debug-kernel and verifier tests.
+FAST = ("--profile", "fast")
 SEED = REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
 ALLOW = "if (flags & MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma)))"
 REJECT = "if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) || vma->vm_flags & VM_SHARED))"
@@ -83,7 +88,7 @@ def test_bisect_names_the_breaking_commit_and_skips_the_unbuildable(history, tmp
     before = sh(repo, "status", "--porcelain"), sh(repo, "rev-parse", "HEAD"), sh(repo, "for-each-ref")
     out = tmp_path / "bisect"
     r = invoke("bisect", "--tree", str(repo), "--good", c[1], "--bad", c[8], "--arch", "x86_64",
-               "--expect", "anon+shmem", "--selftests", "none", out=out, timeout=3600)
+               "--expect", "anon+shmem", "--selftests", "none", *FAST, out=out, timeout=3600)
     assert r.code == 0, r
     b = r.result["extra"]["bisect"]
     assert b["first_bad"]["commit"] == c[6], b
@@ -110,7 +115,7 @@ def test_bisect_checks_the_endpoints_under_the_policy_first(history, tmp_path):
     repo, c = history
     out = tmp_path / "bisect"
     r = invoke("bisect", "--tree", str(repo), "--good", c[1], "--bad", c[8], "--arch", "x86_64",
-               "--expect", "anon-only", "--selftests", "none", out=out, timeout=3600)
+               "--expect", "anon-only", "--selftests", "none", *FAST, out=out, timeout=3600)
     assert r.code == 2, r
     b = r.result["extra"]["bisect"]
     assert b["first_bad"] is None and len(b["steps"]) == 2, b
@@ -126,7 +131,8 @@ def test_bisect_checks_the_endpoints_under_the_policy_first(history, tmp_path):
 def test_only_skipped_commits_left_is_exit_2_with_the_candidates(history, tmp_path):
     repo, c = history
     r = invoke("bisect", "--tree", str(repo), "--good", c[5], "--bad", c["d2"], "--arch", "x86_64",
-               "--expect", "anon+shmem", "--selftests", "none", out=tmp_path / "bisect", timeout=3600)
+               "--expect", "anon+shmem", "--selftests", "none", *FAST, out=tmp_path / "bisect",
+               timeout=3600)
     assert r.code == 2, r
     b = r.result["extra"]["bisect"]
     assert b["first_bad"] is None
@@ -153,7 +159,7 @@ def test_git_bisect_run_kpipe_in_the_users_tree(history, tmp_path):
     try:
         # --no-patches: the tree's own commits are under test (kpipe's default series would be applied on top)
         r = subprocess.run(["git", "bisect", "run", "kpipe", "verify", "--bisect-exit-codes", "--no-patches",
-                            "--arch", "x86_64", "--expect", "anon+shmem", "--selftests", "none"],
+                            "--arch", "x86_64", "--expect", "anon+shmem", "--selftests", "none", *FAST],
                            cwd=repo, env=env, capture_output=True, text=True, timeout=3600)
         log = sh(repo, "bisect", "log")
     finally:
@@ -196,7 +202,7 @@ def test_series_mode_names_the_first_bad_patch(tree510, patched_kernels, tmp_pat
     series = tmp_path / "series"
     series.write_text("".join(f"{p}\n" for p in patches))
     out = tmp_path / "bisect"
-    r = invoke("bisect", "--series-mode", "--series", str(series), "--arch", "x86_64", "--selftests", "none",
+    r = invoke("bisect", "--series-mode", "--series", str(series), "--arch", "x86_64", "--selftests", "none", *FAST,
                out=out, timeout=3600)
     assert r.code == 0, r
     b = r.result["extra"]["bisect"]
