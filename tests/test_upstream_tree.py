@@ -18,12 +18,15 @@ def test_seed_patch_does_not_apply_to_612(tmp_path):
 
 
 def test_612_passes_everything_under_upstream(tmp_path):
-    r = invoke("verify", "--tree", "debian:6.12", "--no-patches", "--arch", "x86_64", out=tmp_path / "v",
-               timeout=3600)
+    """The fast profile: what this proves (the upstream rule, every verifier case including the kernel-state
+    ones) does not depend on debug options, and a cold debug 6.12 build costs CI ~10 minutes more. The debug
+    6.12 kernel was verified by hand (62/62, 0 findings, 2 CPUs; see the project notes)."""
+    r = invoke("verify", "--tree", "debian:6.12", "--no-patches", "--arch", "x86_64", "--profile", "fast",
+               out=tmp_path / "v", timeout=3600)
     assert r.code == 0, r
     ar = r.result["arches"]["x86_64"]
     assert ar["kernel"]["release"].startswith("6.12.")
-    assert ar["kernel"]["policy"] == "upstream"
+    assert ar["kernel"]["policy"] == "upstream" and "5.13 rewrite" in ar["kernel"]["policy_reason"]
     verifier = results_by_name(r.result, "x86_64", "verifier")
     assert verifier["move-memfd-shared"]["observed"] == "ok"
     assert all(t["status"] in ("pass", "skip") for t in verifier.values())
