@@ -655,8 +655,9 @@ def _result(built: BuiltTest, out_dir: Path, suite: str, rel_to: Path, output: s
 
 def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "selftests",
                   rel_to: Path | None = None, remote_dir: str = REMOTE_DIR, parallel: int = 1) -> list[TestResult]:
-    """Push and run the tests in the guest, up to ``parallel`` side by side (the guest's vCPUs: each test is its
-    own process tree, and none of them reads system-wide state another changes); write out_dir/<suite>/<name>.log
+    """Push and run the tests in the guest: the tree's own up to ``parallel`` side by side (the guest's vCPUs: each
+    is its own process tree, and none reads system-wide state another changes), --extra-test ones one by one
+    after them; write out_dir/<suite>/<name>.log
     and out_dir/<suite>.ktap, both in catalogue order. ``TestResult.output`` is relative to ``rel_to``.
 
     If the session dies mid-way (guest crashed, SSH lost), the tests that were running and all later ones are
@@ -725,9 +726,15 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
         res, run = _result(b, out_dir, suite, rel_to, output, run, cr.seconds or time.monotonic() - start)
         return res, run, output
 
+    # The tree's own tests are known to be independent processes: side by side. --extra-test files are the
+    # user's: nothing says one does not look at what another leaves running, so they run one by one, after.
+    own = [b for b in built if b.spec.collection != "extra"]
+    extra = [b for b in built if b.spec.collection == "extra"]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel),
                                                thread_name_prefix="selftest") as pool:
-        outcomes = list(pool.map(one, built))
+        done = dict(zip(map(id, own), pool.map(one, own)))
+    done.update({id(b): one(b) for b in extra})
+    outcomes = [done[id(b)] for b in built]
     results = [r for r, _, _ in outcomes]
     write_ktap(out_dir / f"{suite}.ktap", [(b, run, out) for b, (_, run, out) in zip(built, outcomes)])
     error = state["error"]
