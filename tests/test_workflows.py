@@ -24,9 +24,15 @@ def _shmem_cases() -> list[str]:
     return [c for c in ex.cases if before[c] != after[c]]
 
 
+# The tree's own tests without 5.10's vm/userfaultfd stress: with 2 CPUs its "racing" bounce can hang in user
+# space (seen once in four arm64 runs: no task blocked in the kernel, both CPUs idle; see the project notes).
+# That test is exercised by test_selftests.py; these two prove the workflows.
+SELFTESTS = ("--selftests", "mremap_dontunmap,map_fixed_noreplace,mlock2-tests,memfd_test")
+
+
 def test_verify_all_default_tree_passes(patched_kernels, tmp_path):
     out = tmp_path / "run"
-    r = invoke("verify", "--arch", "all", out=out)
+    r = invoke("verify", "--arch", "all", *SELFTESTS, out=out)
     assert r.code == 0, r
     res = r.result
     assert res["verdict"] == "pass" and res["exit_code"] == 0
@@ -56,7 +62,7 @@ def test_verify_all_default_tree_passes(patched_kernels, tmp_path):
     html = (out / "report.html").read_text()
     assert "move-memfd-shared" in html and "PASS" in html
     md = (out / "summary.md").read_text()
-    assert "| verifier |" in md and "x86_64" in md and "arm64" in md
+    assert "| verifier |" in md and "x86\\_64" in md and "arm64" in md        # markdown-escaped names
     assert re.search(r"reproduce with: invoke verify --arch all", r.stderr)
 
 
@@ -80,7 +86,7 @@ def test_unpatched_kernel_rejects_shmem_under_either_policy(kernels, tmp_path, a
 
 def test_premerge_shows_the_flip_on_both_arches(patched_kernels, tmp_path):
     out = tmp_path / "pm"
-    r = invoke("premerge", out=out)
+    r = invoke("premerge", *SELFTESTS, out=out)
     assert r.code == 0, r
     res = r.result
     pm = res["extra"]["premerge"]
