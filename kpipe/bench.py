@@ -31,8 +31,7 @@ from . import cache, image, kconfig, proc, qemu, workflows
 from .arches import Arch, resolve_arches
 from .checkout import tree_hash
 from .errors import EXIT_PASS, InfraError
-from .pipeline import (Options, apply, fragments_for, locked_checkout, new_run_dir, resolve_tree, selftest_layers,
-                       series_of)
+from .pipeline import Options, apply, locked_checkout, merged_config, new_run_dir, resolve_tree, series_of
 from .benchrows import _row, cost_rows
 from .profiles import get_profile
 from .progress import note, phase
@@ -58,9 +57,7 @@ def bench_cold(arch: Arch, tree, run_dir: Path, profile: str = "debug") -> dict:
     try:
         with locked_checkout(tree) as co:
             apply(co, series_of(opts), run_dir / "apply.log")
-            frags = [kconfig.parse_fragment(p) for p in fragments_for(arch, opts, selftest_layers(co.path))]
-            merged = kconfig.merge(frags)
-            optional = kconfig.optional_symbols(frags, get_profile(profile).optional + selftest_layers(co.path))
+            merged, optional = merged_config(arch, opts, co.path)
             req = buildmod.BuildRequest(arch=arch, src=co.path, tree_ident=kp_ident, tree_hash=tree_hash(co),
                                         config_text=merged.text(), config_key=merged.key(), ccache=False,
                                         use_cache=False)

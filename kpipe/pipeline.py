@@ -142,16 +142,22 @@ def selftest_layers(src: Path) -> tuple[Path, ...]:
         return ()
 
 
+def merged_config(arch: Arch, opts: Options, src: Path) -> tuple["kconfig.MergedConfig", frozenset[str]]:
+    """Every layer merged (the selftest collections' own config files of ``src`` as an optional layer), and the
+    symbols only optional layers ask for."""
+    extra_optional = selftest_layers(src)
+    fragments = [kconfig.parse_fragment(p) for p in fragments_for(arch, opts, extra_optional)]
+    optional = kconfig.optional_symbols(fragments, get_profile(opts.profile).optional + tuple(extra_optional))
+    return kconfig.merge(fragments), optional
+
+
 def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict | None = None
                  ) -> tuple[buildmod.Kernel, ConfigReport]:
     """Merge the fragments (with the selftest collections' own config files as an optional layer), build (or
     reuse) the kernel, validate: essential requests must be set (exit 2 naming the blocking dependency),
     optional ones (the profile's, the selftests') are reported when missing."""
     prof = get_profile(opts.profile)
-    extra_optional = selftest_layers(applied.checkout.path)
-    fragments = [kconfig.parse_fragment(p) for p in fragments_for(arch, opts, extra_optional)]
-    merged = kconfig.merge(fragments)
-    optional = kconfig.optional_symbols(fragments, prof.optional + tuple(extra_optional))
+    merged, optional = merged_config(arch, opts, applied.checkout.path)
     for c in merged.conflicts:
         note(c.describe())
     src = applied.checkout.path
