@@ -321,8 +321,9 @@ def _inputs_digest(sources: list[Path], cflags: tuple[str, ...]) -> str:
 
 
 def _compile(spec: SelftestSpec, cc: str, sources: list[Path], headers: Path, out_dir: Path,
-             log: Path, tree: Path | None = None) -> BuiltTest:
-    """Compile one binary (or take it from the cache) into out_dir/<binary_name>."""
+             log: Path) -> BuiltTest:
+    """Compile one --extra-test C file (or take it from the cache) into out_dir/<binary_name>. The tree's own
+    selftests are built by their Makefiles (build_selftests)."""
     start = time.monotonic()
     hdr = Path(headers) / "include"
     if not hdr.is_dir():
@@ -330,12 +331,9 @@ def _compile(spec: SelftestSpec, cc: str, sources: list[Path], headers: Path, ou
                          fix="build the kernel first (its headers_install output is the headers folder)")
     # the kernel's installed uapi headers come first, as KHDR_INCLUDES does in the selftests' lib.mk
     argv_tail = ["-static", "-Wall", "-isystem", str(hdr), *spec.cflags]
-    # path-independent key: the same sources in another checkout hit the same entry
-    system_dirs = [Path(c[len("-isystem"):]) for c in spec.cflags if c.startswith("-isystem")]
-    flags_key = [c.replace(str(tree), "{tree}") if tree else c for c in argv_tail if c != str(hdr)]
-    key = cache.key_of("selftest-bin", toolchain.compiler(cc).ident, flags_key, spec.ldlibs, _inputs_digest(sources, spec.cflags),
-                       [s.name for s in sources], _tree_fingerprint(hdr),
-                       [_tree_fingerprint(d) for d in system_dirs if d.is_dir()])
+    flags_key = [c for c in argv_tail if c != str(hdr)]
+    key = cache.key_of("selftest-bin", toolchain.compiler(cc).ident, flags_key, spec.ldlibs,
+                       _inputs_digest(sources, spec.cflags), [s.name for s in sources], _tree_fingerprint(hdr))
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / spec.binary_name
     entry = cache.cache_dir("selftests") / key
