@@ -57,6 +57,7 @@ class Initrd:
     cached: bool
     seconds: float
     ready_marker: str = ""
+    not_ready_marker: str = ""
     start_sshd: bool = True
 
 
@@ -275,7 +276,7 @@ def build_image(arch: Arch, log: Path | None = None, *, overrides: dict | None =
     def result(cached: bool) -> Initrd:
         return Initrd(arch=arch.name, path=entry / INITRD_NAME, key=key, packages=packages, cached=cached,
                       seconds=round(time.monotonic() - t0, 3), ready_marker=str(variables["ready_marker"]),
-                      start_sshd=bool(variables["start_sshd"]))
+                      not_ready_marker=str(variables["not_ready_marker"]), start_sshd=bool(variables["start_sshd"]))
 
     with cache.file_lock(cache.cache_dir("locks") / f"image-{arch.name}.lock", "guest image"):
         cache.sweep_stale(images)

@@ -97,8 +97,10 @@ class VM:
     """One QEMU process and its console watcher. Use ``stop()`` (idempotent) to end it."""
 
     def __init__(self, arch: Arch, cmd: list[str], run_dir: Path, serial_log: Path, marker: str,
-                 port: int | None):
+                 port: int | None, not_ready: str = ""):
         self.arch, self.cmd, self.run_dir, self.serial_log, self.marker = arch, cmd, run_dir, serial_log, marker
+        self.not_ready = not_ready              # the init's "cannot become ready: <reason>" line
+        self.not_ready_line: str | None = None
         self.port = port
         self.qemu_log = run_dir / "qemu.log"
         self.scanner = Scanner("console")
@@ -146,7 +148,9 @@ class VM:
                         self.panic_before = list(self.tail)[-12:-1]
                     if self.panic_at is not None and "---[ end Kernel panic" in line:
                         self.panic_done.set()
-                    if self.ready_at is None and self.marker and self.marker in line:
+                    if self.not_ready and self.not_ready in line and self.not_ready_line is None:
+                        self.not_ready_line = line
+                    elif self.ready_at is None and self.marker and self.marker in line:
                         self.ready_at = time.monotonic()
                     self._cond.notify_all()
         except (OSError, ValueError):
@@ -190,6 +194,13 @@ class VM:
                     raise self.panic_error()
                 if self.ready_at is not None:
                     return self.ready_at - self.started
+                if self.not_ready_line is not None:
+                    reason = self.not_ready_line.split(self.not_ready, 1)[1].lstrip(": ").strip()
+                    raise InfraError(
+                        f"{self.arch.name} guest cannot become ready ({reason}): its init said so after "
+                        f"{time.monotonic() - self.started:.0f} s, no ready marker {self.marker!r}",
+                        detail=["last console lines:", *self.tail_lines()], log=str(self.serial_log),
+                        fix="read serial.log; the guest image (vm_images/) did not start its SSH server")
                 if self.eof.is_set():
                     break
                 left = deadline - time.monotonic()
@@ -278,7 +289,7 @@ class VM:
 
 @contextlib.contextmanager
 def boot_vm(arch: Arch, kernel_image: Path, initrd_path: Path, run_dir: Path, *, accel: str, marker: str,
-            deadline: float, cmdline_extra: tuple[str, ...] = (), serial_log_name: str = "serial.log",
+            deadline: float, not_ready: str = "", cmdline_extra: tuple[str, ...] = (), serial_log_name: str = "serial.log",
             with_ssh: bool = True) -> Iterator[VM]:
     """Start QEMU (retrying on a port another program took meanwhile), wait for the marker, yield the VM;
     QEMU is stopped on the way out, whatever happens."""
@@ -291,7 +302,7 @@ def boot_vm(arch: Arch, kernel_image: Path, initrd_path: Path, run_dir: Path, *,
         try:
             cmd = qemu_command(arch, kernel_image, accel=accel, append=append, initrd=initrd_path,
                                ssh_port=lease.port if lease else None)
-            vm = VM(arch, cmd, run_dir, serial_log, marker, lease.port if lease else None)
+            vm = VM(arch, cmd, run_dir, serial_log, marker, lease.port if lease else None, not_ready)
             try:
                 vm.wait_ready(deadline)
             except _PortTaken:
@@ -385,7 +396,7 @@ def boot(arch: Arch, kernel_image: Path, initrd: Initrd, run_dir: Path, *, accel
         t0 = time.monotonic()
         deadline = t0 + budget
         with boot_vm(arch, kernel_image, joined, run_dir, accel=accel_name, marker=initrd.ready_marker,
-                     deadline=deadline, cmdline_extra=cmdline_extra, serial_log_name=serial_log_name) as vm:
+                     not_ready=initrd.not_ready_marker, deadline=deadline, cmdline_extra=cmdline_extra, serial_log_name=serial_log_name) as vm:
             boot_seconds = vm.ready_at - vm.started
             try:
                 session = GuestSession("127.0.0.1", vm.port, overlay.client_key_path, overlay.host_pubkey,

@@ -97,17 +97,18 @@ def test_image_without_sshd_is_an_infra_error_with_console_tail(kernels, arch, t
     no_sshd = build_image(get_arch(arch), overrides={"start_sshd": False})
     t0 = time.monotonic()
     with pytest.raises(InfraError) as ei:
-        with boot(get_arch(arch), k.image, no_sshd, tmp_path / "run", timeout=15):
+        with boot(get_arch(arch), k.image, no_sshd, tmp_path / "run", timeout=300):
             pytest.fail("no sshd, no session")
     took = time.monotonic() - t0
     e = ei.value
     assert e.exit_code == 2 and not isinstance(e, KernelError)
-    assert "ready marker" in e.message
+    # the init says it cannot become ready: the run ends then, not at the (long) timeout
+    assert "cannot become ready (sshd not started" in e.message and "ready marker" in e.message
     assert "last console lines:" in e.detail
     tail = e.detail[e.detail.index("last console lines:") + 1:]
     assert 0 < len(tail) <= 30
     assert any("sshd not started" in ln for ln in tail)
-    assert took < 40
+    assert took < 120, f"the init's word must end the wait, not the 300 s timeout (took {took:.0f}s)"
     _secrets_gone(tmp_path / "run")
 
 
