@@ -1,0 +1,95 @@
+"""Premerge's per-arch judgement (kpipe/comparison.py) on ArchResults shaped like real runs: a correct flip
+passes; a regression, a new failing test or a new kernel finding is the patch's fault (exit 1); a side that
+could not be verified is exit 2, and its ERRORs and missing cases are never counted against the patch (seen
+in CI: an SSH channel refused mid-selftests on the patched arm64 kernel was reported as a regression)."""
+from __future__ import annotations
+
+import pytest
+
+from kpipe.comparison import judge_premerge_arch
+from kpipe.errors import EXIT_INFRA, EXIT_KERNEL, EXIT_PASS
+from kpipe.results import ArchResult, Finding, Status
+from kpipe.results import TestResult as Result
+from kpipe.verifier import load_expectations
+
+SELFTESTS = ("mremap_dontunmap", "map_fixed_noreplace", "mlock2-tests", "memfd_test")
+
+
+@pytest.fixture(scope="module")
+def exp():
+    return load_expectations()
+
+
+def _verifier_rows(exp, policy):
+    """Every verifier case as that policy says it goes on a correct kernel."""
+    rows = []
+    for name, case in exp.cases.items():
+        want = case.outcomes[policy]
+        if want == "skip":
+            rows.append(Result("verifier", name, Status.SKIP, want, "EINVAL"))
+        elif want.startswith("xfail:"):
+            rows.append(Result("verifier", name, Status.XFAIL, want, want.removeprefix("xfail:")))
+        else:
+            rows.append(Result("verifier", name, Status.PASS, want, want))
+    return rows
+
+
+def _side(exp, policy, exit_code=EXIT_PASS, selftests=None, error=""):
+    ar = ArchResult(arch="arm64", exit_code=exit_code, verdict={0: "pass", 1: "fail"}.get(exit_code, "error"),
+                    error=error)
+    ar.kernel["policy"] = policy
+    ar.tests = _verifier_rows(exp, policy) + [
+        Result("selftests", n, st, "exit 0", "exit 0" if st == Status.PASS else "")
+        for n, st in (selftests or {n: Status.PASS for n in SELFTESTS}).items()]
+    return ar
+
+
+def test_correct_flip_passes(exp):
+    j = judge_premerge_arch(_side(exp, "anon-only"), _side(exp, "anon+shmem"), exp)
+    assert j.exit_code == EXIT_PASS and j.verdict == "pass" and not j.reasons, j.reasons
+    assert j.flip["ok"] and j.flip["flipped"] > 0
+    assert j.as_dict()["verdict"] == "pass"
+
+
+def test_regressed_selftest_is_the_patch(exp):
+    st = {n: Status.PASS for n in SELFTESTS} | {"mlock2-tests": Status.FAIL}
+    j = judge_premerge_arch(_side(exp, "anon-only"), _side(exp, "anon+shmem", EXIT_KERNEL, st), exp)
+    assert j.exit_code == EXIT_KERNEL
+    assert j.reasons == ["regressed: selftests/mlock2-tests"]
+
+
+def test_new_kernel_finding_is_the_patch(exp):
+    p = _side(exp, "anon+shmem", EXIT_KERNEL)
+    p.findings = [Finding("warning", "dmesg", "[   12.3] WARNING: CPU: 1 PID: 80 at mm/mremap.c:123 move_vma")]
+    j = judge_premerge_arch(_side(exp, "anon-only"), p, exp)
+    assert j.exit_code == EXIT_KERNEL and "1 new kernel finding(s) in the patched kernel" in j.reasons
+
+
+def test_patched_side_cut_short_by_the_infrastructure_is_exit_2_not_a_regression(exp):
+    """The CI case: the verifier ran, then SSH refused mlock2-tests' channel: that test is an ERROR, the
+    others never ran, the arch's run is exit 2."""
+    st = {"mremap_dontunmap": Status.PASS, "mlock2-tests": Status.ERROR}
+    p = _side(exp, "anon+shmem", EXIT_INFRA, st, error="SSH to the guest failed while running mlock2-tests")
+    j = judge_premerge_arch(_side(exp, "anon-only"), p, exp)
+    assert j.exit_code == EXIT_INFRA and j.verdict == "error"
+    assert j.reasons == ["patched could not be verified: SSH to the guest failed while running mlock2-tests"]
+    # ... and before the verifier: no flip to judge, still an infrastructure verdict
+    early = _side(exp, "anon+shmem", EXIT_INFRA, {}, error="boot timed out")
+    early.tests = []
+    j = judge_premerge_arch(_side(exp, "anon-only"), early, exp)
+    assert j.exit_code == EXIT_INFRA and not j.flip["ok"]
+    assert all("flip" not in r.lower() for r in j.reasons), j.reasons
+
+
+def test_a_fail_on_a_side_cut_short_is_still_the_patch(exp):
+    """A FAIL is the kernel's doing even when the run ended in an infrastructure error later."""
+    st = {"mremap_dontunmap": Status.FAIL, "mlock2-tests": Status.ERROR}
+    j = judge_premerge_arch(_side(exp, "anon-only"), _side(exp, "anon+shmem", EXIT_INFRA, st, "ssh"), exp)
+    assert j.exit_code == EXIT_KERNEL
+    assert j.reasons[0] == "regressed: selftests/mremap_dontunmap"
+
+
+def test_baseline_that_could_not_run_is_exit_2(exp):
+    j = judge_premerge_arch(_side(exp, "anon-only", EXIT_INFRA, error="QEMU exited"),
+                            _side(exp, "anon+shmem"), exp)
+    assert j.exit_code == EXIT_INFRA and j.reasons == ["baseline could not be verified: QEMU exited"]
