@@ -33,6 +33,12 @@ SFTP_MIN_RATE = 256 * 1024   # a transfer's deadline: SFTP_OP_TIMEOUT + size at 
 PROBE_TIMEOUT = 8.0       # a fresh SSH connection to ask a wedged kernel for SysRq
 
 
+class ChannelRefused(InfraError):
+    """The SSH server answered a command's exec request with a failure or closed its channel at once, while the
+    connection stays up (seen once in CI with dropbear, four tests side by side on arm64). The command may or
+    may not have started: a caller that can tell (a pid file) may kill what started and try again."""
+
+
 class GuestAbandoned(InfraError):
     """The session gave up on a guest command because the kernel had already reported a fatal error."""
 
@@ -217,7 +223,14 @@ class GuestSession:
         out, err = bytearray(), bytearray()
         try:
             chan = self._transport().open_session(timeout=10)
-            chan.exec_command(wrap_timeout(command, timeout))
+            try:
+                chan.exec_command(wrap_timeout(command, timeout))
+            except paramiko.SSHException as e:
+                if chan.get_transport() is None or not chan.get_transport().is_active():
+                    raise
+                self._log(f"$ {command}\n  the guest's sshd refused the command's channel: {e}")
+                raise ChannelRefused(f"the guest's SSH server refused to start {command!r} ({e}); the connection "
+                                     "is still up", fix="read guest.log and serial.log in the run folder") from None
             gave_up = False
             while True:
                 while chan.recv_ready():

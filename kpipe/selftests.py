@@ -25,7 +25,9 @@ from pathlib import Path
 
 from . import cache, proc, toolchain
 from .errors import InfraError, KpipeError, UsageError
+from .guest import ChannelRefused
 from .ktap import looks_like_ktap, parse_document
+from .progress import note
 from .results import Status, TestResult
 
 SELFTESTS = "tools/testing/selftests"
@@ -670,6 +672,7 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
     logdir = out_dir / suite
     logdir.mkdir(parents=True, exist_ok=True)
     state = {"lost": "", "error": None}
+    retried: list[str] = []
     push_lock = threading.Lock()
     pushed: dict[Path, str] = {}
     if built:
@@ -704,7 +707,17 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
             script = (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
                       f"read -r _ _ _ _ g _ < /proc/$$/stat; s=setsid; [ \"$g\" = $$ ] && s=; "
                       f"exec $s {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
-            cr = session.run(["sh", "-c", script], spec.timeout)
+            try:
+                cr = session.run(["sh", "-c", script], spec.timeout)
+            except ChannelRefused as e:
+                # the connection is up but sshd refused this channel: whatever started is killed (pid file),
+                # then the test runs once more; a second refusal is the session's error as any other
+                _kill_remote(session, pidfile)
+                session.run(["rm", "-f", pidfile], 10)
+                retried.append(f"{spec.name}: run again after the guest's SSH server refused its channel: "
+                               f"{e.message}")
+                note(f"{spec.name}: the guest's SSH server refused the test's channel; running it again")
+                cr = session.run(["sh", "-c", script], spec.timeout)
         except (KpipeError, OSError, EOFError) as e:
             err = _as_kpipe_error(e, f"while running {spec.name}")
             if not state["lost"]:
@@ -722,6 +735,9 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
             _kill_remote(session, pidfile)
         run = status_from_exit(cr.exit_status, cr.timed_out, spec.timeout)
         res, run = _result(b, out_dir, suite, rel_to, output, run, cr.seconds or time.monotonic() - start)
+        mine = [r for r in retried if r.startswith(f"{spec.name}: ")]
+        if mine:
+            res = replace(res, detail="\n".join([*mine, res.detail]).strip())
         return res, run, output
 
     # The tree's own tests are known to be independent processes: side by side. --extra-test files are the

@@ -13,7 +13,9 @@ import pytest
 from local_session import LocalSession
 
 from kpipe.arches import get_arch
+from kpipe import proc
 from kpipe.errors import InfraError, UsageError
+from kpipe.guest import ChannelRefused
 from kpipe.ktap import parse_document
 from kpipe.results import Status
 from kpipe.selftests import (CATALOGUE, DEFAULT_SET, BuiltTest, SelftestSpec, build_extra_tests, selection_report,
@@ -450,3 +452,60 @@ def test_choice_from_maintainers_and_kpipes_map(tmp_path):
     assert rep[-1]["note"] == "kpipe's catalogue has no test matching tools/testing/selftests/mm/*hmm*: not run"
     assert "default mm set" in rep[0]["why"][0]
     assert [s.why for s in plan(tree, [], "mremap_test")] == ["asked for with --selftests"]
+
+
+class RefusingSession(LocalSession):
+    """Like dropbear once in CI: the exec request of one test's channel fails although the command started
+    (here: it really starts, in the background, and keeps running), while the connection stays up."""
+
+    def __init__(self, refuse: str, times: int = 1):
+        super().__init__()
+        self.refuse, self.times, self.started = refuse, times, []
+
+    def run(self, argv, timeout):
+        if self.times and any(self.refuse in str(a) for a in argv):
+            self.times -= 1
+            self.commands.append(list(argv))
+            self.started.append(proc.spawn([str(a) for a in argv], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL))
+            time.sleep(0.5)                               # it wrote its pid file and runs
+            raise ChannelRefused(f"the guest's SSH server refused to start {self.refuse!r} (Channel closed.)")
+        return super().run(argv, timeout)
+
+
+def _script_test(tmp_path, name: str, body: str) -> BuiltTest:
+    f = tmp_path / "bin" / name
+    f.parent.mkdir(exist_ok=True)
+    f.write_text("#!/bin/sh\n" + body + "\n")
+    f.chmod(0o755)
+    return BuiltTest(SelftestSpec(name, (f"{name}.c",), timeout=20), f)
+
+
+def test_a_refused_channel_kills_what_started_and_runs_the_test_again(tmp_path):
+    tests = [_script_test(tmp_path, "slow", "echo slow; sleep 30; echo done"),
+             _script_test(tmp_path, "quick", "echo quick; sleep 0.5")]
+    tests[0] = BuiltTest(replace(tests[0].spec, timeout=60), tests[0].binary)
+    tests[0].binary.write_text("#!/bin/sh\n[ -e again ] && { echo second; exit 0; }; touch again; sleep 30\n")
+    session = RefusingSession("./slow")
+    res = {r.name: r for r in run_selftests(session, tests, tmp_path / "run", remote_dir=str(tmp_path / "g"),
+                                            parallel=2)}
+    assert res["slow"].status == Status.PASS and res["slow"].observed == "exit 0"
+    assert res["slow"].detail.startswith("slow: run again after the guest's SSH server refused its channel")
+    assert (tmp_path / "run/selftests/slow.log").read_text() == "second\n"
+    assert res["quick"].status == Status.PASS and "refused" not in res["quick"].detail
+    first = session.started[0]
+    assert first.wait(timeout=10) == -9, "the first, orphaned run must have been killed"
+    proc.unregister(first)
+
+
+def test_a_second_refusal_is_the_sessions_error(tmp_path):
+    tests = [_script_test(tmp_path, "t1", "exit 0")]
+    session = RefusingSession("./t1", times=2)
+    with pytest.raises(InfraError, match="refused to start") as e:
+        run_selftests(session, tests, tmp_path / "run", remote_dir=str(tmp_path / "g"))
+    [r] = e.value.partial_results
+    assert r.status == Status.ERROR and r.observed == "session lost"
+    for p in session.started:
+        p.kill()
+        p.wait()
+        proc.unregister(p)
