@@ -42,16 +42,24 @@ KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
 # Each entry's variants are tried in order; the first whose collection has <target>.c and whose Makefile names
 # the target is used ("{mm}" is the tree's vm/ or mm/ folder: renamed in 6.2; the userfaultfd stress test was
 # vm/userfaultfd, now mm/uffd-stress). ``needs``: kconfig symbols without which the test cannot run.
+# ``known_hang``: a bug of the test itself (user space) that can make it sleep forever on a correct kernel, found
+# in the tree's source (``file`` has no ``fixed_by``): a timeout on which the kernel reports nothing (no hung or
+# blocked task, no lockup, even when asked with SysRq) is retried, up to ``tries`` runs, and the result says so.
 # ---------------------------------------------------------------------------------------------------------
+UFFD_NO_WAKE = {
+    "file": "vm/userfaultfd.c", "fixed_by": "wake_range", "tries": 3,
+    "why": "this tree's vm/userfaultfd.c does not UFFDIO_WAKE after a UFFDIO_COPY that lost a race (-EEXIST), so "
+           "in the racing bounce a faulting thread can sleep forever in user space, more often with 2 CPUs "
+           "(upstream fixed the test: 'userfaultfd/selftests: wake after copy failure', wake_range())"}
 CATALOGUE: list[dict] = [
     {"name": "mremap_dontunmap", "timeout": 120, "variants": [{"target": "{mm}/mremap_dontunmap"}]},
     {"name": "mremap_test", "timeout": 300, "variants": [{"target": "{mm}/mremap_test"}]},
     {"name": "userfaultfd-anon", "timeout": 300, "needs": ["USERFAULTFD"], "variants": [
         {"target": "mm/uffd-stress", "args": ["anon", "16", "4"]},
-        {"target": "vm/userfaultfd", "args": ["anon", "16", "4"]}]},
+        {"target": "vm/userfaultfd", "args": ["anon", "16", "4"], "known_hang": UFFD_NO_WAKE}]},
     {"name": "userfaultfd-shmem", "timeout": 300, "needs": ["USERFAULTFD", "SHMEM"], "variants": [
         {"target": "mm/uffd-stress", "args": ["shmem", "16", "4"]},
-        {"target": "vm/userfaultfd", "args": ["shmem", "16", "4"]}]},
+        {"target": "vm/userfaultfd", "args": ["shmem", "16", "4"], "known_hang": UFFD_NO_WAKE}]},
     {"name": "uffd-unit-tests", "timeout": 600, "needs": ["USERFAULTFD"],
      "variants": [{"target": "{mm}/uffd-unit-tests"}]},
     {"name": "map_fixed_noreplace", "timeout": 60, "variants": [{"target": "{mm}/map_fixed_noreplace"}]},
@@ -93,6 +101,8 @@ class SelftestSpec:
     binary_name: str = ""          # file name of the binary (shared by runs of one binary)
     needs: tuple[str, ...] = ()    # kconfig symbols (no CONFIG_) the test cannot run without
     why: str = ""                  # why it was chosen (kpipe's map, the tree's MAINTAINERS, --selftests)
+    known_hang: str = ""           # a user-space hang of this tree's test on a correct kernel (why), see CATALOGUE
+    tries: int = 1                 # runs allowed when a timeout is that known hang
 
 
 @dataclass(frozen=True)
@@ -137,13 +147,27 @@ def _spec_for(entry: dict, tree: Path, mmdir: str) -> SelftestSpec:
         if not (base / f"{target}.c").is_file() or not _makefile_builds(base / collection, binary):
             continue
         args = tuple(v.get("args", ()))
+        hang = _known_hang(base, v.get("known_hang"))
         return SelftestSpec(name=entry["name"], sources=(f"{SELFTESTS}/{target}.c",), args=args,
                             timeout=float(entry["timeout"]), display=" ".join([target, *args]),
-                            collection=collection, binary_name=binary, needs=tuple(entry.get("needs", ())))
+                            collection=collection, binary_name=binary, needs=tuple(entry.get("needs", ())),
+                            known_hang=hang["why"] if hang else "", tries=hang["tries"] if hang else 1)
     return SelftestSpec(name=entry["name"], sources=(), timeout=float(entry["timeout"]), collection=mmdir,
                         display=entry["name"],
                         skip=f"not in this tree (looked for {' and '.join(tried)} under {SELFTESTS}, built by "
                              f"its collection's Makefile)")
+
+
+def _known_hang(base: Path, hang: dict | None) -> dict | None:
+    """The catalogue's known test bug, when this tree's test source still has it."""
+    if not hang:
+        return None
+    src = base / hang["file"]
+    try:
+        text = src.read_text(errors="replace")
+    except OSError:
+        return None
+    return None if hang["fixed_by"] in text else hang
 
 
 def _relevance(touched_files: list[str]) -> dict[str, list[str]]:
@@ -707,17 +731,19 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
             script = (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
                       f"read -r _ _ _ _ g _ < /proc/$$/stat; s=setsid; [ \"$g\" = $$ ] && s=; "
                       f"exec $s {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
-            try:
-                cr = session.run(["sh", "-c", script], spec.timeout)
-            except ChannelRefused as e:
-                # the connection is up but sshd refused this channel: whatever started is killed (pid file),
-                # then the test runs once more; a second refusal is the session's error as any other
+            cr = _run_once(session, spec, script, pidfile, retried)
+            runs = 1
+            while cr.timed_out and runs < spec.tries and spec.known_hang and not _kernel_reported(session):
                 _kill_remote(session, pidfile)
-                session.run(["rm", "-f", pidfile], 10)
-                retried.append(f"{spec.name}: run again after the guest's SSH server refused its channel: "
-                               f"{e.message}")
-                note(f"{spec.name}: the guest's SSH server refused the test's channel; running it again")
-                cr = session.run(["sh", "-c", script], spec.timeout)
+                (logdir / f"{spec.name}.run{runs}.log").write_text(_output(cr))
+                retried.append(f"{spec.name}: run {runs} of {spec.tries} timed out after {spec.timeout:g} s and the "
+                               f"kernel reported nothing (no hung or blocked task, no lockup, asked with SysRq): "
+                               f"a known hang of the test itself, {spec.known_hang}; its output: "
+                               f"{spec.name}.run{runs}.log; run again")
+                note(f"{spec.name}: timed out with no kernel report, a known hang of this tree's test; "
+                     f"run {runs + 1} of {spec.tries}")
+                runs += 1
+                cr = _run_once(session, spec, script, pidfile, retried)
         except (KpipeError, OSError, EOFError) as e:
             err = _as_kpipe_error(e, f"while running {spec.name}")
             if not state["lost"]:
@@ -727,9 +753,7 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
             return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "session lost", lost,
                                round(time.monotonic() - start, 3)),
                     _Run(Status.ERROR, "session lost", "error session lost", [lost]), "")
-        output = cr.stdout or ""
-        if cr.stderr:
-            output += ("" if output.endswith("\n") or not output else "\n") + cr.stderr
+        output = _output(cr)
         (logdir / f"{spec.name}.log").write_text(output)
         if cr.timed_out:
             _kill_remote(session, pidfile)
@@ -756,6 +780,34 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
         error.partial_results = results
         raise error
     return results
+
+
+def _run_once(session, spec: SelftestSpec, script: str, pidfile: str, retried: list[str]):
+    """One run of a test's script. When the connection is up but sshd refused this channel (ChannelRefused),
+    whatever started is killed (pid file) and the test runs once more; a second refusal is the session's
+    error as any other."""
+    try:
+        return session.run(["sh", "-c", script], spec.timeout)
+    except ChannelRefused as e:
+        _kill_remote(session, pidfile)
+        session.run(["rm", "-f", pidfile], 10)
+        retried.append(f"{spec.name}: run again after the guest's SSH server refused its channel: {e.message}")
+        note(f"{spec.name}: the guest's SSH server refused the test's channel; running it again")
+        return session.run(["sh", "-c", script], spec.timeout)
+
+
+def _kernel_reported(session) -> bool:
+    """The kernel reported something that stops the tests (an Oops, a hung or blocked task, a lockup): the
+    session's abort check, fed by the console (a host-side session has none)."""
+    check = getattr(session, "abort_check", None)
+    return bool(check and check())
+
+
+def _output(cr) -> str:
+    out = cr.stdout or ""
+    if cr.stderr:
+        out += ("" if out.endswith("\n") or not out else "\n") + cr.stderr
+    return out
 
 
 def _as_kpipe_error(e: BaseException, when: str) -> KpipeError:
