@@ -164,9 +164,16 @@ def write_junit(run: RunResult, path: Path) -> None:
 
 
 def _flatten(t: TestResult, prefix: str = "") -> list[tuple[TestResult, str]]:
-    """Nested results become ``parent/child`` names: every level keeps its own status."""
+    """JUnit test cases, as kunit's writer does: nested results become ``parent/child`` leaves. A parent is a
+    case of its own only when it has no children, or when it went wrong by itself (bad while no child is: an
+    exit 1 after all-ok KTAP, a crash after the last subtest); a parent that failed because a child failed is
+    only a container, so one failure is counted once."""
     name = f"{prefix}{t.name}"
-    out = [(t, name)]
+    if not t.subtests:
+        return [(t, name)]
+    out = []
     for s in t.subtests:
         out += _flatten(s, f"{name}/")
+    if t.status.bad and not any(x.status.bad for x, _ in out):
+        out.insert(0, (t, name))
     return out
