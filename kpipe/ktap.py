@@ -31,6 +31,17 @@ _DIRECTIVES = {"SKIP": Status.SKIP, "TODO": Status.XFAIL, "XFAIL": Status.XFAIL,
                "XPASS": Status.FAIL, "TIMEOUT": Status.FAIL, "ERROR": Status.ERROR}
 
 
+@dataclass(frozen=True)
+class Point:
+    """A test point of this level as printed, for readers that interpret their own diagnostics (the
+    verifier's ``# case: observed X expected Y`` lines): the ``#`` and free lines since the previous point."""
+    ok: bool
+    number: int
+    name: str
+    directive: str
+    diagnostics: tuple[str, ...]
+
+
 @dataclass
 class KtapDoc:
     """One parsed document (a level): its results and what was wrong with it as a whole."""
@@ -43,6 +54,7 @@ class KtapDoc:
     problems: list[str] = field(default_factory=list)   # plan mismatches etc., also present as ERROR results
     diagnostics: list[str] = field(default_factory=list)  # lines after the last test point
     preamble: list[str] = field(default_factory=list)     # lines before the version line
+    points: list[Point] = field(default_factory=list)     # this level's test points as printed
 
     @property
     def is_ktap(self) -> bool:
@@ -214,6 +226,9 @@ def _parse_level(lines: list[str], suite: str) -> KtapDoc:
                 if sub.is_ktap:
                     children = sub
                     diag = [f"# {d}" for d in sub.diagnostics] + pending_other
+            desc, directive = _split_directive(mpt.group(3))
+            doc.points.append(Point(mpt.group(1) == "ok", number, desc, directive,
+                                    tuple(pending_hashed + pending_other)))
             doc.tests.append(_make_point(mpt, number, suite, children, diag))
             numbers.append(number)
             pending_indented, pending_hashed, pending_other = [], [], []

@@ -20,6 +20,7 @@ from pathlib import Path
 from . import cache, proc, toolchain
 from .arches import Arch
 from .errors import BuildError, InfraError, UsageError
+from .ktap import parse_document
 from .progress import note
 from .results import Status, TestResult
 
@@ -259,11 +260,8 @@ def _compile(arch: Arch, include: Path, sources: list[Path], out: Path, log: Pat
 
 # ------------------------------------------------------------------------------------------- TAP -> results
 
-_PLAN = re.compile(r"^1\.\.(\d+)\s*$")
-_POINT = re.compile(r"^(ok|not ok)\s+(\d+)\s+(\S+)(?:\s+#\s*(.*?))?\s*$")
 _DIAG = re.compile(r"^#\s+(\S+):\s+observed\s+(\S+)\s+expected\s+(\S+)(?:\s+\(([\d.]+) s\))?\s*$")
 _NOTE = re.compile(r"^#\s+([a-z0-9][a-z0-9-]*):\s+(.*)$")
-_BAIL = re.compile(r"^Bail out!\s*(.*)$")
 KSFT_EXIT = {0: "all passed", 1: "some failed", 4: "all skipped"}
 
 
@@ -279,27 +277,20 @@ class _Seen:
 
 
 def _scan(text: str) -> tuple[dict[str, list[_Seen]], int | None, str | None]:
-    """Test points by name (in order), the plan, the Bail out! reason."""
+    """Test points by name (in order), the plan, the Bail out! reason: kpipe's one TAP reader (ktap.py)
+    reads the document; the verifier's own diagnostics before each point (``# case: observed X expected
+    Y (T s)``, ``# case: note``) are interpreted here."""
+    doc = parse_document(text, SUITE)
     points: dict[str, list[_Seen]] = {}
-    diag: dict[str, tuple[str, str, float]] = {}
-    notes: dict[str, list[str]] = {}
-    plan, bail = None, None
-    for line in text.splitlines():
-        line = line.rstrip()
-        if m := _PLAN.match(line):
-            plan = int(m.group(1))
-        elif m := _BAIL.match(line):
-            bail = m.group(1) or "no reason given"
-        elif m := _DIAG.match(line):
-            diag[m.group(1)] = (m.group(2), m.group(3), float(m.group(4) or 0))
-        elif m := _NOTE.match(line):
-            notes.setdefault(m.group(1), []).append(m.group(2))
-        elif m := _POINT.match(line):
-            name = m.group(3)
-            obs, exp, secs = diag.pop(name, ("", "", 0.0))
-            points.setdefault(name, []).append(
-                _Seen(m.group(1) == "ok", int(m.group(2)), m.group(4) or "", obs, exp, secs, notes.pop(name, [])))
-    return points, plan, bail
+    for p in doc.points:
+        seen = _Seen(p.ok, p.number, p.directive)
+        for line in p.diagnostics:
+            if (m := _DIAG.match(line)) and m.group(1) == p.name:
+                seen.observed, seen.expected, seen.seconds = m.group(2), m.group(3), float(m.group(4) or 0)
+            elif (m := _NOTE.match(line)) and m.group(1) == p.name:
+                seen.notes.append(m.group(2))
+        points.setdefault(p.name, []).append(seen)
+    return points, doc.plan, doc.bailed
 
 
 def _why_missing(exit_status: int | None, bail: str | None, plan: int | None, seen: int) -> str:
