@@ -13,7 +13,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import yaml
 
@@ -48,6 +48,17 @@ class JobSpec:
     selftests: tuple[str, ...]
     boot_timeout: int
     test_timeout: int              # the verifier's + every selftest's timeout
+
+
+class WrittenJob(TypedDict):
+    """What lava.workflow.write_job wrote for one arch, and what running or collecting the job needs to know."""
+    job: Path
+    device: Path
+    ramdisk: Path
+    accel: str
+    accel_reason: str
+    timeout: int               # the job's own timeout (seconds)
+    verifier_timeout: float
 
 
 def extra_options(arch: Arch, accel: str) -> list[str]:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..lava_install import Lava
     from ..results import ArchResult
     from ..runner import Prepared
-    from .workflow import WrittenJob
+    from .job import WrittenJob
 
 POLL_SECONDS = 10
 FINISHED = {"Finished", "Canceled"}

@@ -9,8 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from .. import proc, qemu, verifier, workflows
 from ..accel import choose_accel
@@ -28,22 +27,11 @@ if TYPE_CHECKING:
 RUN_SLACK = 120.0          # lava-run's wall-clock limit beyond the job's own timeout
 
 
-class WrittenJob(TypedDict):
-    """What write_job wrote for one arch, and what running or collecting the job needs to know."""
-    job: Path
-    device: Path
-    ramdisk: Path
-    accel: str
-    accel_reason: str
-    timeout: int               # the job's own timeout (seconds)
-    verifier_timeout: float
-
-
 def _verifier_timeout(opts: Options) -> float:
     return float(opts.test_timeout or 120)
 
 
-def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> WrittenJob:
+def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod.WrittenJob:
     """job.yaml, device.yaml and ramdisk.cpio.gz in the arch's folder; validated when the dispatcher is there."""
     adir = prep.dir
     expectations = verifier.load_expectations()
@@ -76,7 +64,7 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> Writte
             "timeout": timeout, "verifier_timeout": vto}
 
 
-def run_local(prep: Prepared, written: WrittenJob, lava: Lava) -> ArchResult:
+def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchResult:
     with phase("lava-run", f"{prep.arch.name} (log: {prep.dir / 'lava.log'})", prep.ar.phases) as ph:
         lr = runner.run_job(lava, written["job"], written["device"], prep.dir, f"kpipe-{prep.arch.name}-{os.getpid()}",
                             written["timeout"] + RUN_SLACK)
@@ -98,7 +86,7 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     series = series_of(opts)
     run, run_dir = workflows._new_run("lava", opts, repro)
     timings: dict[str, float] = {}
-    preps: dict[str, tuple[Prepared, WrittenJob]] = {}
+    preps: dict[str, tuple[Prepared, jobmod.WrittenJob]] = {}
     try:
         with phase("lava-install", "lava-dispatcher (cached)", timings):
             lava_inst = lava_install.ensure(run_dir / "lava-install.log")
