@@ -2,7 +2,9 @@
 the per-test comparison, the flip of the verifier cases the series is about, and the arch's verdict."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import verifier
 from .errors import EXIT_KERNEL, EXIT_PASS
@@ -11,9 +13,9 @@ from .results import ArchResult, Status, TestResult
 from .runner import VERDICT_OF, worst
 
 
-def compare(base: list[TestResult], patched: list[TestResult]) -> list[dict]:
+def compare(base: list[TestResult], patched: list[TestResult]) -> list[dict[str, str]]:
     """Per test: fixed (fail->pass), regressed (pass->fail), unchanged, new, gone."""
-    def flat(ts):
+    def flat(ts: list[TestResult]) -> dict[str, TestResult]:
         return {f"{t.suite}/{name}": t for top in ts for t, name in _walk_named(top)}
     b, p = flat(base), flat(patched)
     rows = []
@@ -37,14 +39,15 @@ def compare(base: list[TestResult], patched: list[TestResult]) -> list[dict]:
     return rows
 
 
-def _walk_named(t: TestResult, prefix: str = ""):
+def _walk_named(t: TestResult, prefix: str = "") -> Iterator[tuple[TestResult, str]]:
     name = prefix + t.name
     yield t, name
     for s in t.subtests:
         yield from _walk_named(s, name + "/")
 
 
-def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations) -> dict:
+def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations: verifier.Expectations
+                  ) -> dict[str, Any]:
     """The verifier cases whose expected outcome differs between the baseline's and the patched kernel's
     policies must behave as each policy says: that proves the tests exercise the patch. A flip case that
     skipped for want of something (a feature, a config option) on both sides proved nothing: it fails."""
@@ -103,20 +106,20 @@ def _as_policy(t: TestResult, expected: str) -> bool:
 @dataclass
 class PremergeArch:
     """One arch's premerge verdict and the evidence for it (serialised as result.json's extra.premerge.<arch>)."""
-    comparison: list[dict]
-    flip: dict
+    comparison: list[dict[str, str]]
+    flip: dict[str, Any]
     new_findings: list[str]
     reasons: list[str]
-    latency: dict
+    latency: dict[str, Any]
     exit_code: int
-    baseline: dict = field(default_factory=dict)
-    patched: dict = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    patched: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
         return VERDICT_OF.get(self.exit_code, "error")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"comparison": self.comparison, "flip": self.flip, "new_findings": self.new_findings,
                 "reasons": self.reasons, "latency": self.latency, "exit_code": self.exit_code,
                 "verdict": self.verdict, "baseline": self.baseline, "patched": self.patched}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any, TypedDict
 
 import jinja2
 from markupsafe import Markup
@@ -19,14 +20,14 @@ from .results import RunResult, Status, to_dict, write_json, write_junit
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~!])")
 
 
-def md_escape(value) -> str:
+def md_escape(value: object) -> str:
     """One line of markdown text that renders as exactly ``value``: no HTML, link, table cell break or block."""
     text = " ".join(str(value).splitlines())
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def md_code(value) -> Markup:
+def md_code(value: object) -> Markup:
     """A code span holding ``value`` verbatim (one line): the fence is longer than any backtick run in it."""
     text = " ".join(str(value).splitlines())
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
@@ -35,7 +36,7 @@ def md_code(value) -> Markup:
     return Markup(f"{fence}{pad}{text}{pad}{fence}")
 
 
-def safe_href(value) -> str:
+def safe_href(value: object) -> str:
     """Only relative links into the run folder (a log, a test's output); anything with a scheme becomes '#'."""
     text = str(value)
     if not text or re.match(r"^\s*[a-zA-Z][a-zA-Z0-9+.-]*:", text) or text.lstrip().startswith(("//", "\\")):
@@ -43,14 +44,21 @@ def safe_href(value) -> str:
     return text
 
 
-def _md_finalize(value):
+def _md_finalize(value: object) -> str:
     if isinstance(value, Markup):
         return value
     return md_escape("" if value is None else value)
 
 
+class _EnvOptions(TypedDict):
+    loader: jinja2.BaseLoader
+    trim_blocks: bool
+    lstrip_blocks: bool
+    undefined: type[jinja2.Undefined]
+
+
 _loader = jinja2.PackageLoader("kpipe", "templates")
-_common = dict(loader=_loader, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+_common = _EnvOptions(loader=_loader, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 _html_env = jinja2.Environment(autoescape=True, **_common)
 _html_env.filters["href"] = safe_href
 _md_env = jinja2.Environment(autoescape=False, finalize=_md_finalize, **_common)
@@ -64,7 +72,7 @@ def _rel(path: str, run_dir: Path) -> str:
         return path
 
 
-def context(run: RunResult, run_dir: Path) -> dict:
+def context(run: RunResult, run_dir: Path) -> dict[str, Any]:
     d = to_dict(run)
     for ar in d["arches"].values():
         ar["failures"] = [t for t in _flat(ar["tests"]) if t["status"] in (Status.FAIL.value, Status.ERROR.value)]
@@ -73,7 +81,7 @@ def context(run: RunResult, run_dir: Path) -> dict:
     return {"run": d, "ok": run.exit_code == 0}
 
 
-def _flat(tests: list[dict], prefix: str = "") -> list[dict]:
+def _flat(tests: list[dict[str, Any]], prefix: str = "") -> list[dict[str, Any]]:
     out = []
     for t in tests:
         name = prefix + t["name"]
@@ -82,7 +90,7 @@ def _flat(tests: list[dict], prefix: str = "") -> list[dict]:
     return out
 
 
-def render(name: str, ctx: dict) -> str:
+def render(name: str, ctx: dict[str, Any]) -> str:
     env = _html_env if name.endswith(".html.j2") else _md_env
     return env.get_template(name).render(**ctx)
 

@@ -5,6 +5,7 @@ import enum
 import json
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field, is_dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ class TestResult:
     output: str = ""           # path of the verbatim output file, relative to the run folder
     subtests: tuple["TestResult", ...] = ()   # nested KTAP levels, kept as they came
 
-    def walk(self):
+    def walk(self) -> Iterator[TestResult]:
         yield self
         for s in self.subtests:
             yield from s.walk()
@@ -52,16 +53,16 @@ class ArchResult:
     arch: str
     verdict: str = "error"     # pass | fail | error
     exit_code: int = 2
-    kernel: dict = field(default_factory=dict)     # release, tree, base, head
-    patches: list = field(default_factory=list)    # file, subject, author, status, commit
-    config: dict = field(default_factory=dict)     # fragments, missing
-    build: dict = field(default_factory=dict)      # seconds, cached, key, compiler
-    boot: dict = field(default_factory=dict)       # seconds, accel, findings
+    kernel: dict[str, Any] = field(default_factory=dict)     # release, tree, base, head
+    patches: list[dict[str, Any]] = field(default_factory=list)    # file, subject, author, status, commit
+    config: dict[str, Any] = field(default_factory=dict)     # fragments, missing
+    build: dict[str, Any] = field(default_factory=dict)      # seconds, cached, key, compiler
+    boot: dict[str, Any] = field(default_factory=dict)       # seconds, accel, findings
     tests: list[TestResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    phases: dict = field(default_factory=dict)     # phase -> seconds
+    phases: dict[str, float] = field(default_factory=dict)     # phase -> seconds
     error: str = ""            # the error message when verdict is error
-    logs: dict = field(default_factory=dict)       # name -> relative path
+    logs: dict[str, str] = field(default_factory=dict)       # name -> relative path
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -84,13 +85,13 @@ class RunResult:
     started: str = ""
     seconds: float = 0.0
     out_dir: str = ""
-    extra: dict = field(default_factory=dict)      # workflow-specific (premerge comparison, bisect steps)
+    extra: dict[str, Any] = field(default_factory=dict)      # workflow-specific (premerge comparison, bisect steps)
 
 
 def _plain(o: Any) -> Any:
     if isinstance(o, enum.Enum):
         return o.value
-    if is_dataclass(o):
+    if is_dataclass(o) and not isinstance(o, type):     # an instance (asdict refuses a dataclass type)
         return {k: _plain(v) for k, v in asdict(o).items()}
     if isinstance(o, dict):
         return {k: _plain(v) for k, v in o.items()}
@@ -105,7 +106,7 @@ SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "result.schema.json"
 
 
-def to_dict(run: RunResult) -> dict:
+def to_dict(run: RunResult) -> dict[str, Any]:
     """The one serialisation of a run (result.json): schema_version first, described by SCHEMA_FILE."""
     d = {"schema_version": SCHEMA_VERSION, **_plain(run)}
     for name, ar in run.arches.items():
@@ -113,7 +114,7 @@ def to_dict(run: RunResult) -> dict:
     return d
 
 
-def schema_problems(data: dict) -> list[str]:
+def schema_problems(data: dict[str, Any]) -> list[str]:
     """Where ``data`` (a loaded result.json) departs from SCHEMA_FILE; [] when it conforms."""
     import jsonschema
     schema = json.loads(SCHEMA_FILE.read_text())

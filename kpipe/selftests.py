@@ -22,6 +22,7 @@ import struct
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 from . import cache, proc, toolchain
 from .errors import InfraError, KpipeError, UsageError
@@ -29,6 +30,10 @@ from .guest import ChannelRefused
 from .ktap import looks_like_ktap, parse_document
 from .progress import note
 from .results import Status, TestResult
+
+if TYPE_CHECKING:
+    from .arches import Arch
+    from .guest import CommandResult
 
 SELFTESTS = "tools/testing/selftests"
 
@@ -46,12 +51,32 @@ KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
 # in the tree's source (``file`` has no ``fixed_by``): a timeout on which the kernel reports nothing (no hung or
 # blocked task, no lockup, even when asked with SysRq) is retried, up to ``tries`` runs, and the result says so.
 # ---------------------------------------------------------------------------------------------------------
-UFFD_NO_WAKE = {
+class KnownHang(TypedDict):
+    file: str                      # the test's source, relative to tools/testing/selftests
+    fixed_by: str                  # a string the fixed source has
+    tries: int
+    why: str
+
+
+class CatalogueVariant(TypedDict):
+    target: str                    # <collection>/<binary>; "{mm}" is the tree's vm/ or mm/
+    args: NotRequired[list[str]]
+    known_hang: NotRequired[KnownHang]
+
+
+class CatalogueEntry(TypedDict):
+    name: str
+    timeout: int
+    needs: NotRequired[list[str]]
+    variants: list[CatalogueVariant]
+
+
+UFFD_NO_WAKE: KnownHang = {
     "file": "vm/userfaultfd.c", "fixed_by": "wake_range", "tries": 3,
     "why": "this tree's vm/userfaultfd.c does not UFFDIO_WAKE after a UFFDIO_COPY that lost a race (-EEXIST), so "
            "in the racing bounce a faulting thread can sleep forever in user space, more often with 2 CPUs "
            "(upstream fixed the test: 'userfaultfd/selftests: wake after copy failure', wake_range())"}
-CATALOGUE: list[dict] = [
+CATALOGUE: list[CatalogueEntry] = [
     {"name": "mremap_dontunmap", "timeout": 120, "variants": [{"target": "{mm}/mremap_dontunmap"}]},
     {"name": "mremap_test", "timeout": 300, "variants": [{"target": "{mm}/mremap_test"}]},
     {"name": "userfaultfd-anon", "timeout": 300, "needs": ["USERFAULTFD"], "variants": [
@@ -137,7 +162,7 @@ def _makefile_builds(coll_dir: Path, binary: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(binary)}(?![\w-])", text) is not None
 
 
-def _spec_for(entry: dict, tree: Path, mmdir: str) -> SelftestSpec:
+def _spec_for(entry: CatalogueEntry, tree: Path, mmdir: str) -> SelftestSpec:
     base = Path(tree) / SELFTESTS
     tried = []
     for v in entry["variants"]:
@@ -158,7 +183,7 @@ def _spec_for(entry: dict, tree: Path, mmdir: str) -> SelftestSpec:
                              f"its collection's Makefile)")
 
 
-def _known_hang(base: Path, hang: dict | None) -> dict | None:
+def _known_hang(base: Path, hang: KnownHang | None) -> KnownHang | None:
     """The catalogue's known test bug, when this tree's test source still has it."""
     if not hang:
         return None
@@ -188,7 +213,7 @@ def _relevance(touched_files: list[str]) -> dict[str, list[str]]:
 
 
 def _maintainers_choice(tree: Path, touched_files: list[str], mmdir: str
-                        ) -> tuple[dict[str, list[str]], list[dict]]:
+                        ) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
     """The tree's MAINTAINERS: sections covering a touched file that list selftest paths. Returns catalogue
     name -> why, and the collections such sections name that kpipe's catalogue has no tests of."""
     from . import maintainers
@@ -222,7 +247,7 @@ def relevant_names(touched_files: list[str]) -> list[str]:
     return [n for n in catalogue_names() if n in wanted]
 
 
-def choose(tree: Path, touched_files: list[str], mmdir: str) -> tuple[dict[str, str], list[dict]]:
+def choose(tree: Path, touched_files: list[str], mmdir: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """``all-relevant``: catalogue name -> why, from kpipe's map and the tree's MAINTAINERS; plus the
     collections MAINTAINERS names that kpipe cannot run (reported, never silently dropped)."""
     why = _relevance(touched_files)
@@ -255,10 +280,10 @@ def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> 
     return [replace(_spec_for(by_name[n], tree, mmdir), why=w) for n, w in why.items()]
 
 
-def selection_report(tree: Path, touched_files: list[str], specs: list[SelftestSpec]) -> list[dict]:
+def selection_report(tree: Path, touched_files: list[str], specs: list[SelftestSpec]) -> list[dict[str, Any]]:
     """Per collection: which tests run and why each was chosen; collections the tree's MAINTAINERS names for
     the series that kpipe has no tests of are listed too (for the reports)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for s in specs:
         c = out.setdefault(s.collection, {"collection": s.collection, "tests": [], "why": [], "note": ""})
         c["tests"].append(s.name)
@@ -422,7 +447,7 @@ def _source_ids(tree: Path) -> list[str]:
     return out
 
 
-def make_command(arch, tree: Path, collection: str, headers: Path, output: Path, binaries: list[str],
+def make_command(arch: Arch, tree: Path, collection: str, headers: Path, output: Path, binaries: list[str],
                  jobs: int) -> list[str]:
     """The tree's own selftest build for some targets of one collection: static, out of tree, cross for arch."""
     hdr = Path(headers) / "include"
@@ -433,7 +458,7 @@ def make_command(arch, tree: Path, collection: str, headers: Path, output: Path,
             *[f"{output}/{b}" for b in binaries]]
 
 
-def _build_collection(arch, tree: Path, collection: str, binaries: list[str], headers: Path,
+def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[str], headers: Path,
                       log: Path) -> tuple[Path, dict[str, str], bool]:
     """Build ``binaries`` of ``collection`` (cached by content); returns the cache entry, {binary: compiler
     error lines} for those that failed, and whether it came from the cache."""
@@ -469,7 +494,7 @@ def _build_collection(arch, tree: Path, collection: str, binaries: list[str], he
     return entry, failed, False
 
 
-def build_selftests(specs: list[SelftestSpec], arch, tree: Path, headers: Path, out_dir: Path,
+def build_selftests(specs: list[SelftestSpec], arch: Arch, tree: Path, headers: Path, out_dir: Path,
                     log: Path) -> list[BuiltTest]:
     """Build every spec with its collection's own Makefile, static for ``arch`` (one make per collection); a
     target the Makefile could not build becomes BuiltTest(binary=None, error=the compiler's lines)."""
@@ -555,7 +580,7 @@ def read_elf(path: Path) -> ElfInfo | None:
         return ElfInfo(machine, cls, kind, interp)
 
 
-def check_static_binary(path: Path, arch) -> None:
+def check_static_binary(path: Path, arch: Arch) -> None:
     """UsageError unless ``path`` is a static executable for ``arch``."""
     info = read_elf(path)
     if info is None:
@@ -573,7 +598,7 @@ def check_static_binary(path: Path, arch) -> None:
                          fix=f"rebuild it with {arch.cc} -static; the guest has no matching shared libraries")
 
 
-def build_extra_tests(files: list[Path], arch, headers: Path, out_dir: Path, log: Path) -> list[BuiltTest]:
+def build_extra_tests(files: list[Path], arch: Arch, headers: Path, out_dir: Path, log: Path) -> list[BuiltTest]:
     """--extra-test FILE: a .c file is built static for ``arch``; a binary must be a static ``arch`` ELF."""
     out_dir = Path(out_dir)
     log = Path(log)
@@ -611,6 +636,19 @@ def build_extra_tests(files: list[Path], arch, headers: Path, out_dir: Path, log
 # ------------------------------------------------------------------------------------------------- run
 
 REMOTE_DIR = "/tmp/kpipe-tests"
+
+
+class Session(Protocol):
+    """What the tests need of a guest session: kpipe.guest.GuestSession (tests: a host-side stand-in)."""
+
+    def put(self, local: Path, remote: str, mode: int = ...) -> None: ...
+
+    def run(self, argv: list[str], timeout: float) -> CommandResult: ...
+
+
+class _SessionState(TypedDict):
+    lost: str                      # non-empty: the session failed, why (later tests are not run)
+    error: KpipeError | None       # the session's error, raised again after the results are written
 
 
 @dataclass
@@ -677,7 +715,7 @@ def _result(built: BuiltTest, out_dir: Path, suite: str, rel_to: Path, output: s
                       detail="\n".join(details), seconds=round(seconds, 3), output=rel, subtests=subtests), run
 
 
-def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "selftests",
+def run_selftests(session: Session, built: list[BuiltTest], out_dir: Path, suite: str = "selftests",
                   rel_to: Path | None = None, remote_dir: str = REMOTE_DIR, parallel: int = 1) -> list[TestResult]:
     """Push and run the tests in the guest: the tree's own up to ``parallel`` side by side (the guest's vCPUs: each
     is its own process tree, and none reads system-wide state another changes), --extra-test ones one by one
@@ -695,7 +733,7 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
     rel_to = Path(rel_to) if rel_to else out_dir
     logdir = out_dir / suite
     logdir.mkdir(parents=True, exist_ok=True)
-    state = {"lost": "", "error": None}
+    state: _SessionState = {"lost": "", "error": None}
     retried: list[str] = []
     push_lock = threading.Lock()
     pushed: dict[Path, str] = {}
@@ -703,8 +741,9 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
         try:
             session.run(["mkdir", "-p", remote_dir], 30)
         except (KpipeError, OSError, EOFError) as e:
-            state["error"] = _as_kpipe_error(e, "before the tests")
-            state["lost"] = f"guest session failed before the tests: {state['error'].message}"
+            err = _as_kpipe_error(e, "before the tests")
+            state["error"] = err
+            state["lost"] = f"guest session failed before the tests: {err.message}"
 
     def one(b: BuiltTest) -> tuple[TestResult, _Run, str]:
         spec = b.spec
@@ -777,12 +816,14 @@ def run_selftests(session, built: list[BuiltTest], out_dir: Path, suite: str = "
     write_ktap(out_dir / f"{suite}.ktap", [(b, run, out) for b, (_, run, out) in zip(built, outcomes)])
     error = state["error"]
     if error is not None:
-        error.partial_results = results
+        # read back with getattr by runner.boot_and_run_tests; KpipeError does not declare it (kpipe/errors.py)
+        error.partial_results = results  # type: ignore[attr-defined]
         raise error
     return results
 
 
-def _run_once(session, spec: SelftestSpec, script: str, pidfile: str, retried: list[str]):
+def _run_once(session: Session, spec: SelftestSpec, script: str, pidfile: str,
+              retried: list[str]) -> CommandResult:
     """One run of a test's script. When the connection is up but sshd refused this channel (ChannelRefused),
     whatever started is killed (pid file) and the test runs once more; a second refusal is the session's
     error as any other."""
@@ -796,14 +837,14 @@ def _run_once(session, spec: SelftestSpec, script: str, pidfile: str, retried: l
         return session.run(["sh", "-c", script], spec.timeout)
 
 
-def _kernel_reported(session) -> bool:
+def _kernel_reported(session: Session) -> bool:
     """The kernel reported something that stops the tests (an Oops, a hung or blocked task, a lockup): the
     session's abort check, fed by the console (a host-side session has none)."""
     check = getattr(session, "abort_check", None)
     return bool(check and check())
 
 
-def _output(cr) -> str:
+def _output(cr: CommandResult) -> str:
     out = cr.stdout or ""
     if cr.stderr:
         out += ("" if out.endswith("\n") or not out else "\n") + cr.stderr
@@ -817,7 +858,7 @@ def _as_kpipe_error(e: BaseException, when: str) -> KpipeError:
                       fix="the guest may have crashed: read serial.log")
 
 
-def _kill_remote(session, pidfile: str) -> None:
+def _kill_remote(session: Session, pidfile: str) -> None:
     """After a host-side timeout: kill the test's process group (and the process) in the guest."""
     script = f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null) && {{ kill -9 -$p 2>/dev/null; kill -9 $p 2>/dev/null; }}; true"
     try:

@@ -16,6 +16,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 from . import cache, proc, toolchain
 from .arches import Arch
@@ -23,6 +24,9 @@ from .errors import BuildError, InfraError, UsageError
 from .ktap import parse_document
 from .progress import note
 from .results import Status, TestResult
+
+if TYPE_CHECKING:
+    from .selftests import Session
 
 VERIFY_DIR = Path(__file__).resolve().parent.parent / "verify"
 EXPECTATIONS = VERIFY_DIR / "expectations.toml"
@@ -306,9 +310,17 @@ def _why_missing(exit_status: int | None, bail: str | None, plan: int | None, se
            f"than the expectations?)"
 
 
+class _Common(TypedDict):
+    """The fields every result _judge returns shares."""
+    suite: str
+    name: str
+    expected: str
+    seconds: float
+
+
 def _judge(name: str, s: _Seen, expected: str, policy: str, xfail_reason: str = "") -> TestResult:
     detail = "; ".join(s.notes)
-    base = dict(suite=SUITE, name=name, expected=expected, seconds=s.seconds)
+    base = _Common(suite=SUITE, name=name, expected=expected, seconds=s.seconds)
     directive = s.directive
     if directive.upper().startswith("ERROR"):
         reason = directive[5:].strip() or "no reason given"
@@ -411,7 +423,7 @@ def _exit_check(exit_status: int | None, plan: int | None, seen: int, bail: str 
 
 # ------------------------------------------------------------------------------------------------- run
 
-def run_verifier(session, binary: Path, policy: str, expectations: Expectations, out_dir: Path,
+def run_verifier(session: Session, binary: Path, policy: str, expectations: Expectations, out_dir: Path,
                  timeout: float = 120, remote_dir: str = REMOTE_DIR) -> list[TestResult]:
     """Push the binary and the policy's expectation file, run it, keep the TAP verbatim in
     out_dir/verifier.tap, and return one result per case."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .. import workflows
 from ..arches import Arch
@@ -21,7 +22,7 @@ from ..pipeline import Options
 TARGET = 1.5
 
 
-def bench_lava(arch: Arch, run_dir: Path, selftests: str = "all-relevant") -> dict:
+def bench_lava(arch: Arch, run_dir: Path, selftests: str = "all-relevant") -> dict[str, Any]:
     from .workflow import lava
     opts = Options(arch=arch.name, accel="tcg", selftests=selftests)
     workflows.verify(replace(opts, out=str(run_dir / f"lava-settle-{arch.name}")))      # builds if needed, untimed

@@ -14,8 +14,8 @@ from dataclasses import replace
 
 from .. import selftests, verifier
 from ..findings import scan_text
-from ..results import Status, TestResult
-from ..workflows import Prepared, judge
+from ..results import ArchResult, Status, TestResult
+from ..runner import Prepared, judge
 from .logparse import LavaLog
 
 LAVA_STATUS = {Status.PASS: "pass", Status.XFAIL: "pass", Status.SKIP: "skip", Status.FAIL: "fail",
@@ -32,7 +32,8 @@ def _why(log: LavaLog) -> str:
     return "the LAVA job ended before this ran"
 
 
-def verifier_results(prep: Prepared, log: LavaLog, expectations, timeout: float) -> list[TestResult]:
+def verifier_results(prep: Prepared, log: LavaLog, expectations: verifier.Expectations,
+                     timeout: float) -> list[TestResult]:
     adir = prep.dir
     (adir / "verifier-expect.txt").write_text(verifier.expect_file_text(expectations, prep.policy))
     blk = log.block("verifier")
@@ -120,7 +121,7 @@ def cross_check(tests: list[TestResult], log: LavaLog) -> tuple[list[TestResult]
 
 
 def to_arch_result(prep: Prepared, log: LavaLog, accel: str, accel_reason: str, verifier_timeout: float,
-                   lava_exit: int, lava_seconds: float, timed_out: bool):
+                   lava_exit: int, lava_seconds: float, timed_out: bool) -> ArchResult:
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"lava": str(adir / "lava.log"), "serial": str(adir / "serial.log"),
                     "dmesg": str(adir / "dmesg.log")})

@@ -13,14 +13,18 @@ import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import yaml
 
 from ..arches import Arch
 from ..errors import InfraError
 from ..findings import PATTERNS
-from ..qemu import kernel_cmdline
+from ..qemu_cmdline import kernel_cmdline
 from .ramdisk import PROMPT, render
+
+if TYPE_CHECKING:
+    from ..lava_install import Lava
 
 # what the lab's device type adds to every QEMU command line (serial console on stdio, nothing else)
 DEVICE_OPTIONS = ("-nodefaults", "-display none", "-monitor none", "-serial stdio", "-nic none")
@@ -44,6 +48,17 @@ class JobSpec:
     selftests: tuple[str, ...]
     boot_timeout: int
     test_timeout: int              # the verifier's + every selftest's timeout
+
+
+class WrittenJob(TypedDict):
+    """What lava.workflow.write_job wrote for one arch, and what running or collecting the job needs to know."""
+    job: Path
+    device: Path
+    ramdisk: Path
+    accel: str
+    accel_reason: str
+    timeout: int               # the job's own timeout (seconds)
+    verifier_timeout: float
 
 
 def extra_options(arch: Arch, accel: str) -> list[str]:
@@ -74,12 +89,13 @@ def spec_for(arch: Arch, accel: str, kernel: Path, ramdisk: Path, kernel_args: t
                    profile, policy, selftests, int(boot_timeout), int(test_timeout))
 
 
-def job_dict(spec: JobSpec, urls: dict | None = None) -> dict:
+def job_dict(spec: JobSpec, urls: dict[str, str] | None = None) -> dict[str, Any]:
     """The job definition as data (parsed back from the rendered YAML)."""
-    return yaml.safe_load(job_yaml(spec, urls))
+    job: dict[str, Any] = yaml.safe_load(job_yaml(spec, urls))
+    return job
 
 
-def job_yaml(spec: JobSpec, urls: dict | None = None) -> str:
+def job_yaml(spec: JobSpec, urls: dict[str, str] | None = None) -> str:
     a = spec.arch
     urls = urls or {"kernel": spec.kernel.resolve().as_uri(), "ramdisk": spec.ramdisk.resolve().as_uri()}
     test = spec.test_timeout + DMESG_SECONDS + SLACK_SECONDS
@@ -101,7 +117,7 @@ def job_yaml(spec: JobSpec, urls: dict | None = None) -> str:
                          "kernel_key": spec.kernel_key, "selftests": list(spec.selftests)})
 
 
-def device_yaml(job: dict) -> str:
+def device_yaml(job: dict[str, Any]) -> str:
     """The device dictionary lava-server would render for this job on a qemu device (for a local lava-run)."""
     ctx = job["context"]
     opts = [f"-machine {ctx['machine']}"] + ([f"-cpu {ctx['cpu']}"] if ctx.get("cpu") else []) + \
@@ -132,7 +148,7 @@ print(json.dumps(out))
 """
 
 
-def validate(lava, job_path: Path, device_path: Path | None = None) -> None:
+def validate(lava: Lava, job_path: Path, device_path: Path | None = None) -> None:
     """Validate with the installed dispatcher's own schema; InfraError naming the invalid key otherwise."""
     cp = subprocess.run([str(lava.python), "-c", _VALIDATE, str(job_path), str(device_path or "-")], env=lava.env(),
                         capture_output=True, text=True, timeout=120)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import yaml
 
 from ..findings import Scanner
 from ..results import Finding
 
+_Loader: type[yaml.CSafeLoader | yaml.SafeLoader]
 try:
     _Loader = yaml.CSafeLoader
 except AttributeError:        # pragma: no cover - PyYAML without libyaml
@@ -55,7 +57,7 @@ class LavaResult:
     result: str              # pass | fail | skip | unknown
     measurement: str = ""
     units: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def suite(self) -> str:
@@ -90,7 +92,7 @@ class LavaLog:
         return {r.case: r for r in self.results if r.suite == suite}
 
 
-def _dt(s) -> datetime | None:
+def _dt(s: object) -> datetime | None:
     try:
         return datetime.fromisoformat(str(s))
     except ValueError:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,11 +50,11 @@ def _env() -> jinja2.Environment:
                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def render(name: str, **variables) -> str:
+def render(name: str, **variables: object) -> str:
     return _env().get_template(name).render(**variables)
 
 
-def base_entries(data: bytes):
+def base_entries(data: bytes) -> Iterator[tuple[str, bytes]]:
     """(name, raw entry bytes incl. padding) of each entry of an uncompressed newc stream, trailers skipped;
     the concatenated archives of a kpipe image (padding between them) are read through."""
     pos, n = 0, len(data)
@@ -93,7 +94,9 @@ def write_ramdisk(base_initrd: Path, payload: Payload, dest: Path) -> Path:
                 continue
             gz.write(entry)
             names.add(name)
-        w = CpioWriter(gz)
+        # CpioWriter only writes bytes to its file, but is typed BinaryIO, which GzipFile is not (kpipe/cpio.py has the
+        # same error); drop this when CpioWriter takes any binary writer
+        w = CpioWriter(gz)  # type: ignore[arg-type]
         w._ino = 100000          # past the base image's inode numbers: hard links must not be implied
         w._seen |= names
         w.add_file("init", render("init.sh", prompt=PROMPT, ready_marker=payload.ready_marker,

@@ -10,9 +10,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import proc
 from ..errors import InfraError
+
+if TYPE_CHECKING:
+    from ..lava_install import Lava
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,7 @@ class LavaRun:
     timed_out: bool
 
 
-def run_job(lava, job_path: Path, device_path: Path, out_dir: Path, job_id: str, limit: float) -> LavaRun:
+def run_job(lava: Lava, job_path: Path, device_path: Path, out_dir: Path, job_id: str, limit: float) -> LavaRun:
     """lava-run JOB --device DEVICE; its records (stderr) go to out_dir/lava.log."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "lava.log"

@@ -14,6 +14,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -21,11 +22,17 @@ from ..errors import InfraError, UsageError
 from ..progress import note
 from . import collect, logparse
 
+if TYPE_CHECKING:
+    from ..lava_install import Lava
+    from ..results import ArchResult
+    from ..runner import Prepared
+    from .job import WrittenJob
+
 POLL_SECONDS = 10
 FINISHED = {"Finished", "Canceled"}
 
 
-def _lavacli(lava, url: str, *args: str, timeout: float = 120) -> str:
+def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120) -> str:
     cmd = [*lava.lavacli()]
     token, user = os.environ.get("LAVACLI_TOKEN"), os.environ.get("LAVACLI_USERNAME")
     if token:
@@ -57,7 +64,7 @@ def _rewrite_urls(job_path: Path, arch: str) -> Path:
     return out
 
 
-def submit_and_collect(prep, written: dict, url: str, wait: bool):
+def submit_and_collect(prep: Prepared, written: WrittenJob, url: str, wait: bool) -> ArchResult:
     from .. import lava_install
     lava = lava_install.ensure()
     path = _rewrite_urls(written["job"], prep.arch.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import time
+from typing import TYPE_CHECKING
 
 from .. import proc, qemu, verifier, workflows
 from ..accel import choose_accel
@@ -16,8 +17,12 @@ from ..arches import resolve_arches
 from ..errors import KpipeError, UsageError
 from ..pipeline import Options, apply, locked_checkout, resolve_tree, series_of
 from ..progress import note, phase
-from ..results import RunResult
+from ..results import ArchResult, RunResult
+from ..runner import Prepared, _arch_result, _record_error, prepare_arch
 from . import collect, job as jobmod, logparse, ramdisk, runner
+
+if TYPE_CHECKING:
+    from ..lava_install import Lava
 
 RUN_SLACK = 120.0          # lava-run's wall-clock limit beyond the job's own timeout
 
@@ -26,7 +31,7 @@ def _verifier_timeout(opts: Options) -> float:
     return float(opts.test_timeout or 120)
 
 
-def write_job(prep: workflows.Prepared, opts: Options, lava=None) -> dict:
+def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod.WrittenJob:
     """job.yaml, device.yaml and ramdisk.cpio.gz in the arch's folder; validated when the dispatcher is there."""
     adir = prep.dir
     expectations = verifier.load_expectations()
@@ -35,7 +40,8 @@ def write_job(prep: workflows.Prepared, opts: Options, lava=None) -> dict:
     payload = ramdisk.Payload(
         verifier=prep.verifier_bin, expect_text=verifier.expect_file_text(expectations, prep.policy),
         verifier_timeout=int(vto), case_timeout=int(max(5, min(30, vto / 6))),
-        selftests=tuple((b.spec.name, int(b.spec.timeout), b.binary, tuple(b.spec.args)) for b in runnable),
+        selftests=tuple((b.spec.name, int(b.spec.timeout), b.binary, tuple(b.spec.args)) for b in runnable
+                        if b.binary is not None),     # true of every runnable test; narrows Path | None
         dmesg_pattern=jobmod.dmesg_pattern(), ready_marker=prep.initrd.ready_marker or "KPIPE-GUEST-READY")
     with phase("lava-job", f"{prep.arch.name} ramdisk + job", prep.ar.phases):
         rd = ramdisk.write_ramdisk(prep.initrd.path, payload, adir / "ramdisk.cpio.gz")
@@ -58,7 +64,7 @@ def write_job(prep: workflows.Prepared, opts: Options, lava=None) -> dict:
             "timeout": timeout, "verifier_timeout": vto}
 
 
-def run_local(prep: workflows.Prepared, written: dict, lava) -> "workflows.ArchResult":
+def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchResult:
     with phase("lava-run", f"{prep.arch.name} (log: {prep.dir / 'lava.log'})", prep.ar.phases) as ph:
         lr = runner.run_job(lava, written["job"], written["device"], prep.dir, f"kpipe-{prep.arch.name}-{os.getpid()}",
                             written["timeout"] + RUN_SLACK)
@@ -79,8 +85,8 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     arches = resolve_arches(opts.arch)
     series = series_of(opts)
     run, run_dir = workflows._new_run("lava", opts, repro)
-    timings: dict = {}
-    preps: dict[str, tuple] = {}
+    timings: dict[str, float] = {}
+    preps: dict[str, tuple[Prepared, jobmod.WrittenJob]] = {}
     try:
         with phase("lava-install", "lava-dispatcher (cached)", timings):
             lava_inst = lava_install.ensure(run_dir / "lava-install.log")
@@ -89,13 +95,13 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
             applied = apply(co, series, run_dir / "apply.log", timings)
             for a in arches:
                 try:
-                    prep = workflows.prepare_arch(a, applied, series, opts, run_dir / a.name)
+                    prep = prepare_arch(a, applied, series, opts, run_dir / a.name)
                     preps[a.name] = (prep, write_job(prep, opts, lava_inst))
                 except KpipeError as e:
-                    run.arches[a.name] = workflows._record_error(workflows._arch_result(a, applied), e)
+                    run.arches[a.name] = _record_error(_arch_result(a, applied), e)
     except KpipeError as e:
         for a in arches:
-            run.arches.setdefault(a.name, workflows._record_error(workflows._arch_result(a, None), e))
+            run.arches.setdefault(a.name, _record_error(_arch_result(a, None), e))
     run.extra["phases"] = timings
     run.extra["lava"] = {"dispatcher": getattr(locals().get("lava_inst"), "version", ""),
                          "jobs": {n: str(w["job"]) for n, (_, w) in preps.items()}}
@@ -105,7 +111,7 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
             try:
                 run.arches[name] = submod.submit_and_collect(prep, written, submit, wait)
             except KpipeError as e:
-                run.arches[name] = workflows._record_error(prep.ar, e)
+                run.arches[name] = _record_error(prep.ar, e)
     elif run_local_jobs:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(preps))) as pool:
             futs = {n: pool.submit(run_local, p, w, lava_inst) for n, (p, w) in preps.items()}
@@ -114,7 +120,7 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
                     try:
                         run.arches[name] = fut.result()
                     except KpipeError as e:
-                        run.arches[name] = workflows._record_error(preps[name][0].ar, e)
+                        run.arches[name] = _record_error(preps[name][0].ar, e)
             except BaseException:
                 pending = [f for f in futs.values() if not f.cancel()]
                 while pending:
