@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import InfraError
 
@@ -162,6 +162,25 @@ def new_entry(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def cached_entry(entry: Path, lock: Path, what: str, make: Callable[[Path], dict[str, Any]], *,
+                 deep: bool = True, reuse: bool = True) -> tuple[dict[str, Any], bool]:
+    """kpipe's one check / lock / build / manifest sequence: the meta of ``entry`` and whether it was a cache hit.
+
+    A complete, intact entry (its manifest; ``deep`` also checks every file's sha256) is used as it is, unless
+    ``reuse`` is false. Otherwise, under the exclusive ``lock`` (another run building the same thing waits,
+    then finds it built), ``make(tmp)`` fills a temp folder beside the entry and returns the meta; the manifest
+    is written and the folder renamed into place. If ``make`` raises (or Ctrl-C), nothing is left behind."""
+    if reuse and (meta := verify_entry(entry, deep)) is not None:
+        return meta, True
+    with file_lock(lock, what):
+        if reuse and (meta := verify_entry(entry, deep)) is not None:
+            return meta, True                  # built by another run while this one waited
+        with new_entry(entry) as tmp:
+            meta = make(tmp)
+            write_manifest(tmp, meta)
+    return meta, False
 
 
 _OWNER = re.compile(r"\.(?:tmp|old)-(\d+)(?:-|$)")

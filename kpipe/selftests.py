@@ -388,25 +388,23 @@ def _compile(spec: SelftestSpec, cc: str, sources: list[Path], headers: Path, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / spec.binary_name
     entry = cache.cache_dir("selftests") / key
-    cached = cache.verify_entry(entry, deep=False) is not None
-    if not cached:
-        with cache.file_lock(cache.cache_dir("selftests") / f"{key}.lock", "selftest build"):
-            cached = cache.verify_entry(entry, deep=False) is not None
-            if not cached:
-                with cache.new_entry(entry) as tmp:
-                    cmd = [cc, *argv_tail, *map(str, sources), "-o", str(tmp / "bin"), *spec.ldlibs]
-                    cp = proc.run(cmd, cwd=sources[0].parent, timeout=600, check=False, what=cc)
-                    out = (cp.stdout or "") + (cp.stderr or "")
-                    with open(log, "a") as fh:
-                        fh.write(f"\n$ {shlex.join(cmd)}\n{out}")
-                        if cp.returncode:
-                            fh.write(f"[exit {cp.returncode}]\n")
-                    if cp.returncode != 0:
-                        lines = out.strip().splitlines()
-                        err = "\n".join([f"{cc} failed with exit {cp.returncode}: {shlex.join(cmd)}",
-                                         *lines[-40:]])
-                        raise _CompileFailed(err)
-                    cache.write_manifest(tmp, {"name": spec.binary_name, "cmd": cmd})
+
+    def make(tmp: Path) -> dict[str, Any]:
+        cmd = [cc, *argv_tail, *map(str, sources), "-o", str(tmp / "bin"), *spec.ldlibs]
+        cp = proc.run(cmd, cwd=sources[0].parent, timeout=600, check=False, what=cc)
+        out = (cp.stdout or "") + (cp.stderr or "")
+        with open(log, "a") as fh:
+            fh.write(f"\n$ {shlex.join(cmd)}\n{out}")
+            if cp.returncode:
+                fh.write(f"[exit {cp.returncode}]\n")
+        if cp.returncode != 0:
+            lines = out.strip().splitlines()
+            raise _CompileFailed("\n".join([f"{cc} failed with exit {cp.returncode}: {shlex.join(cmd)}",
+                                            *lines[-40:]]))
+        return {"name": spec.binary_name, "cmd": cmd}
+
+    _, cached = cache.cached_entry(entry, cache.cache_dir("selftests") / f"{key}.lock", "selftest build", make,
+                                   deep=False)
     if dest.exists():
         dest.unlink()
     try:
@@ -469,29 +467,26 @@ def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[st
     key = cache.key_of(MAKE_RECIPE, toolchain.compiler(arch.cc).ident, arch.name, collection, sorted(binaries),
                        _tree_fingerprint(hdr), _source_ids(tree))
     entry = cache.cache_dir("selftests") / key
-    meta = cache.verify_entry(entry, deep=False)
-    if meta is not None:
-        return entry, meta.get("failed", {}), True
-    with cache.file_lock(cache.cache_dir("selftests") / f"{key}.lock", f"selftest build ({collection})"):
-        meta = cache.verify_entry(entry, deep=False)
-        if meta is not None:
-            return entry, meta.get("failed", {}), True
-        with cache.new_entry(entry) as tmp:
-            cmd = make_command(arch, tree, collection, headers, tmp, binaries, os.cpu_count() or 1)
-            cp = proc.run(cmd, timeout=900, check=False, what="make (selftests)")
-            out = (cp.stdout or "") + (cp.stderr or "")
-            with open(log, "a") as fh:
-                fh.write(f"\n$ {shlex.join(cmd)}\n{out}" + (f"[exit {cp.returncode}]\n" if cp.returncode else ""))
-            failed = {}
-            for b in binaries:
-                if not (tmp / b).is_file():
-                    lines = out.strip().splitlines()
-                    failed[b] = "\n".join([f"the {collection} Makefile did not build {b} (make exit {cp.returncode}): "
-                                           f"{shlex.join(cmd)}", *lines[-40:]])
-            for junk in [p for p in tmp.iterdir() if p.name not in binaries]:    # objects, helper outputs
-                shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
-            cache.write_manifest(tmp, {"collection": collection, "cmd": cmd, "failed": failed})
-    return entry, failed, False
+
+    def make(tmp: Path) -> dict[str, Any]:
+        cmd = make_command(arch, tree, collection, headers, tmp, binaries, os.cpu_count() or 1)
+        cp = proc.run(cmd, timeout=900, check=False, what="make (selftests)")
+        out = (cp.stdout or "") + (cp.stderr or "")
+        with open(log, "a") as fh:
+            fh.write(f"\n$ {shlex.join(cmd)}\n{out}" + (f"[exit {cp.returncode}]\n" if cp.returncode else ""))
+        failed = {}
+        for b in binaries:
+            if not (tmp / b).is_file():
+                lines = out.strip().splitlines()
+                failed[b] = "\n".join([f"the {collection} Makefile did not build {b} (make exit {cp.returncode}): "
+                                       f"{shlex.join(cmd)}", *lines[-40:]])
+        for junk in [p for p in tmp.iterdir() if p.name not in binaries]:    # objects, helper outputs
+            shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
+        return {"collection": collection, "cmd": cmd, "failed": failed}
+
+    meta, cached = cache.cached_entry(entry, cache.cache_dir("selftests") / f"{key}.lock",
+                                      f"selftest build ({collection})", make, deep=False)
+    return entry, meta.get("failed", {}), cached
 
 
 def build_selftests(specs: list[SelftestSpec], arch: Arch, tree: Path, headers: Path, out_dir: Path,

@@ -16,7 +16,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from . import cache, proc, toolchain
 from .arches import Arch
@@ -221,14 +221,13 @@ def build_verifier(arch: Arch, headers: Path, out_dir: Path, log: Path | None = 
     key = cache.key_of("verifier", toolchain.compiler(arch.cc).ident, CFLAGS,
                        _digest_files(sources + local_headers, VERIFY_DIR), _headers_digest(include))
     entry = cache.cache_dir("verifier") / key
-    built = False
-    if cache.verify_entry(entry) is None:
-        with cache.file_lock(cache.cache_dir("verifier") / f"{key}.lock", "verifier build"):
-            if cache.verify_entry(entry) is None:
-                with cache.new_entry(entry) as tmp:
-                    _compile(arch, include, sources, tmp / BINARY_NAME, log)
-                    cache.write_manifest(tmp, {"arch": arch.name, "cc": arch.cc, "headers": str(include)})
-                built = True
+
+    def make(tmp: Path) -> dict[str, Any]:
+        _compile(arch, include, sources, tmp / BINARY_NAME, log)
+        return {"arch": arch.name, "cc": arch.cc, "headers": str(include)}
+
+    _, hit = cache.cached_entry(entry, cache.cache_dir("verifier") / f"{key}.lock", "verifier build", make)
+    built = not hit
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / BINARY_NAME
