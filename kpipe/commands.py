@@ -98,6 +98,9 @@ def boot(opts: Options, cmd: str | None, shell: bool) -> TaskOutcome:
         if res.timed_out:
             raise InfraError(f"command timed out in the guest: {cmd}")
         if cmd:
+            if res.exit_status is None:     # no exit-status message: exit code unknown, not a pass
+                raise InfraError(f"the guest sent no exit status for the command: {cmd}",
+                                 fix="the guest may have crashed: read serial.log")
             return res.exit_status, "the guest command's exit status"
         return EXIT_PASS
 
