@@ -86,6 +86,7 @@ def probe_kvm(arch: Arch, kernel_image: Path, timeout: float = PROBE_TIMEOUT) ->
     p = proc.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen = b""
     try:
+        assert p.stdout is not None     # stdout=PIPE
         fd = p.stdout.fileno()
         while True:
             left = timeout - (time.monotonic() - t0)

@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from . import build as buildmod
 from . import cache, image, kconfig, proc, qemu, workflows
@@ -35,13 +36,17 @@ from .pipeline import Options, apply, locked_checkout, merged_config, new_run_di
 from .benchrows import _row, cost_rows
 from .profiles import get_profile
 from .progress import note, phase
-from .tree import git
+from .qemu_cmdline import kernel_cmdline, qemu_command
+from .results import RunResult
+from .tree import Tree, git
+
+T = TypeVar("T")
 
 TARGETS = {"cold": 1.10, "incremental": 1.3, "warm": 1.5, "unchanged_seconds": 8.0, "all": 1.3,
            "premerge_seconds": 60.0}
 
 
-def _timed(fn) -> tuple[float, object]:
+def _timed(fn: Callable[[], T]) -> tuple[float, T]:
     t = time.monotonic()
     out = fn()
     return round(time.monotonic() - t, 2), out
@@ -49,7 +54,7 @@ def _timed(fn) -> tuple[float, object]:
 
 # ---------------------------------------------------------------- cold
 
-def bench_cold(arch: Arch, tree, run_dir: Path, profile: str = "debug") -> dict:
+def bench_cold(arch: Arch, tree: Tree, run_dir: Path, profile: str = "debug") -> dict[str, Any]:
     opts = Options(profile=profile)
     nonce = uuid.uuid4().hex[:8]
     raw_dir = cache.cache_dir("bench") / f"raw-{arch.name}-{nonce}"
@@ -71,7 +76,7 @@ def bench_cold(arch: Arch, tree, run_dir: Path, profile: str = "debug") -> dict:
             mk = ["make", "-C", str(co.path), f"O={raw_dir}", *arch.make_vars]
             jobs = f"-j{os.cpu_count() or 1}"
 
-            def raw():
+            def raw() -> None:
                 proc.run([*mk, "tinyconfig"], log=log)
                 with open(raw_dir / ".config", "a") as f:
                     f.write(merged.text())
@@ -97,7 +102,7 @@ def _edit_patch(src_text: str, nonce: str, path: Path) -> Path:
     return path
 
 
-def _verify(opts: Options, out: Path) -> tuple[float, object]:
+def _verify(opts: Options, out: Path) -> tuple[float, RunResult]:
     secs, run = _timed(lambda: workflows.verify(replace(opts, out=str(out))))
     if run.exit_code != EXIT_PASS:
         raise InfraError(f"benchmark verify run did not pass (exit {run.exit_code}); see {out}/summary.md")
@@ -112,13 +117,14 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
     joined = image.join_archives([initrd.path, ov.path], work / "initrd.cpio.gz")
     lease = qemu.PortLease()
     port = lease.port
-    cmd = qemu.qemu_command(arch, kernel, accel="tcg", append=qemu.kernel_cmdline(arch), initrd=joined, ssh_port=port)
+    cmd = qemu_command(arch, kernel, accel="tcg", append=kernel_cmdline(arch), initrd=joined, ssh_port=port)
     ssh = ["ssh", "-q", "-i", str(ov.client_key_path), "-p", str(port), "-o", "StrictHostKeyChecking=no",
            "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@127.0.0.1"]
     t0 = time.monotonic()
     p = proc.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         lease.release()
+        assert p.stdout is not None     # stdout=PIPE
         for raw in p.stdout:
             if initrd.ready_marker.encode() in raw:
                 break
@@ -164,8 +170,8 @@ def _binaries(arch_dir: Path, src: Path, touched: list[str]) -> list[tuple[Path,
     return out
 
 
-def bench_warm(arch: Arch, tree, run_dir: Path, profile: str = "debug") -> list[dict]:
-    rows = []
+def bench_warm(arch: Arch, tree: Tree, run_dir: Path, profile: str = "debug") -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
     base_opts = Options(arch=arch.name, accel="tcg", profile=profile)
     # settle: the shipped series built and verified once (not timed)
     _verify(base_opts, run_dir / f"settle-{arch.name}")
@@ -218,23 +224,23 @@ def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = Fals
     arches = resolve_arches(arch_spec)
     profiles = ["debug", "fast"] if profile == "all" else [get_profile(profile).name]
     tree = resolve_tree(Options(), run_dir / "fetch.log")
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for prof in profiles:
         if not quick:
             for a in arches:
                 rows.append(bench_cold(a, tree, run_dir, prof))
         unchanged: dict[str, tuple[float, str]] = {}
         for a in arches:
-            r = bench_warm(a, tree, run_dir, prof)
-            rows += r
-            unchanged[a.name] = (r[-1]["kpipe_s"], r[-1]["series"])
+            warm_rows = bench_warm(a, tree, run_dir, prof)
+            rows += warm_rows
+            unchanged[a.name] = (warm_rows[-1]["kpipe_s"], warm_rows[-1]["series"])
         if len(arches) > 1:
             series = next(iter(unchanged.values()))[1]
             # every arch's edit in one series would change the kernels; use the first arch's series for all,
             # settle once (builds), then time the unchanged `all` run
             o = Options(arch="all", accel="tcg", series=series, profile=prof)
             _verify(o, run_dir / f"all-settle-{prof}")
-            singles = {}
+            singles: dict[str, float] = {}
             for a in arches:
                 singles[a.name], _ = _verify(replace(o, arch=a.name), run_dir / f"all-single-{a.name}-{prof}")
             k_all, _ = _verify(o, run_dir / f"all-{prof}")

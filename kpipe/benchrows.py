@@ -2,9 +2,11 @@
 rows: shared by kpipe/bench.py and the LAVA row (kpipe/lava/bench.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 
 def _row(phase_name: str, arch: str, kp: float, raw: float | None, target: float | None, note: str = "",
-         ok: bool | None = None, profile: str = "debug") -> dict:
+         ok: bool | None = None, profile: str = "debug") -> dict[str, Any]:
     ratio = round(kp / raw, 2) if raw else None
     if ok is None and target is not None and ratio is not None:
         ok = ratio <= target
@@ -12,7 +14,7 @@ def _row(phase_name: str, arch: str, kp: float, raw: float | None, target: float
             "target": target, "ok": ok, "note": note}
 
 
-def cost_rows(rows: list[dict]) -> list[dict]:
+def cost_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """debug / fast per phase and arch (kpipe seconds): what the debug kernel costs."""
     by = {(r["phase"], r["arch"], r["profile"]): r["kpipe_s"] for r in rows}
     out = []

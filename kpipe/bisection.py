@@ -10,18 +10,21 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .arches import Arch
+from .checkout import Checkout
 from .errors import EXIT_MEANING, UsageError
 from .patches import Series
-from .pipeline import Options, locked_checkout, open_tree, series_of
+from .pipeline import Options, locked_checkout, series_of
 from .progress import note
+from .results import ArchResult
 from .runner import run_variant, step_mark, worst
-from .tree import git
+from .tree import Tree, git, open_tree
 
 
-def _step(arches: list[Arch], tree, series: Series, opts: Options, co, run_dir: Path, n: int, label: str,
-          timings: dict, build_failure_is_bad: bool) -> dict:
+def _step(arches: list[Arch], tree: Tree, series: Series, opts: Options, co: Checkout, run_dir: Path, n: int,
+          label: str, timings: dict[str, float], build_failure_is_bad: bool) -> dict[str, Any]:
     sdir = run_dir / f"step-{n:02d}-{label}"
     results = run_variant(arches, tree, series, opts, sdir, sdir, co, timings)
     code = worst([r.exit_code for r in results.values()])
@@ -35,7 +38,7 @@ def _step(arches: list[Arch], tree, series: Series, opts: Options, co, run_dir: 
             "policy": next((r.kernel.get("policy") for r in results.values() if r.kernel.get("policy")), "")}
 
 
-def matching_policies(results: dict) -> list[str]:
+def matching_policies(results: dict[str, ArchResult]) -> list[str]:
     """The verifier policies under which every case the kernel answered (an errno or ok, not a skip) is what
     that policy expects: which --expect describes this kernel."""
     from .verifier import POLICIES, load_expectations
@@ -54,7 +57,7 @@ def matching_policies(results: dict) -> list[str]:
     return [p for p in POLICIES if all(answer(exp.column(p).get(c)) in (o, None) for c, o in seen.items())]
 
 
-def _endpoint_problem(which: str, rev: str, st: dict, want: str) -> str:
+def _endpoint_problem(which: str, rev: str, st: dict[str, Any], want: str) -> str:
     gave = f"exit {st['exit_code']} ({EXIT_MEANING.get(st['exit_code'], '?')})"
     line = f"--{which} {rev} should be {want} but gave {gave}"
     if st.get("policy"):
@@ -64,7 +67,7 @@ def _endpoint_problem(which: str, rev: str, st: dict, want: str) -> str:
     return line
 
 
-def _endpoint_fix(good: dict, bad: dict) -> str:
+def _endpoint_fix(good: dict[str, Any], bad: dict[str, Any]) -> str:
     hints = []
     if good["mark"] != "good" and good.get("policies"):
         hints.append(f"the good endpoint's kernel behaves as --expect {' or '.join(good['policies'])}")
@@ -83,20 +86,20 @@ def _subject(repo_dir: Path, sha: str) -> str:
     return git(repo_dir, "log", "-1", "--format=%s", sha).stdout.strip()
 
 
-def bisect_commits(arches: list[Arch], opts: Options, good: str, bad: str, run_dir: Path, timings: dict,
-                   build_failure_is_bad: bool) -> dict:
+def bisect_commits(arches: list[Arch], opts: Options, good: str, bad: str, run_dir: Path,
+                   timings: dict[str, float], build_failure_is_bad: bool) -> dict[str, Any]:
     if not good or not bad:
         raise UsageError("bisect needs --good REV and --bad REV", fix="e.g. invoke bisect --good v5.10 --bad HEAD --tree PATH")
     good_tree = open_tree(opts.tree, good, run_dir / "fetch.log")
     tree = open_tree(opts.tree, bad, run_dir / "fetch.log")
     series = series_of(opts) if (opts.series or opts.patches) else Series((), "none")
-    steps: list[dict] = []
+    steps: list[dict[str, Any]] = []
     with locked_checkout(tree, run_dir / "apply.log") as co:
         wt = co.path
         if git(wt, "merge-base", "--is-ancestor", good_tree.base, tree.base, check=False).returncode:
             raise UsageError(f"--good {good} is not an ancestor of --bad {bad}", fix="swap them or pick other revisions")
         count = int(git(wt, "rev-list", "--count", f"{good_tree.base}..{tree.base}").stdout.strip())
-        ends = {}
+        ends: dict[str, dict[str, Any]] = {}
         for which, rev, t in (("good", good, good_tree), ("bad", bad, tree)):
             st = _step(arches, replace(tree, base=t.base, base_label=t.base[:12]), series, opts, co, run_dir,
                        len(steps) + 1, f"{which}-{t.base[:12]}", timings, build_failure_is_bad)
@@ -155,14 +158,15 @@ def _skipped_candidates(out: str) -> list[str]:
     return re.findall(r"^([0-9a-f]{40})\b", out.split("could be any of:", 1)[1], re.M)
 
 
-def bisect_series(arches: list[Arch], opts: Options, run_dir: Path, timings: dict, build_failure_is_bad: bool) -> dict:
+def bisect_series(arches: list[Arch], opts: Options, run_dir: Path, timings: dict[str, float],
+                  build_failure_is_bad: bool) -> dict[str, Any]:
     """Which patch of the series first breaks: binary search over prefixes (0 patches good, all bad)."""
     series = series_of(opts)
     n = len(series.patches)
     if n == 0:
         raise UsageError("--series mode needs a series with patches", fix="pass --series FILE or --patch FILE")
     tree = open_tree(opts.tree, opts.base, run_dir / "fetch.log")
-    steps: list[dict] = []
+    steps: list[dict[str, Any]] = []
     marks: dict[int, str] = {}
     with locked_checkout(tree, run_dir / "apply.log") as co:
         def test(k: int) -> str:
@@ -171,8 +175,9 @@ def bisect_series(arches: list[Arch], opts: Options, run_dir: Path, timings: dic
             st = _step(arches, tree, sub, opts, co, run_dir, len(steps) + 1, label, timings, build_failure_is_bad)
             st.update({"commit": f"{k} patch(es)", "subject": series.patches[k - 1].subject if k else "(base)"})
             steps.append(st)
-            marks[k] = st["mark"]
-            return st["mark"]
+            mark: str = st["mark"]
+            marks[k] = mark
+            return mark
         test(n)
         test(0)
         all_st, none_st = steps[0], steps[1]

@@ -16,6 +16,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from . import cache, proc, toolchain
 from .arches import Arch
@@ -43,7 +44,7 @@ class Kernel:
     seconds: float = 0.0
     cached: bool = False
     tree_src: Path | None = None   # the scratch checkout the kernel was built from
-    extra: dict = field(default_factory=dict)   # compiled: objects make compiled; build_dir
+    extra: dict[str, Any] = field(default_factory=dict)   # compiled: objects make compiled; build_dir
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _make_cmd(req: BuildRequest, bdir: Path, ccache: bool, *targets: str) -> lis
     return cmd + list(targets)
 
 
-def _make_env(ccache: bool) -> dict:
+def _make_env(ccache: bool) -> dict[str, str]:
     env = {"KBUILD_BUILD_USER": "kpipe", "KBUILD_BUILD_HOST": "kpipe", "LC_ALL": "C"}
     if ccache:
         env["CCACHE_DIR"] = str(cache.cache_dir("ccache"))
@@ -98,7 +99,7 @@ def cached_kernel(arch: Arch, key: str) -> Kernel | None:
     return _kernel_from_entry(arch, entry, meta, cached=True)
 
 
-def _kernel_from_entry(arch: Arch, entry: Path, meta: dict, cached: bool) -> Kernel:
+def _kernel_from_entry(arch: Arch, entry: Path, meta: dict[str, Any], cached: bool) -> Kernel:
     return Kernel(arch=arch.name, image=entry / Path(arch.image_path).name,
                   vmlinux=entry / "vmlinux" if (entry / "vmlinux").exists() else None,
                   system_map=entry / "System.map" if (entry / "System.map").exists() else None,
@@ -113,7 +114,7 @@ def build_dir(req: BuildRequest, ccache: bool) -> Path:
     return cache.cache_dir("builds") / (name + ("-ccache" if ccache else ""))
 
 
-def configure(req: BuildRequest, bdir: Path, ccache: bool, log: Path, validate) -> Path:
+def configure(req: BuildRequest, bdir: Path, ccache: bool, log: Path, validate: Callable[[Path], None]) -> Path:
     """tinyconfig (or --defconfig) + fragments + olddefconfig, once per build folder; then validation."""
     stamp = bdir / CONFIG_STAMP
     dotconfig = bdir / ".config"
@@ -135,7 +136,7 @@ def configure(req: BuildRequest, bdir: Path, ccache: bool, log: Path, validate) 
     return dotconfig
 
 
-def build(req: BuildRequest, log: Path, validate) -> Kernel:
+def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Kernel:
     """The kernel for ``req``: from the cache when its content key is there, else built with make.
 
     ``validate(dotconfig)`` raises ConfigError when a requested option did not get set.
@@ -174,7 +175,7 @@ def build(req: BuildRequest, log: Path, validate) -> Kernel:
                 if (bdir / name).exists():
                     shutil.copy2(bdir / name, tmp / dest)
             shutil.copytree(hdr_tmp, tmp / "headers", symlinks=True)
-            meta = {"key": key, "release": release, "compiler": compiler, "seconds": seconds, "arch": arch.name,
+            meta: dict[str, Any] = {"key": key, "release": release, "compiler": compiler, "seconds": seconds, "arch": arch.name,
                     "src": str(req.src), "tree_hash": req.tree_hash, "compiled": compiled, "build_dir": str(bdir),
                     "ccache": cc, "jobs": jobs}
             cache.write_manifest(tmp, meta)
@@ -189,7 +190,7 @@ def uapi_inputs(req: BuildRequest) -> dict[str, str]:
     sa = srcarch(req.arch)
     paths = ["include/uapi", f"arch/{sa}/include/uapi", f"arch/{sa}/entry/syscalls", f"arch/{sa}/kernel/syscalls",
              "scripts"]
-    out = {}
+    out: dict[str, str] = {}
     for p in paths:
         cp = git(req.src, "rev-parse", "--verify", "--quiet", f"HEAD:{p}", check=False)
         out[p] = cp.stdout.strip() if cp.returncode == 0 else ""

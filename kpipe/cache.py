@@ -120,8 +120,8 @@ def file_lock(path: Path, what: str, timeout: float | None = None) -> Iterator[N
         os.close(fd)
 
 
-def write_manifest(entry_dir: Path, meta: dict) -> None:
-    files = {}
+def write_manifest(entry_dir: Path, meta: dict[str, Any]) -> None:
+    files: dict[str, dict[str, int | str]] = {}
     for p in sorted(entry_dir.rglob("*")):
         if p.is_file() and not p.is_symlink() and p.name != MANIFEST:
             rel = str(p.relative_to(entry_dir))
@@ -129,7 +129,7 @@ def write_manifest(entry_dir: Path, meta: dict) -> None:
     (entry_dir / MANIFEST).write_text(json.dumps({"meta": meta, "files": files}, indent=1, sort_keys=True))
 
 
-def verify_entry(entry_dir: Path, deep: bool = True) -> dict | None:
+def verify_entry(entry_dir: Path, deep: bool = True) -> dict[str, Any] | None:
     """The entry's meta when every listed file is present and intact; None when missing or damaged."""
     mf = entry_dir / MANIFEST
     if not mf.is_file():
@@ -142,7 +142,8 @@ def verify_entry(entry_dir: Path, deep: bool = True) -> dict | None:
                 return None
             if deep and sha256_file(p) != info["sha256"]:
                 return None
-        return data["meta"]
+        meta: dict[str, Any] = data["meta"]
+        return meta
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -190,7 +191,7 @@ def _owner_alive(name: str) -> bool:
     """Temp and trash folders carry their creator's pid: a live creator may still be writing into one (a tree
     fetch untars for minutes without touching the folder's own mtime)."""
     m = _OWNER.search(name)
-    return bool(m) and Path(f"/proc/{m.group(1)}").exists()
+    return m is not None and Path(f"/proc/{m.group(1)}").exists()
 
 
 def sweep_stale(parent: Path) -> None:

@@ -10,7 +10,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
+from typing import Any
 
 from .tree import Tree, git
 
@@ -43,14 +43,15 @@ def open_checkout(tree: Tree, log: Path | None = None) -> Checkout:
     return Checkout(tree, wt, head)
 
 
-def read_state(co: Checkout) -> dict:
+def read_state(co: Checkout) -> dict[str, Any]:
     try:
-        return json.loads(co.state_file.read_text())
+        state: dict[str, Any] = json.loads(co.state_file.read_text())
+        return state
     except (OSError, ValueError):
         return {}
 
 
-def write_state(co: Checkout, state: dict) -> None:
+def write_state(co: Checkout, state: dict[str, Any]) -> None:
     tmp = co.state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     tmp.replace(co.state_file)

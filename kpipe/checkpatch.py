@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from . import proc
 from .checkout import Checkout
@@ -13,8 +14,9 @@ _MSG = re.compile(r"^(ERROR|WARNING|CHECK): (.*)$")
 _TOTAL = re.compile(r"^total: (\d+) errors?, (\d+) warnings?")
 
 
-def parse(output: str) -> dict:
-    messages, where = [], ""
+def parse(output: str) -> dict[str, Any]:
+    messages: list[str] = []
+    where = ""
     errors = warnings = 0
     lines = output.splitlines()
     for i, ln in enumerate(lines):
@@ -30,11 +32,11 @@ def parse(output: str) -> dict:
     return {"errors": errors, "warnings": warnings, "messages": messages}
 
 
-def run_checkpatch(co: Checkout, series: Series, log: Path) -> list[dict]:
+def run_checkpatch(co: Checkout, series: Series, log: Path) -> list[dict[str, Any]]:
     script = co.path / "scripts" / "checkpatch.pl"
     if not script.is_file():
         raise InfraError(f"{co.tree.spec} has no scripts/checkpatch.pl", fix="use a kernel tree that ships checkpatch")
-    out = []
+    out: list[dict[str, Any]] = []
     for pf in series.patches:
         cp = proc.run(["perl", str(script), "--no-color", "--no-signoff" if not pf.is_mail else "--signoff",
                        str(pf.path)], cwd=co.path, check=False, timeout=300, what="checkpatch")

@@ -7,21 +7,22 @@ import signal
 import sys
 import time
 import traceback
-from typing import Callable
+from types import FrameType
+from typing import Any, Callable
 
 from . import proc, progress
-from .errors import EXIT_MEANING, InfraError, Interrupted, KpipeError, UsageError
+from .errors import EXIT_MEANING, InfraError, Interrupted, KpipeError, TaskOutcome, UsageError
 
 BISECT_MAP = {0: 0, 1: 1, 2: 125, 3: 125, 4: 125}
 BISECT_ABORT = 128          # `git bisect run` stops on >= 128: a usage error is the same on every commit
 PROGRAM = "invoke"          # how the reproducer names the command: `kpipe` when run through main()
 
 
-def _sigterm(signum, frame):
+def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def reproducer(task: str, args: dict) -> str:
+def reproducer(task: str, args: dict[str, Any]) -> str:
     parts = [PROGRAM, task]
     for k, v in args.items():
         flag = "--" + k.replace("_", "-")
@@ -37,7 +38,7 @@ def reproducer(task: str, args: dict) -> str:
     return shlex.join(parts)
 
 
-def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: bool = False,
+def run_task(task: str, fn: Callable[[], TaskOutcome], args: dict[str, Any] | None = None, quiet: bool = False,
              bisect_exit_codes: bool = False) -> int:
     """Run ``fn`` (returns an exit code) under kpipe's error and signal handling."""
     progress.set_mode("quiet" if quiet else "auto")
@@ -48,9 +49,11 @@ def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: 
         print(f"kpipe: reproduce with: {repro}", file=sys.stderr)
     meaning = None
     try:
-        code = fn()
-        if isinstance(code, tuple):          # (exit status, what it means): boot --cmd passes the guest's status
-            code, meaning = code
+        outcome = fn()
+        if isinstance(outcome, tuple):       # (exit status, what it means): boot --cmd passes the guest's status
+            code, meaning = outcome
+        else:
+            code = outcome
     except KpipeError as e:
         print(e.render(), file=sys.stderr)
         code = e.exit_code
@@ -61,7 +64,7 @@ def run_task(task: str, fn: Callable[[], int], args: dict | None = None, quiet: 
     except KeyboardInterrupt as e:
         proc.kill_all()
         why = "SIGTERM" if str(e) == f"signal {int(signal.SIGTERM)}" else "SIGINT"
-        err = Interrupted(f"stopped by {why}; every QEMU/make child was killed, no half-written cache entry was kept")
+        err: KpipeError = Interrupted(f"stopped by {why}; every QEMU/make child was killed, no half-written cache entry was kept")
         print(err.render(), file=sys.stderr)
         code = err.exit_code
     except Exception as e:      # a bug or an unforeseen host problem: never let it pass for exit 1 (kernel verdict)

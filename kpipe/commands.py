@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from . import cache, image, qemu
-from .arches import resolve_arches
+from .arches import Arch, resolve_arches
 from .build import Kernel, cached_kernel
-from .errors import EXIT_PASS, InfraError
+from .errors import EXIT_PASS, InfraError, TaskOutcome
 from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
 from .profiles import Profile, get_profile
 from .progress import note
@@ -23,7 +23,7 @@ def remember_kernel(k: Kernel, profile: str) -> None:
     _last_path(k.arch).write_text(json.dumps({"key": k.key, "release": k.release, "profile": profile}))
 
 
-def last_kernel(arch) -> tuple[Kernel, Profile]:
+def last_kernel(arch: Arch) -> tuple[Kernel, Profile]:
     """The last kernel built for ``arch`` and the profile it was built with (its guest size and command line)."""
     try:
         last = json.loads(_last_path(arch.name).read_text())
@@ -81,7 +81,7 @@ def build_image(opts: Options) -> int:
     return EXIT_PASS
 
 
-def boot(opts: Options, cmd: str | None, shell: bool) -> int:
+def boot(opts: Options, cmd: str | None, shell: bool) -> TaskOutcome:
     kernel, prof = last_kernel(resolve_arches(opts.arch)[0])
     arch = prof.guest_arch(resolve_arches(opts.arch)[0])
     run_dir = new_run_dir(opts.out, "boot")
@@ -98,11 +98,14 @@ def boot(opts: Options, cmd: str | None, shell: bool) -> int:
         if res.timed_out:
             raise InfraError(f"command timed out in the guest: {cmd}")
         if cmd:
+            if res.exit_status is None:     # no exit-status message: exit code unknown, not a pass
+                raise InfraError(f"the guest sent no exit status for the command: {cmd}",
+                                 fix="the guest may have crashed: read serial.log")
             return res.exit_status, "the guest command's exit status"
         return EXIT_PASS
 
 
-def _interactive(guest) -> int:
+def _interactive(guest: qemu.Guest) -> int:
     """An interactive shell in the guest: the host's OpenSSH client, pinned to this run's host key."""
     import subprocess
     note("interactive shell in the guest; `exit` (or Ctrl-D) ends it and stops the guest")

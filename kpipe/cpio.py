@@ -9,7 +9,7 @@ import gzip
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import Callable, Protocol
 
 _MAGIC = b"070701"
 _TRAILER = "TRAILER!!!"
@@ -19,10 +19,16 @@ def _pad4(n: int) -> bytes:
     return b"\0" * (-n % 4)
 
 
+class _BinaryWriter(Protocol):
+    """What CpioWriter writes to: a binary file object or a gzip.GzipFile."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
 class CpioWriter:
     """Write newc entries to a binary file object. Paths are archive paths without a leading '/'."""
 
-    def __init__(self, fh: BinaryIO):
+    def __init__(self, fh: _BinaryWriter):
         self._fh = fh
         self._ino = 721
         self._seen: set[str] = set()
@@ -87,7 +93,7 @@ class CpioWriter:
             self._closed = True
 
 
-def write_gz(path: Path, build, level: int = 6) -> None:
+def write_gz(path: Path, build: Callable[[CpioWriter], None], level: int = 6) -> None:
     """Create ``path`` as gzip(cpio) where ``build(writer)`` adds the entries."""
     with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz:
         w = CpioWriter(gz)

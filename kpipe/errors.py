@@ -5,6 +5,8 @@ Exit codes (the contract every task follows):
 """
 from __future__ import annotations
 
+from typing import TypeAlias
+
 EXIT_PASS = 0
 EXIT_KERNEL = 1
 EXIT_INFRA = 2
@@ -18,6 +20,10 @@ EXIT_MEANING = {
     EXIT_PATCH: "patch does not apply",
     EXIT_BUILD: "build failed",
 }
+
+# What a task's function returns (cli.run_task): an exit code, or (exit status, what it means) when the status
+# is not kpipe's own (boot --cmd passes the guest command's).
+TaskOutcome: TypeAlias = int | tuple[int, str]
 
 
 class KpipeError(Exception):

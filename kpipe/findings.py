@@ -25,7 +25,7 @@ LONG_CONTEXT_KINDS = frozenset({"lockdep_circular", "lockdep_recursive", "lockde
                                 "kfence", "rcu_stall", "hung_task", "soft_lockup"})
 
 # Order matters: the first pattern that matches a line names its kind.
-PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
+PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("panic", re.compile(r"(?<!end )Kernel panic - not syncing")),   # not the "---[ end Kernel panic" line
     ("kasan", re.compile(r"BUG: KASAN: |KASAN: \S+ in ")),
     ("kfence", re.compile(r"BUG: KFENCE: ")),

@@ -142,16 +142,22 @@ class GuestSession:
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def _transport(self) -> paramiko.Transport:
-        if self.client is None or self.client.get_transport() is None or not self.client.get_transport().is_active():
+        transport = self.client.get_transport() if self.client is not None else None
+        if transport is None or not transport.is_active():
             raise InfraError(f"the SSH session to the guest (port {self.port}) is not connected",
                              fix="the guest may have crashed: read serial.log")
-        return self.client.get_transport()
+        return transport
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             try:
-                self._sftp = paramiko.SFTPClient.from_transport(self._transport())
-                self._sftp.get_channel().settimeout(SFTP_OP_TIMEOUT)
+                sftp = paramiko.SFTPClient.from_transport(self._transport())
+                # typed Optional, but paramiko raises instead of returning None / a client without its channel
+                assert sftp is not None
+                self._sftp = sftp
+                chan = sftp.get_channel()
+                assert chan is not None
+                chan.settimeout(SFTP_OP_TIMEOUT)
             except (paramiko.SSHException, OSError, EOFError) as e:
                 raise InfraError(f"cannot open SFTP to the guest: {e}",
                                  fix="the image must have /usr/lib/sftp-server (vm_images/recipe.toml)") from None
@@ -316,5 +322,5 @@ class GuestSession:
     def __enter__(self) -> "GuestSession":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

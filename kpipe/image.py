@@ -16,12 +16,13 @@ import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 from . import cache, proc
 from .arches import Arch
-from .cpio import write_gz
+from .cpio import CpioWriter, write_gz
 from .errors import InfraError, UsageError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "vm_images"
@@ -34,7 +35,7 @@ class Recipe:
     packages: tuple[str, ...]
     prune: tuple[str, ...]
     copies: tuple[tuple[str, str], ...]
-    init_vars: dict
+    init_vars: dict[str, Any]
     text: str                 # recipe.toml as read (part of the key)
     template: str             # init.j2 as read (part of the key)
 
@@ -53,7 +54,7 @@ class Initrd:
     arch: str
     path: Path
     key: str
-    packages: dict            # package -> version
+    packages: dict[str, str]  # package -> version
     cached: bool
     seconds: float
     ready_marker: str = ""
@@ -90,7 +91,7 @@ def load_recipe(directory: Path | None = None) -> Recipe:
     return recipe
 
 
-def init_vars(recipe: Recipe, overrides: dict | None) -> dict:
+def init_vars(recipe: Recipe, overrides: dict[str, Any] | None) -> dict[str, Any]:
     out = dict(recipe.init_vars)
     for k, v in (overrides or {}).items():
         if k not in out:
@@ -100,7 +101,7 @@ def init_vars(recipe: Recipe, overrides: dict | None) -> dict:
     return out
 
 
-def render_init(recipe: Recipe, variables: dict) -> str:
+def render_init(recipe: Recipe, variables: dict[str, Any]) -> str:
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     try:
         return env.from_string(recipe.template).render(**variables)
@@ -205,7 +206,7 @@ def _prune(root: Path, patterns: tuple[str, ...]) -> None:
                 p.unlink(missing_ok=True)
 
 
-def _assemble_rootfs(arch: Arch, recipe: Recipe, debs: list[Path], variables: dict, root: Path,
+def _assemble_rootfs(arch: Arch, recipe: Recipe, debs: list[Path], variables: dict[str, Any], root: Path,
                      log: Path | None) -> None:
     for deb in debs:
         proc.run(["dpkg-deb", "-x", str(deb), str(root)], log=log, timeout=120, what="dpkg-deb -x")
@@ -231,11 +232,11 @@ def _assemble_rootfs(arch: Arch, recipe: Recipe, debs: list[Path], variables: di
                              f"(ELF machine {machine}, want {arch.elf_machine})",
                              fix=f"the packages must be the {arch.debian_arch} ones: check apt's foreign "
                                  f"architectures (dpkg --print-foreign-architectures)")
-    for d, mode in (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("tmp", 0o1777), ("run", 0o755),
+    for rel_dir, mode in (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("tmp", 0o1777), ("run", 0o755),
                     ("root", 0o700), ("etc", 0o755), ("etc/dropbear", 0o700), ("var", 0o755),
                     ("sbin", 0o755), ("usr/bin", 0o755), ("usr/sbin", 0o755)):
-        (root / d).mkdir(parents=True, exist_ok=True)
-        os.chmod(root / d, mode)
+        (root / rel_dir).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / rel_dir, mode)
     if not (root / "bin/sh").exists():
         os.symlink("busybox", root / "bin/sh")
     files = {
@@ -253,14 +254,14 @@ def _assemble_rootfs(arch: Arch, recipe: Recipe, debs: list[Path], variables: di
 
 
 def _write_image(root: Path, dest: Path) -> None:
-    def build(w):
+    def build(w: CpioWriter) -> None:
         w.add_tree(root)
         w.add_chardev("dev/console", 5, 1, 0o600)
         w.add_chardev("dev/null", 1, 3, 0o666)
     write_gz(dest, build)
 
 
-def build_image(arch: Arch, log: Path | None = None, *, overrides: dict | None = None) -> Initrd:
+def build_image(arch: Arch, log: Path | None = None, *, overrides: dict[str, Any] | None = None) -> Initrd:
     """The guest initramfs for ``arch`` (cached by content key; a damaged entry is rebuilt)."""
     t0 = time.monotonic()
     recipe = load_recipe()
@@ -333,7 +334,7 @@ def make_overlay(run_dir: Path) -> Overlay:
     host_private, host_pub = make_host_key(run_dir)
     authorized = f"{key.get_name()} {key.get_base64()} kpipe-run\n".encode()
 
-    def build(w):
+    def build(w: CpioWriter) -> None:
         w.add_dir("root", 0o700)
         w.add_dir("root/.ssh", 0o700)
         w.add_file("root/.ssh/authorized_keys", authorized, 0o600)

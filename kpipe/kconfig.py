@@ -22,10 +22,19 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .arches import Arch
 from . import proc
 from .errors import ConfigError, InfraError, UsageError
+
+if TYPE_CHECKING:
+    # kconfiglib ships no type hints (no stubs, no py.typed): its names are Any to mypy, used here as documentation
+    import kconfiglib  # type: ignore[import-untyped]
+
+# A kconfiglib expression: a Symbol or Choice, or a tuple (AND / OR / NOT / a relation, operands...).
+_KExpr = Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAYERS_FILE = "layers.toml"
@@ -352,7 +361,7 @@ class _KconfiglibFailed(Exception):
     pass
 
 
-def _explain_in_child(misses, dotconfig: Path, srctree: Path, arch: Arch) -> dict[str, str]:
+def _explain_in_child(misses: list[tuple[str, str, str]], dotconfig: Path, srctree: Path, arch: Arch) -> dict[str, str]:
     env = kconfig_env(arch, srctree)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH", "")] if p])
     request = {"dotconfig": str(Path(dotconfig).resolve()), "arch": arch.name,
@@ -369,7 +378,8 @@ def _explain_in_child(misses, dotconfig: Path, srctree: Path, arch: Arch) -> dic
         last = re.sub(r"^[\w.]*(?:Error|Exception): ", "", lines[-1]) if lines else f"exit {cp.returncode}"
         raise _KconfiglibFailed(last)
     try:
-        return json.loads(cp.stdout)
+        reasons: dict[str, str] = json.loads(cp.stdout)
+        return reasons
     except json.JSONDecodeError:
         raise _KconfiglibFailed("unreadable answer from the kconfiglib child") from None
 
@@ -377,13 +387,13 @@ def _explain_in_child(misses, dotconfig: Path, srctree: Path, arch: Arch) -> dic
 # --------------------------------------------------------------------------------------------------- kconfiglib
 # Runs in the child process (python -m kpipe.kconfig explain), with the environment from kconfig_env().
 
-def _kconfiglib_reasons(request: dict) -> dict[str, str]:
+def _kconfiglib_reasons(request: dict[str, Any]) -> dict[str, str]:
     import kconfiglib as kl
 
     kconf = kl.Kconfig("Kconfig", warn=False)
     kconf.load_config(request["dotconfig"])
     arch_name = request["arch"]
-    out = {}
+    out: dict[str, str] = {}
     for sym_name, req, act in request["misses"]:
         sym = kconf.syms.get(sym_name)
         if sym is not None and sym.nodes:
@@ -392,29 +402,32 @@ def _kconfiglib_reasons(request: dict) -> dict[str, str]:
 
 
 class _KconfExplainer:
-    def __init__(self, kl, kconf, arch_name: str):
+    def __init__(self, kl: ModuleType, kconf: kconfiglib.Kconfig, arch_name: str):
         self.kl, self.kconf, self.arch = kl, kconf, arch_name
 
     # -- rendering
-    def sc(self, sc) -> str:
+    def sc(self, sc: kconfiglib.Symbol | kconfiglib.Choice) -> str:
         kl = self.kl
         if isinstance(sc, kl.Choice):
             return f"<choice {sc.name or ''}>".replace(" >", ">")
         if sc.is_constant:
-            return sc.name if sc.name in ("y", "m", "n") else '"' + kl.escape(sc.name) + '"'
+            name: str = sc.name
+            return name if name in ("y", "m", "n") else '"' + kl.escape(name) + '"'
         if not sc.nodes:
             return f"{sc.name} [=n] (no such symbol on {self.arch})"
         value = sc.str_value if sc.orig_type in (kl.BOOL, kl.TRISTATE) else f'"{sc.str_value}"'
         return f"{sc.name} [={value}]"
 
-    def expr(self, e) -> str:
-        return self.kl.expr_str(e, self.sc)
+    def expr(self, e: _KExpr) -> str:
+        text: str = self.kl.expr_str(e, self.sc)
+        return text
 
-    def terms(self, e, op) -> list:
-        return self.kl.split_expr(e, op)
+    def terms(self, e: _KExpr, op: int) -> list[_KExpr]:
+        terms: list[_KExpr] = self.kl.split_expr(e, op)
+        return terms
 
     # -- explaining
-    def reason(self, sym, req: str, act: str) -> str:
+    def reason(self, sym: kconfiglib.Symbol, req: str, act: str) -> str:
         kl = self.kl
         if sym.orig_type in (kl.BOOL, kl.TRISTATE):
             if req in ("y", "m"):
@@ -426,20 +439,20 @@ class _KconfExplainer:
             return f"is a {kl.TYPE_TO_STR[sym.orig_type]} symbol: give it a value, not {req}"
         return self.why_not_value(sym, req)
 
-    def and_terms(self, e) -> list:
+    def and_terms(self, e: _KExpr) -> list[_KExpr]:
         """The conjuncts of an expression, each once (an `if X` block around `depends on X` repeats it)."""
-        out = []
+        out: list[_KExpr] = []
         for t in self.terms(e, self.kl.AND):
             if not any(t is o or t == o for o in out):
                 out.append(t)
         return out
 
-    def conj(self, terms: list) -> str:
+    def conj(self, terms: list[_KExpr]) -> str:
         kl = self.kl
         return " && ".join(f"({self.expr(t)})" if isinstance(t, tuple) and t[0] == kl.OR and len(terms) > 1
                            else self.expr(t) for t in terms)
 
-    def unmet_deps(self, sym, need: int) -> str | None:
+    def unmet_deps(self, sym: kconfiglib.Symbol, need: int) -> str | None:
         if self.kl.expr_value(sym.direct_dep) >= need:
             return None
         terms = self.and_terms(sym.direct_dep)
@@ -450,7 +463,7 @@ class _KconfExplainer:
         notes = [self.promptless_note(t) for t in unmet]
         return msg + "".join(f" ({n})" for n in notes if n)
 
-    def promptless_note(self, term) -> str | None:
+    def promptless_note(self, term: _KExpr) -> str | None:
         """For an unmet dependency that is a plain symbol nobody can switch on by hand, say so."""
         kl = self.kl
         if not isinstance(term, kl.Symbol) or term.is_constant or not term.nodes:
@@ -462,7 +475,7 @@ class _KconfExplainer:
             return f"{term.name} has no prompt and nothing selects it on {self.arch}"
         return f"{term.name} has no prompt; only select sets it: {', '.join(self.expr(t) for t in sel)}"
 
-    def why_not_on(self, sym, req: str) -> str:
+    def why_not_on(self, sym: kconfiglib.Symbol, req: str) -> str:
         kl = self.kl
         need = 2 if req == "y" else 1
         if req == "m" and sym.orig_type == kl.BOOL:
@@ -488,14 +501,14 @@ class _KconfExplainer:
         return (f"kconfig would accept {req} now ({deps}): the .config was not made from these requests "
                 "(append the merged fragment before running make olddefconfig)")
 
-    def active_default(self, sym) -> str | None:
+    def active_default(self, sym: kconfiglib.Symbol) -> str | None:
         """The default that applies now (the first whose condition holds), rendered."""
         for v, c in sym.defaults:
             if self.kl.expr_value(c):
                 return self.expr(v) + ("" if c is self.kconf.y else f" (if {self.expr(c)})")
         return None
 
-    def promptless(self, sym) -> str:
+    def promptless(self, sym: kconfiglib.Symbol) -> str:
         kl = self.kl
         sel = [] if sym.rev_dep is self.kconf.n else self.terms(sym.rev_dep, kl.OR)
         imp = [] if sym.weak_rev_dep is self.kconf.n else self.terms(sym.weak_rev_dep, kl.OR)
@@ -511,7 +524,7 @@ class _KconfExplainer:
             return "symbol has no prompt and nothing selects it"
         return "symbol has no prompt; its value comes only from " + ", ".join(parts)
 
-    def hidden_prompt(self, sym) -> str | None:
+    def hidden_prompt(self, sym: kconfiglib.Symbol) -> str | None:
         """Prompts exist but none is offered now (`prompt "..." if COND`)."""
         prompts = [n for n in sym.nodes if n.prompt]
         if not prompts or sym.visibility:
@@ -521,7 +534,7 @@ class _KconfExplainer:
         return f"its prompt is only offered if {conds}" + (f"; until then its default applies: {default}"
                                                            if default else "")
 
-    def why_not_off(self, sym) -> str:
+    def why_not_off(self, sym: kconfiglib.Symbol) -> str:
         kl = self.kl
         active = [t for t in self.terms(sym.rev_dep, kl.OR) if kl.expr_value(t)] \
             if sym.rev_dep is not self.kconf.n else []
@@ -543,7 +556,7 @@ class _KconfExplainer:
             return f"{head}, so it cannot be switched off" + (": " + "; ".join(why) if why else "")
         return "kconfig would accept n now: the .config was not made from these requests"
 
-    def why_not_value(self, sym, req: str) -> str:
+    def why_not_value(self, sym: kconfiglib.Symbol, req: str) -> str:
         kl = self.kl
         dep = self.unmet_deps(sym, 1)
         if dep:
@@ -589,7 +602,7 @@ def _scan_file(text: str, rel: str, defs: dict[str, list[_Definition]]) -> None:
     help_indent: int | None = None
     in_help = False
 
-    def close():
+    def close() -> None:
         if current:
             defs.setdefault(current[0], []).append(_Definition(rel, current[1], tuple(current[2])))
 
@@ -638,7 +651,7 @@ def _for_arch(defs: tuple[_Definition, ...], arch: Arch) -> list[_Definition]:
     return [d for d in defs if not d.file.startswith("arch/") or d.file.startswith(mine)]
 
 
-def _undefined_reason(sym: str, defs: dict, arch: Arch) -> str:
+def _undefined_reason(sym: str, defs: dict[str, tuple[_Definition, ...]], arch: Arch) -> str:
     elsewhere = defs.get(sym, ())
     if elsewhere:
         files = sorted({d.file for d in elsewhere})

@@ -129,7 +129,7 @@ def _has_version(lines: list[str]) -> bool:
     return any(_VERSION.match(ln.strip()) for ln in lines)
 
 
-def _make_point(m: re.Match, number: int, suite: str, children: KtapDoc | None,
+def _make_point(m: re.Match[str], number: int, suite: str, children: KtapDoc | None,
                 diag: list[str]) -> TestResult:
     ok = m.group(1) == "ok"
     desc, directive = _split_directive(m.group(3))
@@ -269,7 +269,9 @@ def _check_plan(doc: KtapDoc, numbers: list[int], suite: str) -> None:
 
 
 def _ranges(nums: list[int]) -> str:
-    out, start, prev = [], None, None
+    out: list[str] = []
+    start: int | None = None
+    prev = 0                    # read only once start is set, which sets it too
     for x in sorted(nums):
         if start is None:
             start = prev = x

@@ -51,7 +51,7 @@ class Lava:
     def site(self) -> Path:
         return self.root / "usr/lib/python3/dist-packages"
 
-    def env(self) -> dict:
+    def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(self.site)
         env.pop("PYTHONHOME", None)

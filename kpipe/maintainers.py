@@ -27,7 +27,7 @@ class Section:
 
 
 @lru_cache(maxsize=512)
-def _glob_re(pattern: str) -> re.Pattern:
+def _glob_re(pattern: str) -> re.Pattern[str]:
     out, i = "", 0
     while i < len(pattern):
         ch = pattern[i]
@@ -53,7 +53,9 @@ def matches(pattern: str, path: str) -> bool:
 def parse(text: str) -> list[Section]:
     """Sections start at a line with no "X:" tag after a blank line; only F: and X: lines matter here."""
     sections: list[Section] = []
-    title, files, excl = None, [], []
+    title: str | None = None
+    files: list[str] = []
+    excl: list[str] = []
     started = False
     for line in text.splitlines():
         m = re.match(r"^([A-Z]):\s*(.*?)\s*$", line)

@@ -20,6 +20,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import git as gitpython
 
@@ -50,7 +51,7 @@ class Series:
     source: str                 # the series file, "--patch", an mbox, "--range A..B", or "none"
     title: str = ""             # the cover letter's subject, when the series had one
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return {"source": self.source, "title": self.title,
                 "patches": [{"file": p.path.name, "origin": p.origin, "subject": p.subject, "author": p.author}
                             for p in self.patches]}
@@ -152,10 +153,12 @@ def split_mbox(text: str, name: str) -> list[_Mail]:
     return [m for m in mails if "".join(m.lines).strip()]
 
 
-def mbox_series(text: str, name: str, origin_of=None) -> tuple[list[tuple[str, str, int]], str]:
+def mbox_series(text: str, name: str, origin_of: Callable[[str, int], str] | None = None
+                ) -> tuple[list[tuple[str, str, int]], str]:
     """The mails of an mbox as (text, origin, line) in order, and the cover letter's title ("" when none).
     Raises UsageError naming ``name:LINE`` for a mail that is not a patch."""
-    out, title = [], ""
+    out: list[tuple[str, str, int]] = []
+    title = ""
     mails = split_mbox(text, name)
     if not mails:
         raise UsageError(f"{name} holds no mail", fix="pass an mbox made by `git format-patch --stdout` or `b4 am`")
@@ -277,10 +280,10 @@ def load_series(series: str | Path | None = None, patches: list[str] | None = No
         if not entry:
             continue
         entry = entry.split()[0]          # quilt-style options after the name are ignored
-        p = (sfile.parent / entry) if not Path(entry).is_absolute() else Path(entry)
-        if not p.is_file():
+        path = (sfile.parent / entry) if not Path(entry).is_absolute() else Path(entry)
+        if not path.is_file():
             raise UsageError(f"{sfile}:{n}: patch {entry} does not exist", fix=f"fix line {n} of {sfile}")
-        out.append(read_patch(p))
+        out.append(read_patch(path))
     if not out:
         raise UsageError(f"series file {sfile} lists no patches", fix="list patch files in it, or pass --no-patches")
     return Series(tuple(out), str(sfile))

@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from . import build as buildmod
 from . import cache, kconfig
@@ -93,7 +93,7 @@ def locked_checkout(tree: Tree, log: Path | None = None) -> Iterator[Checkout]:
         yield open_checkout(tree, log)
 
 
-def resolve_tree(opts: Options, log: Path | None = None, timings: dict | None = None) -> Tree:
+def resolve_tree(opts: Options, log: Path | None = None, timings: dict[str, float] | None = None) -> Tree:
     with phase("fetch", opts.tree or "debian:5.10", timings):
         return open_tree(opts.tree, opts.base, log)
 
@@ -102,7 +102,7 @@ def series_of(opts: Options) -> Series:
     return load_series(opts.series, list(opts.patches), opts.no_patches, opts.range, opts.tree)
 
 
-def apply(co: Checkout, series: Series, log: Path | None, timings: dict | None = None) -> Applied:
+def apply(co: Checkout, series: Series, log: Path | None, timings: dict[str, float] | None = None) -> Applied:
     with phase("apply", f"{len(series.patches)} patch(es) on {co.tree.base_label}", timings) as ph:
         applied = apply_series(co, series, log)
         ph.update("(worktree already held this)" if applied.reused else "")
@@ -124,7 +124,7 @@ class ConfigReport:
     merged: "kconfig.MergedConfig"
     optional_missing: tuple["kconfig.Missing", ...] = ()
 
-    def as_dict(self, defconfig: str) -> dict:
+    def as_dict(self, defconfig: str) -> dict[str, Any]:
         return {"profile": self.profile, "defconfig": defconfig,
                 "fragments": [str(p) for p in self.merged.fragments], "missing": [],
                 "conflicts": [c.describe() for c in self.merged.conflicts],
@@ -151,7 +151,7 @@ def merged_config(arch: Arch, opts: Options, src: Path) -> tuple["kconfig.Merged
     return kconfig.merge(fragments), optional
 
 
-def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict | None = None
+def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict[str, float] | None = None
                  ) -> tuple[buildmod.Kernel, ConfigReport]:
     """Merge the fragments (with the selftest collections' own config files as an optional layer), build (or
     reuse) the kernel, validate: essential requests must be set (exit 2 naming the blocking dependency),

@@ -11,25 +11,25 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Any, Sequence
 
 from .errors import InfraError
 
-_children: set[subprocess.Popen] = set()
+_children: set[subprocess.Popen[Any]] = set()
 _children_lock = threading.Lock()
 
 
-def register(p: subprocess.Popen) -> None:
+def register(p: subprocess.Popen[Any]) -> None:
     with _children_lock:
         _children.add(p)
 
 
-def unregister(p: subprocess.Popen) -> None:
+def unregister(p: subprocess.Popen[Any]) -> None:
     with _children_lock:
         _children.discard(p)
 
 
-def kill_group(p: subprocess.Popen, grace: float = 3.0) -> None:
+def kill_group(p: subprocess.Popen[Any], grace: float = 3.0) -> None:
     """SIGTERM the child's process group, then SIGKILL after ``grace`` seconds; reap it."""
     if p.poll() is None:
         try:
@@ -60,7 +60,7 @@ def kill_all() -> None:
         kill_group(p, grace=2.0)
 
 
-def spawn(cmd: Sequence[str], **kw) -> subprocess.Popen:
+def spawn(cmd: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
     """Popen in a new session (own process group), registered for cleanup."""
     p = subprocess.Popen(list(cmd), start_new_session=True, **kw)
     register(p)
@@ -68,13 +68,14 @@ def spawn(cmd: Sequence[str], **kw) -> subprocess.Popen:
 
 
 def run(cmd: Sequence[str], *, cwd: Path | str | None = None, log: Path | None = None,
-        env: dict | None = None, timeout: float | None = None, check: bool = True,
-        input: str | None = None, what: str | None = None) -> subprocess.CompletedProcess:
+        env: dict[str, str] | None = None, timeout: float | None = None, check: bool = True,
+        input: str | None = None, what: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``cmd``; output appended to ``log`` (or captured when no log). Raises InfraError on a missing
     binary or timeout, and on a non-zero exit when ``check``."""
     what = what or Path(cmd[0]).name
     full_env = None if env is None else {**os.environ, **env}
     fh = None
+    out: IO[str] | int
     try:
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)

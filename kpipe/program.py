@@ -3,20 +3,25 @@ with kpipe's exit-code contract for command-line mistakes. Above cli.py and task
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from . import cli
 from .cli import BISECT_ABORT
 from .errors import EXIT_INFRA, Interrupted, KpipeError, UsageError
 
+if TYPE_CHECKING:
+    from invoke.program import Program
 
-def _program_class():
-    from invoke import Exit, ParseError, Program, UnexpectedExit
+
+def _program_class() -> type[Program]:
+    from invoke.exceptions import Exit, ParseError, UnexpectedExit
+    from invoke.program import Program
 
     class KpipeProgram(Program):
         """invoke's Program with kpipe's exit-code contract: a command-line mistake is exit 2 (usage), never 1
         (which means the kernel misbehaved, and which `git bisect run` would take for a bad commit)."""
 
-        def run(self, argv=None, exit: bool = True) -> None:
+        def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
             bisect = "--bisect-exit-codes" in (argv if isinstance(argv, list) else sys.argv)
             try:
                 self.create_config()
@@ -51,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     checkout), runnable from any directory. Shell completion: `kpipe --print-completion-script bash`."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from invoke import Collection
+    from invoke.collection import Collection
 
     from . import tasks
     from .settings import KpipeConfig

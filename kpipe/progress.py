@@ -85,7 +85,7 @@ def _stop_live() -> None:
 
 
 @contextlib.contextmanager
-def phase(name: str, detail: str = "", timings: dict | None = None) -> Iterator[Phase]:
+def phase(name: str, detail: str = "", timings: dict[str, float] | None = None) -> Iterator[Phase]:
     """Show ``name`` live while the body runs; record its seconds in ``timings`` (added up per name)."""
     ph = Phase(name, detail)
     m = mode()

@@ -82,7 +82,8 @@ class PortLease:
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                self._path.unlink()
+                if self._path is not None:      # set together with _fd
+                    self._path.unlink()
             os.close(self._fd)
             self._fd = None
 
@@ -132,6 +133,7 @@ class VM:
 
     def _read(self) -> None:
         try:
+            assert self.p.stdout is not None    # stdout=PIPE
             for raw in iter(self.p.stdout.readline, b""):
                 line = raw.decode(errors="replace").rstrip("\r\n").replace("\r", "")
                 self._serial.write(line + "\n")
@@ -284,7 +286,8 @@ class VM:
         self._reader.join(timeout=5)
         for fh in (self.p.stdin, self.p.stdout, self._serial, self._qemu_err):
             with contextlib.suppress(OSError, ValueError):
-                fh.close()
+                if fh is not None:              # stdin and stdout are PIPEs: never None
+                    fh.close()
 
 
 @contextlib.contextmanager
@@ -336,6 +339,7 @@ class Guest:
 
     @property
     def port(self) -> int:
+        assert self.vm.port is not None         # boot() boots with SSH, on a leased port
         return self.vm.port
 
     def findings(self) -> list[Finding]:
@@ -397,6 +401,7 @@ def boot(arch: Arch, kernel_image: Path, initrd: Initrd, run_dir: Path, *, accel
         deadline = t0 + budget
         with boot_vm(arch, kernel_image, joined, run_dir, accel=accel_name, marker=initrd.ready_marker,
                      not_ready=initrd.not_ready_marker, deadline=deadline, cmdline_extra=cmdline_extra, serial_log_name=serial_log_name) as vm:
+            assert vm.ready_at is not None and vm.port is not None    # boot_vm yields a ready VM with SSH
             boot_seconds = vm.ready_at - vm.started
             try:
                 session = GuestSession("127.0.0.1", vm.port, overlay.client_key_path, overlay.host_pubkey,

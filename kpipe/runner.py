@@ -8,6 +8,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypedDict
 
 from . import image, kconfig, proc, qemu, selftests, verifier
 from .arches import Arch
@@ -22,6 +23,7 @@ from .pipeline import Options, apply, build_kernel
 from .profiles import get_profile
 from .progress import note, phase
 from .results import ArchResult, Finding, Status
+from .tree import Tree
 
 # Which exit code wins when arches disagree: a patch that does not apply or a build failure says the most.
 EXIT_PRIORITY = (EXIT_PATCH, EXIT_BUILD, EXIT_KERNEL, EXIT_INFRA, EXIT_PASS)
@@ -46,6 +48,11 @@ class Prepared:
     tests: list[selftests.BuiltTest]
     ar: ArchResult
     dir: Path
+
+
+class _VerifierOptions(TypedDict, total=False):
+    """run_verifier's keyword options a run may set (absent: its default)."""
+    timeout: float
 
 
 @dataclass
@@ -143,9 +150,9 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
             guest.session.on_timeout = lambda command: ask_wedged_kernel(guest, ar)
             try:
                 with phase("run", f"{prep.arch.name} verifier ({prep.policy})", ar.phases):
+                    vopts: _VerifierOptions = {"timeout": opts.test_timeout} if opts.test_timeout else {}
                     ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
-                                                      adir, **({"timeout": opts.test_timeout}
-                                                               if opts.test_timeout else {}))
+                                                      adir, **vopts)
                 if prep.tests:          # a wedged kernel stops them: the session's abort_check
                     with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
                         ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,
@@ -279,8 +286,8 @@ def _record_error(ar: ArchResult, e: KpipeError) -> ArchResult:
 
 # ---------------------------------------------------------------- a variant over arches
 
-def run_variant(arches: list[Arch], tree, series: Series, opts: Options, vdir: Path, log_dir: Path,
-                co: Checkout, timings: dict, touched: list[str] | None = None) -> dict[str, ArchResult]:
+def run_variant(arches: list[Arch], tree: Tree, series: Series, opts: Options, vdir: Path, log_dir: Path,
+                co: Checkout, timings: dict[str, float], touched: list[str] | None = None) -> dict[str, ArchResult]:
     """Apply ``series`` and verify each arch: builds one after another (each uses every core), each arch's
     boot and tests start as soon as its build is done, overlapping the next arch's build."""
     results: dict[str, ArchResult] = {}

@@ -16,8 +16,9 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from invoke import Config
+from invoke.config import Config
 from invoke.env import Environment
 from invoke.exceptions import UncastableEnvVar
 
@@ -35,7 +36,7 @@ def user_prefix() -> str:
 class _Environment(Environment):
     """invoke's env loader, but a list-valued key (kconfigs from a file) takes a comma-separated string and a bad
     number is kept as text for kpipe to report, instead of crashing before any task runs."""
-    def _cast(self, old, new):
+    def _cast(self, old: Any, new: Any) -> Any:
         try:
             return super()._cast(old, new)
         except (UncastableEnvVar, ValueError):
@@ -46,7 +47,7 @@ class KpipeConfig(Config):
     """invoke's Config with kpipe's file names (kpipe.yaml), env prefix (KPIPE_) and keys."""
     prefix = "kpipe"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("user_prefix", user_prefix())
         super().__init__(*args, **kwargs)
 
@@ -56,7 +57,7 @@ class KpipeConfig(Config):
         self.merge()
 
     @staticmethod
-    def global_defaults() -> dict:
+    def global_defaults() -> dict[str, Any]:
         d = Config.global_defaults()
         d.update(BUILTIN)
         return d
@@ -96,7 +97,7 @@ def load(cwd: Path | None = None) -> KpipeConfig:
     return cfg
 
 
-def _normalise(key: str, value):
+def _normalise(key: str, value: Any) -> object:
     if key == "kconfigs":
         if value in (None, ""):
             return ()

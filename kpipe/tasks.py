@@ -14,6 +14,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from kpipe.errors import TaskOutcome
 from kpipe.cli import run_task
 from kpipe.pipeline import Options
 
@@ -94,7 +95,7 @@ def _resolved(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run(name: str, fn: Callable[[], int], args: dict[str, Any], quiet: bool = False,
+def _run(name: str, fn: Callable[[], TaskOutcome], args: dict[str, Any], quiet: bool = False,
          bisect_exit_codes: bool = False) -> None:
     args = _resolved(args)
     code = run_task(name, fn, args, quiet=quiet, bisect_exit_codes=bisect_exit_codes)

@@ -50,7 +50,7 @@ class Tree:
 
 
 def git(repo_or_dir: Path, *args: str, log: Path | None = None, check: bool = True, timeout: float = 1800,
-        env: dict | None = None, bare: bool = False) -> subprocess.CompletedProcess:
+        env: dict[str, str] | None = None, bare: bool = False) -> subprocess.CompletedProcess[str]:
     flag = "--git-dir" if bare else "-C"
     return proc.run(["git", *GIT_ID, flag, str(repo_or_dir), *args], log=log, check=check, timeout=timeout,
                     env=env, what=f"git {args[0]}")

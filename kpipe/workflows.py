@@ -43,7 +43,7 @@ def verify(opts: Options, repro: str = "") -> RunResult:
     series = series_of(opts)
     run, run_dir = _new_run("verify", opts, repro)
     run.extra["series"] = series.describe()
-    timings: dict = {}
+    timings: dict[str, float] = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
         with locked_checkout(tree, run_dir / "apply.log") as co:
@@ -65,7 +65,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
     series = series_of(opts)
     run, run_dir = _new_run("premerge", opts, repro)
     run.extra["series"] = series.describe()
-    timings: dict = {}
+    timings: dict[str, float] = {}
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
     extra_code = EXIT_PASS
@@ -117,7 +117,7 @@ def bisect(opts: Options, good: str, bad: str, build_failure_is_bad: bool = Fals
     started = time.monotonic()
     arches = resolve_arches(opts.arch)
     run, run_dir = _new_run("bisect", opts, repro)
-    timings: dict = {}
+    timings: dict[str, float] = {}
     try:
         if series_mode:
             outcome = bisection.bisect_series(arches, opts, run_dir, timings, build_failure_is_bad)

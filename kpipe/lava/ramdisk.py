@@ -94,9 +94,7 @@ def write_ramdisk(base_initrd: Path, payload: Payload, dest: Path) -> Path:
                 continue
             gz.write(entry)
             names.add(name)
-        # CpioWriter only writes bytes to its file, but is typed BinaryIO, which GzipFile is not (kpipe/cpio.py has the
-        # same error); drop this when CpioWriter takes any binary writer
-        w = CpioWriter(gz)  # type: ignore[arg-type]
+        w = CpioWriter(gz)
         w._ino = 100000          # past the base image's inode numbers: hard links must not be implied
         w._seen |= names
         w.add_file("init", render("init.sh", prompt=PROMPT, ready_marker=payload.ready_marker,
