@@ -86,7 +86,7 @@ def _subject(repo_dir: Path, sha: str) -> str:
     return git(repo_dir, "log", "-1", "--format=%s", sha).stdout.strip()
 
 
-def bisect_commits(arches: list[Arch], opts: Options, good: str, bad: str, run_dir: Path,
+def bisect_commits(arches: list[Arch], opts: Options, good: str | None, bad: str | None, run_dir: Path,
                    timings: dict[str, float], build_failure_is_bad: bool) -> dict[str, Any]:
     if not good or not bad:
         raise UsageError("bisect needs --good REV and --bad REV", fix="e.g. invoke bisect --good v5.10 --bad HEAD --tree PATH")

@@ -5,7 +5,7 @@ Exit codes (the contract every task follows):
 """
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 EXIT_PASS = 0
 EXIT_KERNEL = 1
@@ -38,6 +38,7 @@ class KpipeError(Exception):
         self.fix = fix
         self.detail = list(detail or [])
         self.log = log
+        self.partial_results: list[Any] = []    # results a stage had when it failed (TestResult; kept on)
 
     def render(self) -> str:
         lines = [f"kpipe: {self.kind}: {self.message}"]

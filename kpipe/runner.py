@@ -161,7 +161,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                 if not vm.running() or vm.panicked:
                     raise                       # qemu.boot turns it into the panic's KernelError
                 wedged = e
-                ar.tests += getattr(e, "partial_results", [])
+                ar.tests += e.partial_results
             guest.session.abort_check = guest.session.on_timeout = None
             if wedged is not None or guest.session.timed_out or vm.fatal_at is not None:
                 ask_wedged_kernel(guest, ar)

@@ -812,7 +812,7 @@ def run_selftests(session: Session, built: list[BuiltTest], out_dir: Path, suite
     error = state["error"]
     if error is not None:
         # read back with getattr by runner.boot_and_run_tests; KpipeError does not declare it (kpipe/errors.py)
-        error.partial_results = results  # type: ignore[attr-defined]
+        error.partial_results = results
         raise error
     return results
 

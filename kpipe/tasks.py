@@ -232,7 +232,7 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
     repro = reproducer("bisect", _resolved(args))
     # workflows.bisect types good and bad as str, but takes None for a missing one (bisection.bisect_commits
     # raises the UsageError): drop this ignore when it says str | None
-    _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad,  # type: ignore[arg-type]
+    _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad,
                                             build_failure_is_bad,
                                             series_mode, repro).exit_code, args, quiet)
 
@@ -303,9 +303,9 @@ def clean(c: Context, older_than: str | None = None, keep_last: str | None = Non
 
 @task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",
                                    "fast": "the fast tier only (builds, boots and downloads nothing; under 60 s)",
-                                   "no_lint": "skip ruff (lint runs first otherwise)"})
+                                   "no_lint": "skip ruff and mypy (they run first otherwise)"})
 def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = False) -> None:
-    """Lint (ruff), then run the test suite (real git, real builds, real QEMU and SSH) from the kpipe checkout."""
+    """Lint (ruff) and type-check (mypy --strict on kpipe/), then run the test suite (real git, real builds, real QEMU and SSH) from the kpipe checkout."""
     import shlex
     import sys
     from kpipe.kconfig import REPO_ROOT
@@ -318,4 +318,5 @@ def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = F
         if not no_lint:
             c.run(shlex.join([sys.executable, "-m", "ruff", "check", "kpipe", "tests", "tasks.py", "scripts"]),
                   pty=False)
+            c.run(shlex.join([sys.executable, "-m", "mypy"]), pty=False)      # strict on kpipe/ (pyproject.toml)
         c.run(shlex.join(cmd + ["tests"]), pty=False)

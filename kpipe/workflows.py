@@ -111,7 +111,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
 
 # ---------------------------------------------------------------- bisect
 
-def bisect(opts: Options, good: str, bad: str, build_failure_is_bad: bool = False, series_mode: bool = False,
+def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_bad: bool = False, series_mode: bool = False,
            repro: str = "") -> RunResult:
     from . import bisection
     started = time.monotonic()
