@@ -16,7 +16,8 @@ MUTANTS = REPO_ROOT / "tests" / "patches" / "verifier"
 # mutant -> the arch it is proven on, and the cases that must fail with their observed code
 CAUGHT = {
     "dontunmap-no-charge.patch": ("x86_64", {"state-anon-private": "COMMIT", "state-memfd-private": "COMMIT"}),
-    "dontunmap-leaks-file-ref.patch": ("arm64", {"state-memfd-shared": "SHMEM", "state-memfd-private": "SHMEM"}),
+    "dontunmap-leaks-file-ref.patch": ("arm64", {"state-memfd-shared": "SHMEM", "state-memfd-private": "SHMEM",
+                                                 "state-anon-shared": "COMMIT"}),
     "dontunmap-old-stays-locked.patch": ("arm64", {"mlock-whole-anon": "OLDLOCKED",
                                                    "mlock-onfault-whole-anon": "OLDLOCKED"}),
     "move-ptes-skips-last.patch": ("x86_64", {"state-anon-private": "NEWPTE", "state-memfd-shared": "NEWPTE"}),
