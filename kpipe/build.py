@@ -144,16 +144,14 @@ def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Ker
     arch = req.arch
     compiler = compiler_version(arch)
     key = content_key(req, compiler)
-    hit = cached_kernel(arch, key) if req.use_cache else None
-    if hit is not None:
-        return hit
+    entry = cache.cache_root() / "kernels" / arch.name / key
     cc = use_ccache(req.ccache)
     bdir = build_dir(req, cc)
     jobs = req.jobs or os.cpu_count() or 1
-    with cache.file_lock(bdir.parent / f"{bdir.name}.lock", f"{arch.name} build folder"):
-        hit = cached_kernel(arch, key) if req.use_cache else None   # another run may have built it meanwhile
-        if hit is not None:
-            return hit
+
+    def make(tmp: Path) -> dict[str, Any]:
+        if req.use_cache and entry.exists():
+            note(f"cached kernel {entry} is damaged (a file is missing or altered): rebuilding it")
         start = time.monotonic()
         configure(req, bdir, cc, log, validate)
         log_start = log.stat().st_size if log.exists() else 0
@@ -166,21 +164,23 @@ def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Ker
             raise build_error(arch, log, log_start) from None
         hdr_tmp = install_headers(req, bdir, cc, log)
         seconds = round(time.monotonic() - start, 2)
-        release = (bdir / "include/config/kernel.release").read_text().strip()
-        compiled = sorted(set(_COMPILED.findall(_read_from(log, log_start))))
-        entry = cache.cache_root() / "kernels" / arch.name / key
-        with cache.new_entry(entry) as tmp:
-            shutil.copy2(bdir / arch.image_path, tmp / Path(arch.image_path).name)
-            for name, dest in (("vmlinux", "vmlinux"), ("System.map", "System.map"), (".config", "config")):
-                if (bdir / name).exists():
-                    shutil.copy2(bdir / name, tmp / dest)
-            shutil.copytree(hdr_tmp, tmp / "headers", symlinks=True)
-            meta: dict[str, Any] = {"key": key, "release": release, "compiler": compiler, "seconds": seconds, "arch": arch.name,
-                    "src": str(req.src), "tree_hash": req.tree_hash, "compiled": compiled, "build_dir": str(bdir),
-                    "ccache": cc, "jobs": jobs}
-            cache.write_manifest(tmp, meta)
-        note(f"{arch.name}: built {release} in {seconds:.1f}s ({len(compiled)} files compiled); cached as {entry}")
-        return _kernel_from_entry(arch, entry, meta, cached=False)
+        shutil.copy2(bdir / arch.image_path, tmp / Path(arch.image_path).name)
+        for name, dest in (("vmlinux", "vmlinux"), ("System.map", "System.map"), (".config", "config")):
+            if (bdir / name).exists():
+                shutil.copy2(bdir / name, tmp / dest)
+        shutil.copytree(hdr_tmp, tmp / "headers", symlinks=True)
+        return {"key": key, "release": (bdir / "include/config/kernel.release").read_text().strip(),
+                "compiler": compiler, "seconds": seconds, "arch": arch.name, "src": str(req.src),
+                "tree_hash": req.tree_hash, "compiled": sorted(set(_COMPILED.findall(_read_from(log, log_start)))),
+                "build_dir": str(bdir), "ccache": cc, "jobs": jobs}
+
+    # the lock is the build folder's (one make at a time in it); another run may build this key meanwhile
+    meta, hit = cache.cached_entry(entry, bdir.parent / f"{bdir.name}.lock", f"{arch.name} build folder", make,
+                                   reuse=req.use_cache)
+    if not hit:
+        note(f"{arch.name}: built {meta['release']} in {meta['seconds']:.1f}s ({len(meta['compiled'])} files "
+             f"compiled); cached as {entry}")
+    return _kernel_from_entry(arch, entry, meta, cached=hit)
 
 
 def uapi_inputs(req: BuildRequest) -> dict[str, str]:

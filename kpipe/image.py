@@ -279,19 +279,18 @@ def build_image(arch: Arch, log: Path | None = None, *, overrides: dict[str, Any
                       seconds=round(time.monotonic() - t0, 3), ready_marker=str(variables["ready_marker"]),
                       not_ready_marker=str(variables["not_ready_marker"]), start_sshd=bool(variables["start_sshd"]))
 
-    with cache.file_lock(cache.cache_dir("locks") / f"image-{arch.name}.lock", "guest image"):
-        cache.sweep_stale(images)
-        if cache.verify_entry(entry) is not None:
-            return result(True)
+    def make(tmp: Path) -> dict[str, Any]:
         debs = fetch_debs(arch, refs, log)
-        with cache.new_entry(entry) as tmp, tempfile.TemporaryDirectory(prefix="rootfs-", dir=images) as stage:
+        with tempfile.TemporaryDirectory(prefix="rootfs-", dir=images) as stage:
             root = Path(stage)
             os.chmod(root, 0o755)
             _assemble_rootfs(arch, recipe, debs, variables, root, log)
             _write_image(root, tmp / INITRD_NAME)
-            cache.write_manifest(tmp, {"arch": arch.name, "key": key, "packages": packages,
-                                       "variables": variables})
-    return result(False)
+        return {"arch": arch.name, "key": key, "packages": packages, "variables": variables}
+
+    cache.sweep_stale(images)                   # temp folders of runs killed hard (their creator is gone)
+    _, hit = cache.cached_entry(entry, cache.cache_dir("locks") / f"image-{arch.name}.lock", "guest image", make)
+    return result(hit)
 
 
 # ---------------------------------------------------------------- per-run overlay
