@@ -183,14 +183,14 @@ def bench_warm(arch: Arch, tree: Tree, run_dir: Path, profile: str = "debug") ->
     series_file.write_text("\n".join(seed + [str(edit)]) + "\n")
     opts = replace(base_opts, series=str(series_file))
     k_warm, run = _verify(opts, run_dir / f"warm-{arch.name}")
-    kern_image = Path(run.arches[arch.name].build["image"])
+    kern_image = Path(run.arches[arch.name].build.image or "")
     initrd = image.build_image(arch)
     warm_dir = run_dir / f"warm-{arch.name}" / arch.name
     bins = _binaries(warm_dir, tree.worktree, ["mm/mremap.c"])
     bins.append((warm_dir / "verifier-expect.txt", []))
     # raw warm: another one-line edit in the same build folder, raw make, raw boot + tests
     wt = tree.worktree
-    bdir = Path(json.loads((Path(run.arches[arch.name].build["image"]).parent / cache.MANIFEST).read_text())
+    bdir = Path(json.loads((kern_image.parent / cache.MANIFEST).read_text())
                 ["meta"]["build_dir"])
     target = wt / "mm/mremap.c"
     original = target.read_bytes()

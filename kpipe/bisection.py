@@ -35,7 +35,7 @@ def _step(arches: list[Arch], tree: Tree, series: Series, opts: Options, co: Che
     note(f"bisect step {n}: {label}: exit {code} -> {mark}" + (f" ({why})" if why else ""))
     return {"exit_code": code, "mark": mark, "verdict": {0: "pass", 1: "fail"}.get(code, "error"),
             "why": why, "dir": str(sdir), "policies": matching_policies(results),
-            "policy": next((r.kernel.get("policy") for r in results.values() if r.kernel.get("policy")), "")}
+            "policy": next((r.kernel.policy for r in results.values() if r.kernel.policy), "")}
 
 
 def matching_policies(results: dict[str, ArchResult]) -> list[str]:

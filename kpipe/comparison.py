@@ -51,7 +51,7 @@ def expected_flip(base_ar: ArchResult, patched_ar: ArchResult, expectations: ver
     """The verifier cases whose expected outcome differs between the baseline's and the patched kernel's
     policies must behave as each policy says: that proves the tests exercise the patch. A flip case that
     skipped for want of something (a feature, a config option) on both sides proved nothing: it fails."""
-    bp, pp = base_ar.kernel.get("policy"), patched_ar.kernel.get("policy")
+    bp, pp = base_ar.kernel.policy, patched_ar.kernel.policy
     if not bp or not pp:
         return {"cases": [], "ok": False, "why": "one side did not run"}
     bcol, pcol = expectations.column(bp), expectations.column(pp)

@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from . import build as buildmod
 from . import cache, kconfig
@@ -17,6 +17,7 @@ from .checkout import Checkout, open_checkout, tree_hash
 from .patches import Applied, Series, apply_series, load_series
 from .profiles import get_profile
 from .progress import note, phase
+from .results import ConfigInfo
 from .tree import Tree, open_tree
 
 
@@ -124,11 +125,11 @@ class ConfigReport:
     merged: "kconfig.MergedConfig"
     optional_missing: tuple["kconfig.Missing", ...] = ()
 
-    def as_dict(self, defconfig: str) -> dict[str, Any]:
-        return {"profile": self.profile, "defconfig": defconfig,
-                "fragments": [str(p) for p in self.merged.fragments], "missing": [],
-                "conflicts": [c.describe() for c in self.merged.conflicts],
-                "optional_missing": kconfig.format_missing(list(self.optional_missing))}
+    def report(self, defconfig: str) -> ConfigInfo:
+        return ConfigInfo(profile=self.profile, defconfig=defconfig,
+                          fragments=[str(p) for p in self.merged.fragments], missing=[],
+                          conflicts=[c.describe() for c in self.merged.conflicts],
+                          optional_missing=kconfig.format_missing(list(self.optional_missing)))
 
 
 def selftest_layers(src: Path) -> tuple[Path, ...]:

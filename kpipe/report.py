@@ -111,12 +111,12 @@ def table_lines(run: RunResult) -> list[str]:
     lines = []
     for name, ar in run.arches.items():
         head = f"{name}: {ar.verdict.upper()} (exit {ar.exit_code})"
-        if ar.kernel.get("release"):
-            head += f"  kernel {ar.kernel['release']}"
-        if ar.build:
-            head += f"  build {'cached' if ar.build.get('cached') else str(ar.build.get('seconds')) + 's'}"
-        if ar.boot:
-            head += f"  boot {ar.boot.get('seconds')}s {ar.boot.get('accel', '')}"
+        if ar.kernel.release:
+            head += f"  kernel {ar.kernel.release}"
+        if ar.build.key is not None:
+            head += f"  build {'cached' if ar.build.cached else str(ar.build.seconds) + 's'}"
+        if ar.boot.seconds is not None:
+            head += f"  boot {ar.boot.seconds}s {ar.boot.accel or ''}"
         lines.append(head)
         counts = ar.counts()
         if counts:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import enum
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 class Status(str, enum.Enum):
@@ -48,16 +48,101 @@ class Finding:
     context: tuple[str, ...] = ()   # the lines after it (the report)
 
 
+class Sparse:
+    """A typed section of result.json: a field left None (not known for this run: a build that failed has no
+    boot) is left out of the JSON, as the schema (kpipe/schema/result.schema.json) describes."""
+    omit_none: ClassVar[bool] = True
+
+    def __bool__(self) -> bool:
+        """Something is known (as an empty dict was false before these sections were typed)."""
+        return any(v is not None for v in vars(self).values())
+
+
+@dataclass
+class KernelInfo(Sparse):
+    tree: str | None = None            # debian:5.10, a path
+    base: str | None = None            # the commit the series was applied on
+    base_label: str | None = None      # how the user named it (HEAD, a tag)
+    head: str | None = None            # the commit after the series
+    debian_version: str | None = None
+    release: str | None = None         # uname -r of the built kernel
+    profile: str | None = None         # debug | fast
+    policy: str | None = None          # the verifier's expectation column
+    policy_reason: str | None = None   # why that column (read from the tree's mm/mremap.c, or --expect)
+
+
+@dataclass
+class ConfigInfo(Sparse):
+    profile: str | None = None
+    defconfig: str | None = None
+    fragments: list[str] | None = None
+    missing: list[str] | None = None            # requested options the build did not get (one line each)
+    conflicts: list[str] | None = None
+    optional_missing: list[str] | None = None
+    selftests: list[dict[str, Any]] | None = None   # the selection report: collection, tests, why
+
+
+@dataclass
+class BuildInfo(Sparse):
+    seconds: float | None = None
+    cached: bool | None = None
+    key: str | None = None
+    compiler: str | None = None
+    compiled: list[str] | None = None           # the object files make compiled (an incremental build: a few)
+    image: str | None = None
+
+
+@dataclass
+class HangProbe(Sparse):
+    """How a wedged kernel was asked what it is doing (SysRq), once per run."""
+    sysrq: str | None = None
+    via: str | None = None                      # ssh /proc/sysrq-trigger | serial BREAK | none (why)
+    ssh_error: str | None = None
+    seconds: float | None = None
+    console_wait: float | None = None
+    timed_out: list[str] | None = None          # the guest commands that ran past their deadline
+
+
+@dataclass
+class LavaInfo(Sparse):
+    server: str | None = None
+    job_id: str | None = None
+    job_result: str | None = None
+    error_type: str | None = None
+    error_msg: str | None = None
+    lava_run_exit: int | None = None
+    lava_run_seconds: float | None = None
+    timed_out: bool | None = None
+    results: int | None = None                  # LAVA's own result count
+    mismatches: list[str] | None = None         # where LAVA's results and kpipe's disagree
+    errors: list[str] | None = None
+
+
+@dataclass
+class BootInfo(Sparse):
+    seconds: float | None = None                # QEMU start -> the guest's ready marker
+    ssh_seconds: float | None = None
+    accel: str | None = None
+    accel_reason: str | None = None
+    vcpus: int | None = None                    # what the profile gives the guest
+    cpus: int | None = None                     # what the guest kernel runs on (nproc)
+    findings: list[str] | None = None
+    hang_probe: HangProbe | None = None
+    first_fatal_report: str | None = None
+    verdict_after_fatal_s: float | None = None
+    lava: LavaInfo | None = None
+
+
 @dataclass
 class ArchResult:
     arch: str
     verdict: str = "error"     # pass | fail | error
     exit_code: int = 2
-    kernel: dict[str, Any] = field(default_factory=dict)     # release, tree, base, head
+    kernel: KernelInfo = field(default_factory=KernelInfo)
     patches: list[dict[str, Any]] = field(default_factory=list)    # file, subject, author, status, commit
-    config: dict[str, Any] = field(default_factory=dict)     # fragments, missing
-    build: dict[str, Any] = field(default_factory=dict)      # seconds, cached, key, compiler
-    boot: dict[str, Any] = field(default_factory=dict)       # seconds, accel, findings
+    config: ConfigInfo = field(default_factory=ConfigInfo)
+    build: BuildInfo = field(default_factory=BuildInfo)
+    boot: BootInfo = field(default_factory=BootInfo)
     tests: list[TestResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)     # phase -> seconds
@@ -91,8 +176,10 @@ class RunResult:
 def _plain(o: Any) -> Any:
     if isinstance(o, enum.Enum):
         return o.value
-    if is_dataclass(o) and not isinstance(o, type):     # an instance (asdict refuses a dataclass type)
-        return {k: _plain(v) for k, v in asdict(o).items()}
+    if is_dataclass(o) and not isinstance(o, type):
+        sparse = isinstance(o, Sparse)
+        return {f.name: _plain(getattr(o, f.name)) for f in fields(o)
+                if not (sparse and getattr(o, f.name) is None)}
     if isinstance(o, dict):
         return {k: _plain(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):

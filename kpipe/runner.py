@@ -22,7 +22,7 @@ from .patches import Applied, Series
 from .pipeline import Options, apply, build_kernel
 from .profiles import get_profile
 from .progress import note, phase
-from .results import ArchResult, Finding, Status
+from .results import ArchResult, BootInfo, BuildInfo, Finding, HangProbe, KernelInfo, Status
 from .tree import Tree
 
 # Which exit code wins when arches disagree: a patch that does not apply or a build failure says the most.
@@ -70,8 +70,8 @@ def _arch_result(arch: Arch, applied: Applied | None) -> ArchResult:
     ar = ArchResult(arch=arch.name)
     if applied is not None:
         t = applied.checkout.tree
-        ar.kernel = {"tree": t.spec, "base": applied.base, "base_label": t.base_label, "head": applied.head,
-                     "debian_version": t.version}
+        ar.kernel = KernelInfo(tree=t.spec, base=applied.base, base_label=t.base_label, head=applied.head,
+                               debian_version=t.version)
         ar.patches = [p.__dict__ for p in applied.patches]
     return ar
 
@@ -88,20 +88,19 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     specs = selftests.plan(src, touched, opts.selftests)
     kernel, cfg = build_kernel(arch, applied, opts, log, ar.phases)
     remember_kernel(kernel, cfg.profile)
-    ar.kernel["release"] = kernel.release
-    ar.kernel["profile"] = cfg.profile
-    ar.config = cfg.as_dict(opts.defconfig)
-    ar.build = {"seconds": kernel.seconds, "cached": kernel.cached, "key": kernel.key, "compiler": kernel.compiler,
-                "compiled": kernel.extra.get("compiled", []), "image": str(kernel.image)}
+    ar.kernel.release, ar.kernel.profile = kernel.release, cfg.profile
+    ar.config = cfg.report(opts.defconfig)
+    ar.build = BuildInfo(seconds=kernel.seconds, cached=kernel.cached, key=kernel.key, compiler=kernel.compiler,
+                         compiled=list(kernel.extra.get("compiled", [])), image=str(kernel.image))
     with phase("image", arch.name, ar.phases) as ph:
         initrd = image.build_image(arch, adir / "image.log")
         ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
-        policy, ar.kernel["policy_reason"] = verifier.choose_policy(src, opts.expect)
+        policy, ar.kernel.policy_reason = verifier.choose_policy(src, opts.expect)
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
         specs = selftests.skip_unconfigured(specs, kconfig.parse_dotconfig(kernel.config),
                                             {m.symbol: m.reason for m in cfg.optional_missing})
-        ar.config["selftests"] = selftests.selection_report(src, touched, specs)
+        ar.config.selftests = selftests.selection_report(src, touched, specs)
         tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin" / "selftests",
                                          adir / "userspace.log")
         if opts.extra_tests:
@@ -109,7 +108,7 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
                                                  adir / "bin" / "extra", adir / "userspace.log")
     if opts.test_timeout:
         tests = [replace(t, spec=replace(t.spec, timeout=opts.test_timeout)) for t in tests]
-    ar.kernel["policy"] = policy
+    ar.kernel.policy = policy
     return Prepared(get_profile(opts.profile).guest_arch(arch), kernel, initrd, vbin, policy, tests, ar, adir)
 
 
@@ -143,9 +142,9 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                                                       cmdline_extra=opts.kernel_args, collect_dmesg=False))
                 vm = guest.vm
                 ph.update(f"{prep.arch.name} {guest.accel} ({guest.boot_seconds:.1f}s to ready)")
-            ar.boot = {"seconds": guest.boot_seconds, "ssh_seconds": guest.ssh_seconds, "accel": guest.accel,
-                       "accel_reason": guest.accel_reason, "findings": [], "vcpus": prep.arch.smp}
-            ar.boot["cpus"] = check_guest_cpus(guest, prep.arch.smp, ar.kernel.get("profile", ""))
+            ar.boot = BootInfo(seconds=guest.boot_seconds, ssh_seconds=guest.ssh_seconds, accel=guest.accel,
+                               accel_reason=guest.accel_reason, findings=[], vcpus=prep.arch.smp)
+            ar.boot.cpus = check_guest_cpus(guest, prep.arch.smp, ar.kernel.profile or "")
             guest.session.abort_check = vm.abandon_reason
             guest.session.on_timeout = lambda command: ask_wedged_kernel(guest, ar)
             try:
@@ -183,11 +182,11 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     finally:
         if vm is not None:
             ar.findings += vm.findings()       # the whole console, read to its end (QEMU has stopped)
-            ar.boot["findings"] = [describe(f) for f in ar.findings]
+            ar.boot.findings = [describe(f) for f in ar.findings]
     ar.findings += dmesg
     if vm is not None:
         _note_fatal_latency(ar, vm)
-    ar.boot["findings"] = [describe(f) for f in ar.findings]
+    ar.boot.findings = [describe(f) for f in ar.findings]
     ar.phases["boot+tests"] = round(time.monotonic() - t_boot, 3)
     if wedged is not None and not ar.findings:
         wedged.detail = [*wedged.detail, "the kernel reported nothing (no hung task, lockup, stall, Oops or "
@@ -220,7 +219,7 @@ def ask_wedged_kernel(guest: qemu.Guest, ar: ArchResult) -> None:
     """SysRq w + l (fresh SSH when it answers, else serial BREAK), then read the console for a bounded time.
     Once per run; nothing to ask when QEMU is gone or the kernel panicked."""
     vm = guest.vm
-    if "hang_probe" in ar.boot or not vm.running() or vm.panicked:
+    if ar.boot.hang_probe is not None or not vm.running() or vm.panicked:
         return
     t0 = time.monotonic()
     why_not = guest.session.sysrq(HANG_SYSRQ_KEYS, alive=vm.running)
@@ -228,17 +227,17 @@ def ask_wedged_kernel(guest: qemu.Guest, ar: ArchResult) -> None:
     if why_not is not None:
         via = "serial BREAK" if vm.send_sysrq(HANG_SYSRQ_KEYS) else f"none ({why_not})"
     waited = vm.wait_console_quiet(CONSOLE_QUIET, CONSOLE_LIMIT)
-    ar.boot["hang_probe"] = {"sysrq": HANG_SYSRQ_KEYS, "via": via, "ssh_error": why_not or "",
-                             "seconds": round(time.monotonic() - t0, 2), "console_wait": round(waited, 2),
-                             "timed_out": list(guest.session.timed_out)}
+    ar.boot.hang_probe = HangProbe(sysrq=HANG_SYSRQ_KEYS, via=via, ssh_error=why_not or "",
+                                   seconds=round(time.monotonic() - t0, 2), console_wait=round(waited, 2),
+                                   timed_out=list(guest.session.timed_out))
     note(f"{guest.arch.name}: the guest stopped answering; asked the kernel with SysRq {HANG_SYSRQ_KEYS!r} "
          f"via {via}")
 
 
 def _note_fatal_latency(ar: ArchResult, vm: qemu.VM) -> None:
     if vm.fatal_at is not None:
-        ar.boot = {**ar.boot, "first_fatal_report": vm.fatal_line,
-                   "verdict_after_fatal_s": round(time.monotonic() - vm.fatal_at, 2)}
+        ar.boot.first_fatal_report = vm.fatal_line
+        ar.boot.verdict_after_fatal_s = round(time.monotonic() - vm.fatal_at, 2)
 
 
 def judge(ar: ArchResult) -> ArchResult:
@@ -273,7 +272,7 @@ def _record_error(ar: ArchResult, e: KpipeError) -> ArchResult:
     ar.verdict = VERDICT_OF.get(e.exit_code, "error")
     ar.error = e.message
     if isinstance(e, ConfigError):
-        ar.config["missing"] = list(e.detail)       # one line per option: requested, got, and why
+        ar.config.missing = list(e.detail)       # one line per option: requested, got, and why
     if isinstance(e, KernelError):
         ar.findings.append(Finding(kind="panic", source="console", line=e.message, context=tuple(e.detail)))
     if e.detail:
@@ -297,7 +296,7 @@ def run_variant(arches: list[Arch], tree: Tree, series: Series, opts: Options, v
     except KpipeError as e:
         for a in arches:
             results[a.name] = _record_error(_arch_result(a, None), e)
-            results[a.name].kernel = {"tree": tree.spec, "base": tree.base, "base_label": tree.base_label}
+            results[a.name].kernel = KernelInfo(tree=tree.spec, base=tree.base, base_label=tree.base_label)
         return results
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(arches)) as pool:
         futures = {}

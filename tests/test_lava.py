@@ -255,8 +255,8 @@ def test_captured_passing_log_gives_verifys_results(tmp_path):
     names = [t.name for t in ar.tests if t.suite == "verifier"]
     assert names == list(verifier.load_expectations().cases)
     assert ar.counts()["verifier"]["fail"] == 0 and ar.counts()["verifier"]["error"] == 0
-    assert ar.boot["lava"]["mismatches"] == [] and ar.boot["lava"]["results"] == len(names) + 1
-    assert 3 < ar.boot["seconds"] < 60
+    assert ar.boot.lava.mismatches == [] and ar.boot.lava.results == len(names) + 1
+    assert 3 < ar.boot.seconds < 60
     assert (tmp_path / "verifier.tap").read_text().startswith("TAP version 13\n1..")
     assert "Linux version" in (tmp_path / "dmesg.log").read_text()
 
@@ -286,7 +286,7 @@ def test_captured_failing_log_is_exit_1_naming_the_cases_although_lava_passed_th
                                "verifier/move-memfd-shared"), ar.error
     t = next(t for t in ar.tests if t.name == "move-memfd-shared")
     assert (t.status, t.expected, t.observed) == (Status.FAIL, "ok", "EINVAL")
-    assert ar.boot["lava"]["mismatches"] == []          # LAVA's own results say the same
+    assert ar.boot.lava.mismatches == []          # LAVA's own results say the same
     assert ar.counts()["verifier"]["fail"] == len([r for r in log.results if r.result == "fail"]) == 28
     # exactly the cases the seed patch is about: expected differently before and after it
     ex = load_expectations()
@@ -300,7 +300,7 @@ def test_captured_arm64_log_of_the_baseline_kernel_passes_under_its_policy(tmp_p
     c = ar.counts()["verifier"]
     # the refused shmem moves SKIP ("move rejected as expected"); the partial mlock move is the known 5.10 bug
     assert (c["fail"], c["error"], c["skip"], c["xfail"]) == (0, 0, 21, 1) and c["pass"] == 40
-    assert ar.boot["lava"]["mismatches"] == []
+    assert ar.boot.lava.mismatches == []
 
 
 def test_captured_log_with_selftests_gives_their_results_and_ktap(tmp_path):
@@ -315,4 +315,4 @@ def test_captured_log_with_selftests_gives_their_results_and_ktap(tmp_path):
     assert ktap.startswith("TAP version 13\n1..3\n") and "ok 3 selftests: vm: userfaultfd-shmem" in ktap
     lava = log.results_of("selftests")
     assert {n: (r.result, r.units) for n, r in lava.items()} == {n: ("pass", "seconds") for n in names}
-    assert ar.boot["lava"]["mismatches"] == []
+    assert ar.boot.lava.mismatches == []

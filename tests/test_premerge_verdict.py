@@ -37,7 +37,7 @@ def _verifier_rows(exp, policy):
 def _side(exp, policy, exit_code=EXIT_PASS, selftests=None, error=""):
     ar = ArchResult(arch="arm64", exit_code=exit_code, verdict={0: "pass", 1: "fail"}.get(exit_code, "error"),
                     error=error)
-    ar.kernel["policy"] = policy
+    ar.kernel.policy = policy
     ar.tests = _verifier_rows(exp, policy) + [
         Result("selftests", n, st, "exit 0", "exit 0" if st == Status.PASS else "")
         for n, st in (selftests or {n: Status.PASS for n in SELFTESTS}).items()]

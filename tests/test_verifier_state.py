@@ -145,7 +145,7 @@ def test_harness_xfail_and_error(tmp_path):
 
 def _ar(policy, results):
     ar = ArchResult(arch="x86_64")
-    ar.kernel["policy"] = policy
+    ar.kernel.policy = policy
     ar.tests = [Result("verifier", n, st, observed=obs, detail=d) for n, st, obs, d in results]
     return ar
 

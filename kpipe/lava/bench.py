@@ -33,7 +33,7 @@ def bench_lava(arch: Arch, run_dir: Path, selftests: str = "all-relevant") -> di
                          f"see {run_dir}")
     kp = v.arches[arch.name].phases["boot+tests"]
     lv = l_run.arches[arch.name].phases["lava-run"]
-    boot = l_run.arches[arch.name].boot.get("seconds")
+    boot = l_run.arches[arch.name].boot.seconds
     return _row("lava", arch.name, lv, kp, TARGET,
                 note=f"kpipe = verify's boot+tests; LAVA = whole lava-run (boot to prompt {boot}s), "
                      f"selftests {selftests}")

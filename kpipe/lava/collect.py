@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from .. import selftests, verifier
 from ..findings import scan_text
-from ..results import ArchResult, Status, TestResult
+from ..results import ArchResult, BootInfo, LavaInfo, Status, TestResult
 from ..runner import Prepared, judge
 from .logparse import LavaLog
 
@@ -141,11 +141,11 @@ def to_arch_result(prep: Prepared, log: LavaLog, accel: str, accel_reason: str, 
         findings += scan_text(dm.text, "dmesg")
     ar.findings += findings
     panic = next((f for f in findings if f.kind == "panic"), None)
-    ar.boot = {"seconds": log.boot_seconds, "accel": accel, "accel_reason": accel_reason,
-               "findings": [f"{f.source}: {f.kind}: {f.line}" for f in ar.findings],
-               "lava": {"job_result": log.job_result, "error_type": log.error_type, "error_msg": log.error_msg,
-                        "lava_run_exit": lava_exit, "lava_run_seconds": lava_seconds, "timed_out": timed_out,
-                        "results": len(log.results), "mismatches": mismatches, "errors": log.errors[-5:]}}
+    ar.boot = BootInfo(seconds=log.boot_seconds, accel=accel, accel_reason=accel_reason,
+                       findings=[f"{f.source}: {f.kind}: {f.line}" for f in ar.findings],
+                       lava=LavaInfo(job_result=log.job_result, error_type=log.error_type, error_msg=log.error_msg,
+                                     lava_run_exit=lava_exit, lava_run_seconds=lava_seconds, timed_out=timed_out,
+                                     results=len(log.results), mismatches=mismatches, errors=log.errors[-5:]))
     ar.phases["lava-run"] = lava_seconds
     judge(ar)
     if panic is not None:

@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import InfraError, UsageError
 from ..progress import note
+from ..results import BootInfo, LavaInfo
 from . import collect, logparse
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def submit_and_collect(prep: Prepared, written: WrittenJob, url: str, wait: bool
         raise InfraError("lavacli printed no job id", detail=out.splitlines()[-5:])
     job_id = ids[-1]
     note(f"lava: {prep.arch.name} submitted as job {job_id} on {url}")
-    prep.ar.boot = {"lava": {"server": url, "job_id": job_id}}
+    prep.ar.boot = BootInfo(lava=LavaInfo(server=url, job_id=job_id))
     if not wait:
         prep.ar.verdict, prep.ar.exit_code = "pass", 0
         prep.ar.error = f"submitted as job {job_id} on {url}; not waited for (--wait collects the results)"

@@ -48,7 +48,7 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
         accel, reason = choose_accel(prep.arch, opts.accel, prep.kernel.image)
         test_timeout = vto + sum(b.spec.timeout for b in runnable)
         spec = jobmod.spec_for(prep.arch, accel, prep.kernel.image, rd, opts.kernel_args, prep.kernel.release,
-                               prep.kernel.key, prep.ar.kernel.get("profile", opts.profile), prep.policy,
+                               prep.kernel.key, prep.ar.kernel.profile or opts.profile, prep.policy,
                                tuple(b.spec.name for b in runnable),
                                qemu.boot_timeout(prep.arch, accel, opts.boot_timeout), test_timeout)
         text = jobmod.job_yaml(spec)
