@@ -3,13 +3,12 @@ the per-test comparison, the flip of the verifier cases the series is about, and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import verifier
 from .errors import EXIT_KERNEL, EXIT_PASS
 from .findings import strip_timestamp
-from .results import ArchResult, Status, TestResult
+from .results import ArchResult, PremergeArch, Status, TestResult
 from .runner import VERDICT_OF, worst
 
 
@@ -103,28 +102,6 @@ def _as_policy(t: TestResult, expected: str) -> bool:
         (t.status == Status.XFAIL and expected.startswith("xfail:"))
 
 
-@dataclass
-class PremergeArch:
-    """One arch's premerge verdict and the evidence for it (serialised as result.json's extra.premerge.<arch>)."""
-    comparison: list[dict[str, str]]
-    flip: dict[str, Any]
-    new_findings: list[str]
-    reasons: list[str]
-    latency: dict[str, Any]
-    exit_code: int
-    baseline: dict[str, Any] = field(default_factory=dict)
-    patched: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def verdict(self) -> str:
-        return VERDICT_OF.get(self.exit_code, "error")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"comparison": self.comparison, "flip": self.flip, "new_findings": self.new_findings,
-                "reasons": self.reasons, "latency": self.latency, "exit_code": self.exit_code,
-                "verdict": self.verdict, "baseline": self.baseline, "patched": self.patched}
-
-
 def _completed(ar: ArchResult) -> bool:
     """The side ran to a verdict about the kernel (pass or kernel misbehaved), not an infrastructure error."""
     return ar.exit_code in (EXIT_PASS, EXIT_KERNEL)
@@ -167,7 +144,7 @@ def judge_premerge_arch(b: ArchResult, p: ArchResult, expectations: verifier.Exp
         comparison=comp, flip=flip, new_findings=new_findings, reasons=reasons,
         latency={"baseline": verifier.latencies(b.tests), "patched": verifier.latencies(p.tests),
                  "regressed": slower},
-        exit_code=worst(infra + ([EXIT_KERNEL] if kernel_bad else [])),
+        exit_code=(code := worst(infra + ([EXIT_KERNEL] if kernel_bad else []))), verdict=VERDICT_OF.get(code, "error"),
         baseline={"verdict": b.verdict, "exit_code": b.exit_code, "error": b.error},
         patched={"verdict": p.verdict, "exit_code": p.exit_code, "error": p.error})
 

@@ -51,7 +51,7 @@ class Finding:
 class Sparse:
     """A typed section of result.json: a field left None (not known for this run: a build that failed has no
     boot) is left out of the JSON, as the schema (kpipe/schema/result.schema.json) describes."""
-    omit_none: ClassVar[bool] = True
+    keep_none: ClassVar[frozenset[str]] = frozenset()   # fields written as null all the same
 
     def __bool__(self) -> bool:
         """Something is known (as an empty dict was false before these sections were typed)."""
@@ -161,6 +161,72 @@ class ArchResult:
 
 
 @dataclass
+class PremergeArch:
+    """One arch's premerge verdict and the evidence for it (kpipe/comparison.py judges)."""
+    comparison: list[dict[str, Any]]           # per test: baseline, patched, change (fixed, regressed, ...)
+    flip: dict[str, Any]                       # the verifier cases the series is about, as each policy says
+    new_findings: list[str]
+    reasons: list[str]
+    latency: dict[str, Any]
+    exit_code: int
+    verdict: str
+    baseline: dict[str, Any]                   # verdict, exit_code, error of each side
+    patched: dict[str, Any]
+
+
+@dataclass
+class Commit(Sparse):
+    commit: str | None = None                  # a sha, or "K patch(es)" / a patch file in --series mode
+    subject: str | None = None
+    index: int | None = None                   # --series mode: the first bad patch's position (1-based)
+
+
+@dataclass
+class BisectStep(Sparse):
+    """One kernel kpipe built and judged during a bisection."""
+    exit_code: int | None = None
+    mark: str | None = None                    # good | bad | skip (what git bisect was told)
+    verdict: str | None = None
+    why: str | None = None
+    dir: str | None = None                     # the step's run folder
+    policies: list[str] | None = None          # the --expect policies this kernel behaves as
+    policy: str | None = None
+    commit: str | None = None
+    subject: str | None = None
+    endpoint: str | None = None                # good | bad: the endpoint checks before the search
+
+
+@dataclass
+class BisectOutcome(Sparse):
+    keep_none: ClassVar[frozenset[str]] = frozenset({"first_bad"})     # null: no first bad commit
+    mode: str | None = None                    # commits | series
+    good: str | None = None
+    bad: str | None = None
+    candidates: int | None = None              # commits between the endpoints
+    steps: list[BisectStep] = field(default_factory=list)
+    first_bad: Commit | None = None
+    why: str | None = None                     # why there is no first bad commit
+    fix: str | None = None
+    log: str | None = None                     # git bisect log, in the run folder
+    skipped_candidates: list[Commit] | None = None
+
+
+@dataclass
+class RunExtra(Sparse):
+    """What a workflow adds to its run (result.json's ``extra``)."""
+    series: dict[str, Any] | None = None       # the series as given (source, patches)
+    phases: dict[str, float] | None = None     # the run's own phases (fetch, apply, checkpatch)
+    error: str | None = None                   # the workflow could not run (before any arch)
+    premerge: dict[str, PremergeArch] | None = None
+    checkpatch: list[dict[str, Any]] | None = None
+    baseline: dict[str, ArchResult] | None = None   # premerge: the baseline kernel's results
+    bisect: BisectOutcome | None = None
+    lava: dict[str, Any] | None = None
+    exit_code_extra: int | None = None         # the workflow's own verdict beyond the arches' (checkpatch errors,
+                                               # no first bad commit, a premerge that could not run)
+
+
+@dataclass
 class RunResult:
     workflow: str
     verdict: str = "error"
@@ -170,16 +236,16 @@ class RunResult:
     started: str = ""
     seconds: float = 0.0
     out_dir: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)      # workflow-specific (premerge comparison, bisect steps)
+    extra: RunExtra = field(default_factory=RunExtra)
 
 
 def _plain(o: Any) -> Any:
     if isinstance(o, enum.Enum):
         return o.value
     if is_dataclass(o) and not isinstance(o, type):
-        sparse = isinstance(o, Sparse)
+        keep = o.keep_none if isinstance(o, Sparse) else None
         return {f.name: _plain(getattr(o, f.name)) for f in fields(o)
-                if not (sparse and getattr(o, f.name) is None)}
+                if keep is None or getattr(o, f.name) is not None or f.name in keep}
     if isinstance(o, dict):
         return {k: _plain(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):

@@ -12,14 +12,14 @@ from .errors import EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, KpipeError
 from .patches import Series
 from .pipeline import Options, locked_checkout, new_run_dir, resolve_tree, series_of
 from .progress import note, phase
-from .results import ArchResult, RunResult
+from .results import ArchResult, PremergeArch, RunResult
 from .comparison import compare, expected_flip, judge_premerge_arch  # noqa: F401
 from .runner import (VERDICT_OF, Prepared, Variant, _arch_result, _record_error, boot_and_run_tests,  # noqa: F401
                      judge, prepare_arch, run_variant, step_mark, worst)
 
 
 def _finish(run: RunResult, run_dir: Path, started: float) -> RunResult:
-    codes = [ar.exit_code for ar in run.arches.values()] + [run.extra.get("exit_code_extra", EXIT_PASS)]
+    codes = [ar.exit_code for ar in run.arches.values()] + [run.extra.exit_code_extra or EXIT_PASS]
     run.exit_code = worst(codes)
     run.verdict = VERDICT_OF.get(run.exit_code, "error")
     run.seconds = round(time.monotonic() - started, 2)
@@ -42,7 +42,7 @@ def verify(opts: Options, repro: str = "") -> RunResult:
     arches = resolve_arches(opts.arch)
     series = series_of(opts)
     run, run_dir = _new_run("verify", opts, repro)
-    run.extra["series"] = series.describe()
+    run.extra.series = series.describe()
     timings: dict[str, float] = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
@@ -51,7 +51,7 @@ def verify(opts: Options, repro: str = "") -> RunResult:
     except KpipeError as e:
         for a in arches:
             run.arches.setdefault(a.name, _record_error(_arch_result(a, None), e))
-    run.extra["phases"] = timings
+    run.extra.phases = timings
     return _finish(run, run_dir, started)
 
 
@@ -64,7 +64,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
     arches = resolve_arches(opts.arch or "all")
     series = series_of(opts)
     run, run_dir = _new_run("premerge", opts, repro)
-    run.extra["series"] = series.describe()
+    run.extra.series = series.describe()
     timings: dict[str, float] = {}
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
@@ -78,18 +78,18 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
                 v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings, series.touched)
     except KpipeError as e:
         note(e.render())
-        run.extra["error"] = e.message
+        run.extra.error = e.message
         extra_code = e.exit_code
         cp = []
     base, patched = variants
     expectations = verifier.load_expectations()
-    per_arch = {}
+    per_arch: dict[str, PremergeArch] = {}
     for a in arches:
         b, p = base.results.get(a.name), patched.results.get(a.name)
         if b is None or p is None:
             continue
         j = judge_premerge_arch(b, p, expectations)
-        per_arch[a.name] = j.as_dict()
+        per_arch[a.name] = j
         code, reasons = j.exit_code, j.reasons
         # the run's per-arch result is the patched kernel's, with the premerge verdict
         ar = replace(p)
@@ -100,12 +100,12 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
     for a in arches:
         if a.name not in run.arches:
             run.arches[a.name] = patched.results.get(a.name) or base.results.get(a.name) or \
-                ArchResult(arch=a.name, error=run.extra.get("error", "not run"))
+                ArchResult(arch=a.name, error=run.extra.error or "not run")
     cp_errors = sum(r["errors"] for r in cp)
     if cp_errors:
         extra_code = worst([extra_code, EXIT_KERNEL])
-    run.extra.update({"premerge": per_arch, "checkpatch": cp, "exit_code_extra": extra_code,
-                      "baseline": {k: v for k, v in base.results.items()}, "phases": timings})
+    run.extra.premerge, run.extra.checkpatch, run.extra.exit_code_extra = per_arch, cp, extra_code
+    run.extra.baseline, run.extra.phases = dict(base.results), timings
     return _finish(run, run_dir, started)
 
 
@@ -127,15 +127,14 @@ def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_ba
         note(e.render())
         run.exit_code = e.exit_code
         run.verdict = "error"
-        run.extra["error"] = e.message
+        run.extra.error = e.message
         report.write_all(run, run_dir)
         return run
-    run.extra.update({"bisect": outcome, "phases": timings})
-    if not outcome.get("first_bad"):
-        note(f"bisect: no first bad commit: {outcome.get('why', '')}" +
-             (f"\n  fix: {outcome['fix']}" if outcome.get("fix") else ""))
+    run.extra.bisect, run.extra.phases = outcome, timings
+    if not outcome.first_bad:
+        note(f"bisect: no first bad commit: {outcome.why or ''}" + (f"\n  fix: {outcome.fix}" if outcome.fix else ""))
     for a in arches:
-        run.arches[a.name] = ArchResult(arch=a.name, verdict="pass" if outcome.get("first_bad") else "error",
-                                        exit_code=EXIT_PASS if outcome.get("first_bad") else EXIT_INFRA)
-    run.extra["exit_code_extra"] = EXIT_PASS if outcome.get("first_bad") else EXIT_INFRA
+        run.arches[a.name] = ArchResult(arch=a.name, verdict="pass" if outcome.first_bad else "error",
+                                        exit_code=EXIT_PASS if outcome.first_bad else EXIT_INFRA)
+    run.extra.exit_code_extra = EXIT_PASS if outcome.first_bad else EXIT_INFRA
     return _finish(run, run_dir, started)

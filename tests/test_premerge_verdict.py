@@ -8,7 +8,7 @@ import pytest
 
 from kpipe.comparison import judge_premerge_arch
 from kpipe.errors import EXIT_INFRA, EXIT_KERNEL, EXIT_PASS
-from kpipe.results import ArchResult, Finding, Status
+from kpipe.results import ArchResult, Finding, RunExtra, RunResult, Status, to_dict
 from kpipe.results import TestResult as Result
 from kpipe.verifier import load_expectations
 
@@ -48,7 +48,8 @@ def test_correct_flip_passes(exp):
     j = judge_premerge_arch(_side(exp, "anon-only"), _side(exp, "anon+shmem"), exp)
     assert j.exit_code == EXIT_PASS and j.verdict == "pass" and not j.reasons, j.reasons
     assert j.flip["ok"] and j.flip["flipped"] > 0
-    assert j.as_dict()["verdict"] == "pass"
+    run = RunResult(workflow="premerge", extra=RunExtra(premerge={"arm64": j}))
+    assert to_dict(run)["extra"]["premerge"]["arm64"]["verdict"] == "pass"       # result.json's shape
 
 
 def test_regressed_selftest_is_the_patch(exp):

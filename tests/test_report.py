@@ -13,7 +13,8 @@ import pytest
 from markdown_it import MarkdownIt
 
 from kpipe import report
-from kpipe.results import ArchResult, Finding, KernelInfo, RunResult, Status
+from kpipe.results import (ArchResult, BisectOutcome, BisectStep, Commit, Finding, KernelInfo, PremergeArch, RunExtra,
+                           RunResult, Status)
 from kpipe.results import TestResult as Case
 
 PWN = "document.title='PWNED'"
@@ -38,16 +39,16 @@ def hostile_run(out: Path) -> RunResult:
     flip = {"baseline_policy": "anon-only", "patched_policy": "anon+shmem", "ok": False, "why": SUBJECT, "flipped": 0,
             "cases": [{"case": TESTNAME, "baseline_expected": "EINVAL", "baseline_observed": LOGLINE,
                        "patched_expected": "ok", "patched_observed": SUBJECT, "flipped": "no", "detail": AUTHOR}]}
-    run.extra = {
-        "premerge": {"x86_64": {"verdict": "fail", "reasons": [SUBJECT], "flip": flip, "new_findings": [LOGLINE],
-                                "baseline": {"verdict": "pass"}, "patched": {"verdict": "fail"},
-                                "comparison": [{"test": TESTNAME, "baseline": "pass", "patched": "fail",
-                                                "change": "regressed"}]}},
-        "checkpatch": [{"file": SUBJECT, "errors": 1, "warnings": 0, "messages": [LOGLINE]}],
-        "bisect": {"first_bad": {"commit": "ef" * 20, "subject": SUBJECT},
-                   "steps": [{"commit": "ef" * 20, "subject": SUBJECT, "verdict": "fail", "exit_code": 1,
-                              "mark": "bad", "why": LOGLINE}]},
-    }
+    run.extra = RunExtra(
+        premerge={"x86_64": PremergeArch(
+            comparison=[{"test": TESTNAME, "baseline": "pass", "patched": "fail", "change": "regressed"}],
+            flip=flip, new_findings=[LOGLINE], reasons=[SUBJECT], latency={}, exit_code=1, verdict="fail",
+            baseline={"verdict": "pass"}, patched={"verdict": "fail"})},
+        checkpatch=[{"file": SUBJECT, "errors": 1, "warnings": 0, "messages": [LOGLINE]}],
+        bisect=BisectOutcome(first_bad=Commit(commit="ef" * 20, subject=SUBJECT),
+                             steps=[BisectStep(commit="ef" * 20, subject=SUBJECT, verdict="fail", exit_code=1,
+                                               mark="bad", why=LOGLINE)]),
+    )
     return run
 
 

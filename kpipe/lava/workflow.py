@@ -102,8 +102,8 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     except KpipeError as e:
         for a in arches:
             run.arches.setdefault(a.name, _record_error(_arch_result(a, None), e))
-    run.extra["phases"] = timings
-    run.extra["lava"] = {"dispatcher": getattr(locals().get("lava_inst"), "version", ""),
+    run.extra.phases = timings
+    run.extra.lava = {"dispatcher": getattr(locals().get("lava_inst"), "version", ""),
                          "jobs": {n: str(w["job"]) for n, (_, w) in preps.items()}}
     if submit:
         from . import submit as submod
