@@ -23,6 +23,7 @@ import jinja2
 from . import cache, proc
 from .arches import Arch
 from .cpio import CpioWriter, write_gz
+from .elf import read_elf
 from .errors import InfraError, UsageError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "vm_images"
@@ -225,8 +226,8 @@ def _assemble_rootfs(arch: Arch, recipe: Recipe, debs: list[Path], variables: di
             raise InfraError(f"guest image for {arch.name}: /{need} missing after unpacking the packages",
                              fix="check the package list in vm_images/recipe.toml")
     for exe in ("bin/busybox", "usr/sbin/dropbear"):
-        head = (root / exe).read_bytes()[:20]
-        machine = int.from_bytes(head[18:20], "little") if head[:4] == b"\x7fELF" else None
+        info = read_elf(root / exe)
+        machine = info.machine if info else None
         if machine != arch.elf_machine:
             raise InfraError(f"guest image for {arch.name}: /{exe} is not a {arch.name} executable "
                              f"(ELF machine {machine}, want {arch.elf_machine})",
