@@ -530,7 +530,7 @@ HANGS_ONCE = "#!/bin/sh\nn=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) >
 
 def _known_hang_test(tmp_path, hangs: int) -> BuiltTest:
     t = _script_test(tmp_path, "uffd", HANGS_ONCE.format(hangs=hangs))
-    return BuiltTest(replace(t.spec, timeout=2, known_hang="the test's own bug", tries=3), t.binary)
+    return BuiltTest(replace(t.spec, timeout=1, known_hang="the test's own bug", tries=3), t.binary)
 
 
 def test_a_known_hang_with_no_kernel_report_is_run_again(tmp_path):
@@ -538,7 +538,7 @@ def test_a_known_hang_with_no_kernel_report_is_run_again(tmp_path):
                         remote_dir=str(tmp_path / "g"))
     [r] = res
     assert r.status == Status.PASS, r.detail
-    assert r.detail.startswith("uffd: run 1 of 3 timed out after 2 s and the kernel reported nothing")
+    assert r.detail.startswith("uffd: run 1 of 3 timed out after 1 s and the kernel reported nothing")
     assert "a known hang of the test itself, the test's own bug" in r.detail
     assert (tmp_path / "run/selftests/uffd.run1.log").read_text() == "run 1\n"
     assert (tmp_path / "run/selftests/uffd.log").read_text() == "run 2\n"
@@ -547,7 +547,7 @@ def test_a_known_hang_with_no_kernel_report_is_run_again(tmp_path):
 def test_a_known_hang_that_persists_fails_after_its_tries(tmp_path):
     [r] = run_selftests(ConsoleSession(), [_known_hang_test(tmp_path, hangs=5)], tmp_path / "run",
                         remote_dir=str(tmp_path / "g"))
-    assert r.status == Status.FAIL and r.observed == "timeout after 2 s"
+    assert r.status == Status.FAIL and r.observed == "timeout after 1 s"
     assert "run 2 of 3 timed out" in r.detail
     assert (tmp_path / "run/selftests/uffd.log").read_text() == "run 3\n"
 
@@ -561,4 +561,4 @@ def test_a_timeout_the_kernel_explains_is_never_run_again(tmp_path):
     t = _known_hang_test(tmp_path / "p", hangs=1)
     plain = BuiltTest(replace(t.spec, known_hang="", tries=1), t.binary)
     [r] = run_selftests(ConsoleSession(), [plain], tmp_path / "run2", remote_dir=str(tmp_path / "g2"))
-    assert r.status == Status.FAIL and r.observed == "timeout after 2 s"
+    assert r.status == Status.FAIL and r.observed == "timeout after 1 s"
