@@ -12,7 +12,7 @@ from kpipe.ktap import parse_document
 from kpipe.verifier import load_expectations, parse_tap
 
 RUNS = Path(__file__).parent / "data" / "runs"
-CAPTURED = sorted(p.name for p in RUNS.iterdir() if (p / "expected.json").is_file())
+CAPTURED = sorted(p.name for p in RUNS.iterdir() if p.name.startswith("5.10-") and (p / "expected.json").is_file())
 
 
 def _expected(run: str) -> dict:
