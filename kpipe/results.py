@@ -105,6 +105,9 @@ class HangProbe(Sparse):
 
 @dataclass
 class LavaInfo(Sparse):
+    keep_none: ClassVar[frozenset[str]] = frozenset({     # LAVA's answer is written whole, nulls included
+        "job_result", "error_type", "error_msg", "lava_run_exit", "lava_run_seconds", "timed_out", "results",
+        "mismatches", "errors"})
     server: str | None = None
     job_id: str | None = None
     job_result: str | None = None

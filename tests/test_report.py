@@ -117,3 +117,19 @@ def test_report_html_in_a_real_browser_runs_no_injected_code(written):
     for tag in ("<script", "<img", "<svg", "<iframe"):
         assert tag not in dom, tag
     assert "&lt;script&gt;document.title='PWNED'&lt;/script&gt;" in dom
+
+
+def test_reports_render_sections_left_empty(tmp_path):
+    """A kernel that panicked at boot under LAVA: a boot section with LAVA's answer but no boot time, no build
+    (seen: the boot line read a time that was never measured); every report is still written."""
+    from kpipe.results import BootInfo, LavaInfo, to_dict
+    ar = ArchResult(arch="x86_64", verdict="fail", exit_code=1, error="kernel panic on x86_64: no init")
+    ar.boot = BootInfo(accel="tcg", lava=LavaInfo(job_result="fail", error_type="Infrastructure"))
+    run = RunResult(workflow="lava", verdict="fail", exit_code=1, arches={"x86_64": ar}, out_dir=str(tmp_path))
+    report.write_all(run, tmp_path)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| boot | - |" in summary and "| build | - |" in summary
+    assert "kernel panic on x86_64" in (tmp_path / "report.html").read_text()
+    lava = to_dict(run)["arches"]["x86_64"]["boot"]["lava"]
+    assert lava["error_msg"] is None and lava["job_result"] == "fail"     # LAVA's answer whole, nulls included
+    assert "seconds" not in to_dict(run)["arches"]["x86_64"]["boot"]
