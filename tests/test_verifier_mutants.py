@@ -27,6 +27,7 @@ CAUGHT = {
     "move-ptes-stops-at-hole.patch": ("arm64", {"size-sparse-anon": "NEWPTE", "size-sparse-memfd": "NEWPTE"}),
     "move-page-tables-stops-at-16m.patch": ("x86_64", {"gc-mt-missing-anon": "NOTRAP", "size-sparse-anon": "NEWPTE",
                                                        "size-sparse-memfd": "NEWPTE"}),
+    "move-vma-skips-one-page.patch": ("arm64", {"size-1page-anon": "NEWPTE", "size-1page-memfd": "NEWPTE"}),
 }
 
 
