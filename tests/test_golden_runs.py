@@ -1,6 +1,7 @@
 """The parsers on output captured from real runs (tests/data/runs/<tree>-<arch>/: `kpipe verify --arch all` of
-5.10 + the seed on the debug kernels, 2026-12-01, recaptured with the 71-case verifier): the verifier's TAP and the selftests' KTAP file read back to
-exactly the statuses that run reported in its result.json (expected.json). Nothing is built or booted."""
+5.10 + the seed on the debug kernels, 2026-12-01, recaptured with the 71-case verifier): the verifier's TAP and
+the selftests' KTAP file read back to exactly the statuses that run reported in its result.json (expected.json).
+Nothing is built or booted."""
 from __future__ import annotations
 
 import json
