@@ -471,6 +471,7 @@ struct gcmt {
 	size_t len, pg, npages;
 	uint8_t *resolved;	/* per page: installed by UFFDIO_COPY */
 	int stop, finished;	/* atomics */
+	pthread_barrier_t start;	/* the mutators start together */
 	long copies, eexist, events, bad[GCMT_THREADS];	/* copies: pages installed (atomic) */
 	char err[160];
 };
@@ -543,15 +544,16 @@ static void *gcmt_handler(void *arg)
 	return NULL;
 }
 
-/* Mutator `t`: every page of the old heap, checking a few words of each; threads 0 and 1 start at the
- * beginning, 2 and 3 half way: pairs fault the same pages at the same time, and meet the other pair. */
+/* Mutator `t`: every page of the old heap in the same order as the others, released together by a barrier,
+ * checking two words of each page (other words per thread): the threads fault on the same chunks at the same
+ * time, so the handler sees the same fault more than once (UFFDIO_COPY: EEXIST, then UFFDIO_WAKE). */
 static void *gcmt_mutator(void *arg)
 {
 	struct mutator *m = arg;
 	struct gcmt *g = m->g;
 	size_t words = g->pg / 8;
-	for (size_t k = 0; k < g->npages; k++) {
-		size_t p = (k + (size_t)(m->t / 2) * g->npages / 2) % g->npages;
+	pthread_barrier_wait(&g->start);
+	for (size_t p = 0, k = 0; p < g->npages; p++, k++) {
 		size_t w1 = (k * 7 + (size_t)m->t) % words, w2 = words - 1 - w1;
 		if (g->old[p * words + w1] != gword(p, w1) || g->old[p * words + w2] != gword(p, w2))
 			g->bad[m->t]++;
@@ -622,6 +624,10 @@ static void case_gc_mt(const struct test_case *tc, struct result *r)
 				       .mode = UFFDIO_REGISTER_MODE_MISSING};
 	if (ioctl(g->uffd, UFFDIO_REGISTER, &reg)) {
 		setup_error(r, "UFFDIO_REGISTER MISSING on the old heap: %s", errno_name(errno));
+		return;
+	}
+	if (pthread_barrier_init(&g->start, NULL, GCMT_THREADS)) {
+		setup_error(r, "pthread_barrier_init: %s", errno_name(errno));
 		return;
 	}
 	t0 = t_progress = now_us();
