@@ -22,6 +22,12 @@ CAUGHT = {
                                                    "mlock-onfault-whole-anon": "OLDLOCKED"}),
     "move-ptes-skips-last.patch": ("x86_64", {"state-anon-private": "NEWPTE", "state-memfd-shared": "NEWPTE"}),
     "no-remap-event.patch": ("arm64", {"uffd-remap-event-anon": "NOEVENT", "uffd-no-remap-feature-anon": "NEWUFFD"}),
+    "fixed-dontunmap-keeps-replaced-charge.patch": ("x86_64", {"replace-anon-private": "COMMIT",
+                                                               "backforth-anon-private": "COMMIT"}),
+    "move-ptes-stops-at-hole.patch": ("arm64", {"size-sparse-anon": "NEWPTE", "size-sparse-memfd": "NEWPTE"}),
+    "move-page-tables-stops-at-16m.patch": ("x86_64", {"gc-mt-missing-anon": "NOTRAP", "size-sparse-anon": "NEWPTE",
+                                                       "size-sparse-memfd": "NEWPTE"}),
+    "move-vma-skips-one-page.patch": ("arm64", {"size-1page-anon": "NEWPTE", "size-1page-memfd": "NEWPTE"}),
 }
 
 

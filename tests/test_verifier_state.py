@@ -18,7 +18,8 @@ from kpipe.results import TestResult as Result
 from kpipe.verifier import POLICIES, VERIFY_DIR, load_expectations, parse_tap, run_verifier
 from kpipe.workflows import expected_flip
 
-STATE_PREFIXES = ("state-", "mlock-", "uffd-", "geom-", "fork-", "pmd-", "latency-")
+STATE_PREFIXES = ("state-", "mlock-", "uffd-", "geom-", "fork-", "pmd-", "latency-", "replace-", "backforth-", "size-",
+                  "gc-mt-")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "moves.h"
 #include "state.h"
 
 #include <errno.h>
@@ -906,11 +907,12 @@ static const struct test_case cases[] = {
 int main(int argc, char **argv)
 {
 	size_t n = sizeof(cases) / sizeof(cases[0]);
-	struct test_case *all = malloc((n + n_state_cases) * sizeof(*all));
+	struct test_case *all = malloc((n + n_state_cases + n_move_cases) * sizeof(*all));
 
 	if (!all)
 		return 2;
 	memcpy(all, cases, sizeof(cases));
 	memcpy(all + n, state_cases, n_state_cases * sizeof(*all));
-	return harness_main(argc, argv, all, n + n_state_cases, "mremap_dontunmap");
+	memcpy(all + n + n_state_cases, move_cases, n_move_cases * sizeof(*all));
+	return harness_main(argc, argv, all, n + n_state_cases + n_move_cases, "mremap_dontunmap");
 }

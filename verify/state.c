@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 #include "state.h"
+#include "state_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,12 +48,6 @@
 
 #include <linux/userfaultfd.h>
 
-#ifndef MREMAP_MAYMOVE
-#define MREMAP_MAYMOVE 1
-#endif
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
-#endif
 #ifndef MLOCK_ONFAULT
 #define MLOCK_ONFAULT 1
 #endif
@@ -62,19 +57,15 @@
 #ifndef MADV_HUGEPAGE
 #define MADV_HUGEPAGE 14
 #endif
-#define DONTUNMAP (MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
-#define PM_PRESENT (1ull << 63)
-#define PM_PFN_MASK ((1ull << 55) - 1)
 #define KPF_LRU_ 5
 #define KPF_ANON_ 12
-#define STAT_THRESHOLD_MAX 125	/* mm/vmstat.c calculate_normal_threshold(): per-CPU vmstat delta cap */
 
-static void *mremap_(void *old, size_t len, void *hint)
+void *mremap_(void *old, size_t len, void *hint)
 {
 	return (void *)syscall(SYS_mremap, old, len, len, DONTUNMAP, hint);
 }
 
-static uint8_t spat(size_t off, unsigned seed)
+uint8_t spat(size_t off, unsigned seed)
 {
 	return (uint8_t)((off * 151u + (off >> 12) * 13u + seed * 37u) | 1u);
 }
@@ -108,16 +99,10 @@ static long proc_kb(const char *path, const char *key)
 	return -1;
 }
 
-static long status_kb(const char *key) { return proc_kb("/proc/self/status", key); }
-static long meminfo_kb(const char *key) { return proc_kb("/proc/meminfo", key); }
+long status_kb(const char *key) { return proc_kb("/proc/self/status", key); }
+long meminfo_kb(const char *key) { return proc_kb("/proc/meminfo", key); }
 
-struct vma {
-	unsigned long start, end;
-	long rss, anon, locked, thp;	/* kB */
-	char flags[160];
-};
-
-static int has_flag(const struct vma *v, const char *f)
+int has_flag(const struct vma *v, const char *f)
 {
 	for (const char *p = v->flags; (p = strstr(p, f)); p++)
 		if ((p == v->flags || p[-1] == ' ') && (p[2] == ' ' || p[2] == 0))
@@ -126,7 +111,7 @@ static int has_flag(const struct vma *v, const char *f)
 }
 
 /* All VMAs intersecting [lo, hi), from /proc/self/smaps; returns their count. */
-static int smaps_range(unsigned long lo, unsigned long hi, struct vma *out, int max)
+int smaps_range(unsigned long lo, unsigned long hi, struct vma *out, int max)
 {
 	int n = 0;
 	struct vma *cur = NULL;
@@ -164,7 +149,7 @@ static int smaps_range(unsigned long lo, unsigned long hi, struct vma *out, int 
 }
 
 /* The one VMA that must exactly cover [lo, hi) (guard pages keep neighbours from merging). */
-static int smaps_exact(unsigned long lo, unsigned long hi, struct vma *v, struct result *r, const char *what)
+int smaps_exact(unsigned long lo, unsigned long hi, struct vma *v, struct result *r, const char *what)
 {
 	struct vma vs[8];
 	int n = smaps_range(lo, hi, vs, 8);
@@ -178,7 +163,7 @@ static int smaps_exact(unsigned long lo, unsigned long hi, struct vma *v, struct
 }
 
 /* pagemap entries for `npages` pages at `addr`. */
-static int pagemap(const void *addr, size_t npages, uint64_t *out)
+int pagemap(const void *addr, size_t npages, uint64_t *out)
 {
 	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
 	off_t off = (off_t)((uintptr_t)addr / page_size()) * 8;
@@ -192,14 +177,7 @@ static int pagemap(const void *addr, size_t npages, uint64_t *out)
 
 /* ---- a mapping surrounded by PROT_NONE guard pages, so that no VMA merges with it ---- */
 
-struct area {
-	uint8_t *res;		/* the reservation: guard + range + guard */
-	size_t res_len;
-	uint8_t *addr;		/* the range */
-	size_t len;
-};
-
-static int reserve(struct area *a, size_t len, size_t align, struct result *r)
+int reserve(struct area *a, size_t len, size_t align, struct result *r)
 {
 	size_t pg = page_size(), extra = align > pg ? align : 0;
 	uint8_t *p = mmap(NULL, len + 2 * pg + extra, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -223,7 +201,7 @@ static int reserve(struct area *a, size_t len, size_t align, struct result *r)
 }
 
 /* A free hole of `len` bytes between two guard pages: the hint for the move's destination. */
-static int hole(struct area *a, size_t len, size_t align, struct result *r)
+int hole(struct area *a, size_t len, size_t align, struct result *r)
 {
 	if (reserve(a, len, align, r))
 		return -1;
@@ -231,12 +209,10 @@ static int hole(struct area *a, size_t len, size_t align, struct result *r)
 	return 0;
 }
 
-enum kind { K_ANON, K_ANON_SHARED, K_MEMFD_SHARED, K_MEMFD_PRIVATE };
+const char *const kind_name[] = {"private anon", "shared anon", "memfd shared", "memfd private"};
 
-static const char *kind_name[] = {"private anon", "shared anon", "memfd shared", "memfd private"};
-
-static int is_anon_private(enum kind k) { return k == K_ANON || k == K_MEMFD_PRIVATE; }	/* written pages are anon */
-static int is_shared(enum kind k) { return k == K_ANON_SHARED || k == K_MEMFD_SHARED; }
+int is_anon_private(enum kind k) { return k == K_ANON || k == K_MEMFD_PRIVATE; }	/* written pages are anon */
+int is_shared(enum kind k) { return k == K_ANON_SHARED || k == K_MEMFD_SHARED; }
 
 /* Maps `len` bytes of kind `k` into the reserved area; returns the fd (or -1 when none) through *fd. */
 static int map_kind_flags(struct area *a, enum kind k, int *fd, struct result *r, int extra)
@@ -270,12 +246,12 @@ static int map_kind_flags(struct area *a, enum kind k, int *fd, struct result *r
 	return 0;
 }
 
-static int map_kind(struct area *a, enum kind k, int *fd, struct result *r)
+int map_kind(struct area *a, enum kind k, int *fd, struct result *r)
 {
 	return map_kind_flags(a, k, fd, r, 0);
 }
 
-static void fill_pages(uint8_t *p, size_t len, size_t off0, unsigned seed, size_t step_pages)
+void fill_pages(uint8_t *p, size_t len, size_t off0, unsigned seed, size_t step_pages)
 {
 	size_t pg = page_size();
 	for (size_t o = 0; o < len; o += pg * step_pages)
@@ -285,7 +261,7 @@ static void fill_pages(uint8_t *p, size_t len, size_t off0, unsigned seed, size_
 
 /* First page (index) whose bytes differ from the pattern (seed 0: zeros), or -1. Only pages with
  * index % step == 0 hold the pattern when step > 1; the others must read zeros. */
-static long bad_page(const uint8_t *p, size_t len, size_t off0, unsigned seed, size_t step)
+long bad_page(const uint8_t *p, size_t len, size_t off0, unsigned seed, size_t step)
 {
 	size_t pg = page_size();
 	for (size_t o = 0; o < len; o += pg) {
@@ -297,7 +273,7 @@ static long bad_page(const uint8_t *p, size_t len, size_t off0, unsigned seed, s
 	return -1;
 }
 
-static double now_us(void)
+double now_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -305,7 +281,7 @@ static double now_us(void)
 }
 
 /* Committed_AS noise of this guest, in kB: the spread of a few reads 2 ms apart. */
-static long committed_noise(void)
+long committed_noise(void)
 {
 	long lo = -1, hi = -1;
 	for (int i = 0; i < 5; i++) {
@@ -321,7 +297,7 @@ static long committed_noise(void)
 
 /* Committed_AS closest to `want` over up to 50 reads 10 ms apart: other processes' commits come and go,
  * a leaked charge stays. */
-static long settle_committed(long want, long tol)
+long settle_committed(long want, long tol)
 {
 	long best = meminfo_kb("Committed_AS");
 	for (int i = 0; i < 50 && labs(best - want) > tol; i++) {
@@ -342,11 +318,7 @@ static long settle_committed(long want, long tol)
 #define STATE_VIRT_MB 128
 #define STATE_TOUCH_MB 4
 
-struct snap {
-	long vmsize, vmlck, vmpte, committed, shmem;
-};
-
-static void take(struct snap *s)
+void take(struct snap *s)
 {
 	s->vmsize = status_kb("VmSize");
 	s->vmlck = status_kb("VmLck");
@@ -356,7 +328,7 @@ static void take(struct snap *s)
 }
 
 /* kB of the VMAs in `vs` flagged `flag`, clipped to [lo, hi). */
-static long flagged_kb(const struct vma *vs, int n, const char *flag, unsigned long lo, unsigned long hi)
+long flagged_kb(const struct vma *vs, int n, const char *flag, unsigned long lo, unsigned long hi)
 {
 	long kb = 0;
 	for (int i = 0; i < n; i++)
@@ -375,7 +347,7 @@ struct state_arg {
 /* The checks on the page tables right after a move, before any access.  `before` holds the pagemap
  * entries of the old range before the move; `touched_step` says which pages were populated (every
  * `touched_step`-th).  Returns the failure code or NULL. */
-static const char *check_pagemap(struct result *r, const uint64_t *before, uint8_t *old, uint8_t *moved,
+const char *check_pagemap(struct result *r, const uint64_t *before, uint8_t *old, uint8_t *moved,
 				 size_t npages, size_t touched_step, uint64_t *scratch)
 {
 	int pfns = 0;
