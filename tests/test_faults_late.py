@@ -378,7 +378,7 @@ def test_crashing_and_hanging_tests_fail_and_the_run_goes_on(temps_before, tmp_p
     assert "no process left behind" in (out / ARCH / "selftests" / "leftovers.log").read_text()
     ktap = (out / ARCH / "selftests.ktap").read_text()
     assert "not ok 2 selftests: extra: hang # TIMEOUT 5 seconds" in ktap
-    # the verifier shares the 5 s budget: on the debug kernel its 62 cases do not all fit, and the cut-off ones
+    # the verifier shares the 5 s budget: on the debug kernel its cases do not all fit, and the cut-off ones
     # are ERRORs (timeout, "missing"), never a kernel verdict; the ones that ran behaved
     verifier = results_by_name(t.ran.result, ARCH, "verifier")
     assert verifier and not [v for v in verifier.values() if v["status"] == "fail"], verifier
