@@ -9,6 +9,7 @@ Content key = source tree hash (base + applied patches) + merged config + start 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from .arches import Arch
 from .errors import BuildError, InfraError, KpipeError
 from .progress import note
 
-BUILD_RECIPE = 1     # bump when the way kernels are built changes, to invalidate old entries
+BUILD_RECIPE = 2     # bump when the way kernels are built changes, to invalidate old entries
 CONFIG_STAMP = ".kpipe-config.json"
 _ERROR_LINE = re.compile(r"^(\S+?:\d+:(\d+:)? (fatal )?error: .*|.*undefined reference to .*|make\[\d+\]: \*\*\* .*|"
                          r"\S+: error: .*)$")
@@ -59,6 +60,8 @@ class BuildRequest:
     jobs: int = 0             # 0: all cores
     ccache: bool | None = None  # None: use it when installed
     use_cache: bool = True    # False: ignore the artifact cache (the benchmark's cold build)
+    make_vars: tuple[str, ...] = ()   # per-object instrumentation (kpipe.instrument): GCOV_PROFILE_mremap.o=y ...
+    instrumented: tuple[str, ...] = ()  # the objects those variables instrument, e.g. mm/mremap.o
 
 
 def compiler_version(arch: Arch) -> str:
@@ -72,11 +75,20 @@ def use_ccache(requested: bool | None) -> bool:
 
 
 def content_key(req: BuildRequest, compiler: str) -> str:
-    return cache.key_of("kernel", BUILD_RECIPE, req.arch.name, req.tree_hash, req.config_text, req.defconfig, compiler)
+    return cache.key_of("kernel", BUILD_RECIPE, req.arch.name, req.tree_hash, req.config_text, req.defconfig, compiler,
+                        *req.make_vars)
+
+
+def machine_build_lock() -> contextlib.AbstractContextManager[None]:
+    """One kernel make at a time on this machine, whatever cache, tree or process it is for: a build uses every
+    core, and two at once only make both slower (and every measurement wrong). ``$KPIPE_BUILD_LOCK`` names the
+    lock file (default: /tmp/kpipe-kernel-build.lock, shared by every cache on the machine)."""
+    path = Path(os.environ.get("KPIPE_BUILD_LOCK") or "/tmp/kpipe-kernel-build.lock")
+    return cache.file_lock(path, "kernel build (one make at a time on this machine)")
 
 
 def _make_cmd(req: BuildRequest, bdir: Path, ccache: bool, *targets: str) -> list[str]:
-    cmd = ["make", "-C", str(req.src), f"O={bdir}", *req.arch.make_vars]
+    cmd = ["make", "-C", str(req.src), f"O={bdir}", *req.arch.make_vars, *req.make_vars]
     if ccache:
         cmd.append(f"CC=ccache {req.arch.cc}")
     return cmd + list(targets)
@@ -106,7 +118,8 @@ def _kernel_from_entry(arch: Arch, entry: Path, meta: dict[str, Any], cached: bo
                   config=entry / "config", headers=entry / "headers", release=meta["release"],
                   compiler=meta["compiler"], key=meta["key"], seconds=meta.get("seconds", 0.0), cached=cached,
                   tree_src=Path(meta["src"]) if meta.get("src") else None,
-                  extra={"compiled": meta.get("compiled", []), "build_dir": meta.get("build_dir", "")})
+                  extra={"compiled": meta.get("compiled", []), "build_dir": meta.get("build_dir", ""),
+                         "make_vars": meta.get("make_vars", []), "instrumented": meta.get("instrumented", [])})
 
 
 def build_dir(req: BuildRequest, ccache: bool) -> Path:
@@ -152,18 +165,19 @@ def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Ker
     def make(tmp: Path) -> dict[str, Any]:
         if req.use_cache and entry.exists():
             note(f"cached kernel {entry} is damaged (a file is missing or altered): rebuilding it")
-        start = time.monotonic()
-        configure(req, bdir, cc, log, validate)
-        log_start = log.stat().st_size if log.exists() else 0
-        try:
-            proc.run(_make_cmd(req, bdir, cc, f"-j{jobs}", arch.image_target), log=log, env=_make_env(cc),
-                     timeout=7200, what=f"make {arch.image_target}")
-        except InfraError as e:
-            if "failed with exit" not in e.message:
-                raise
-            raise build_error(arch, log, log_start) from None
-        hdr_tmp = install_headers(req, bdir, cc, log)
-        seconds = round(time.monotonic() - start, 2)
+        with machine_build_lock():
+            start = time.monotonic()
+            configure(req, bdir, cc, log, validate)
+            log_start = log.stat().st_size if log.exists() else 0
+            try:
+                proc.run(_make_cmd(req, bdir, cc, f"-j{jobs}", arch.image_target), log=log, env=_make_env(cc),
+                         timeout=7200, what=f"make {arch.image_target}")
+            except InfraError as e:
+                if "failed with exit" not in e.message:
+                    raise
+                raise build_error(arch, log, log_start) from None
+            hdr_tmp = install_headers(req, bdir, cc, log)
+            seconds = round(time.monotonic() - start, 2)
         shutil.copy2(bdir / arch.image_path, tmp / Path(arch.image_path).name)
         for name, dest in (("vmlinux", "vmlinux"), ("System.map", "System.map"), (".config", "config")):
             if (bdir / name).exists():
@@ -172,7 +186,8 @@ def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Ker
         return {"key": key, "release": (bdir / "include/config/kernel.release").read_text().strip(),
                 "compiler": compiler, "seconds": seconds, "arch": arch.name, "src": str(req.src),
                 "tree_hash": req.tree_hash, "compiled": sorted(set(_COMPILED.findall(_read_from(log, log_start)))),
-                "build_dir": str(bdir), "ccache": cc, "jobs": jobs}
+                "build_dir": str(bdir), "ccache": cc, "jobs": jobs, "make_vars": list(req.make_vars),
+                "instrumented": list(req.instrumented)}
 
     # the lock is the build folder's (one make at a time in it); another run may build this key meanwhile
     meta, hit = cache.cached_entry(entry, bdir.parent / f"{bdir.name}.lock", f"{arch.name} build folder", make,

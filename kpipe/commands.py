@@ -61,9 +61,10 @@ def build(opts: Options) -> int:
     run_dir = new_run_dir(opts.out, "build")
     tree = resolve_tree(opts, run_dir / "fetch.log")
     with locked_checkout(tree, run_dir / "apply.log") as co:
-        a = apply(co, series_of(opts), run_dir / "apply.log")
+        series = series_of(opts)
+        a = apply(co, series, run_dir / "apply.log")
         for arch in arches:
-            k, cfg = build_kernel(arch, a, opts, run_dir / arch.name / "build.log")
+            k, cfg = build_kernel(arch, a, opts, run_dir / arch.name / "build.log", touched=series.touched)
             remember_kernel(k, cfg.profile)
             print(f"{arch.name}: {k.release} ({cfg.profile} profile) "
                   f"{'cached' if k.cached else f'built in {k.seconds:.1f}s'}: {k.image}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import build as buildmod
-from . import cache, kconfig
+from . import cache, instrument, kconfig
 from .arches import Arch
 from .errors import UsageError
 from .checkout import Checkout, open_checkout, tree_hash
@@ -152,8 +152,8 @@ def merged_config(arch: Arch, opts: Options, src: Path) -> tuple["kconfig.Merged
     return kconfig.merge(fragments), optional
 
 
-def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict[str, float] | None = None
-                 ) -> tuple[buildmod.Kernel, ConfigReport]:
+def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings: dict[str, float] | None = None,
+                 touched: list[str] | None = None) -> tuple[buildmod.Kernel, ConfigReport]:
     """Merge the fragments (with the selftest collections' own config files as an optional layer), build (or
     reuse) the kernel, validate: essential requests must be set (exit 2 naming the blocking dependency),
     optional ones (the profile's, the selftests') are reported when missing."""
@@ -162,10 +162,14 @@ def build_kernel(arch: Arch, applied: Applied, opts: Options, log: Path, timings
     for c in merged.conflicts:
         note(c.describe())
     src = applied.checkout.path
+    touched = touched or []
+    inst = instrument.plan(src, touched, prof.instrument)
+    for s in inst.skipped:
+        note(f"{arch.name} {prof.name} profile, not instrumented: {s}")
     req = buildmod.BuildRequest(arch=arch, src=src, tree_ident=applied.checkout.tree.ident,
                                 tree_hash=tree_hash(applied.checkout), config_text=merged.text(),
                                 config_key=merged.key(), defconfig=opts.defconfig, jobs=opts.jobs,
-                                ccache=opts.ccache)
+                                ccache=opts.ccache, make_vars=inst.make_vars, instrumented=inst.objects)
     with phase("build", f"{arch.name} {prof.name} profile (log: {log})", timings) as ph:
         kernel = buildmod.build(req, log, lambda dotconfig: kconfig.require(merged, dotconfig, src, arch, optional))
         ph.update(f"{arch.name} {prof.name} {kernel.release} " +

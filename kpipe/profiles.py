@@ -25,6 +25,7 @@ class Profile:
     smp: int
     memory_mb: int
     kernel_args: tuple[str, ...]
+    instrument: tuple[str, ...] = ()   # per-object instrumentation of the touched files (kpipe.instrument.KINDS)
 
     def layers_for(self, arch: Arch) -> tuple[Path, ...]:
         return tuple(Path(str(p).replace("{arch}", arch.name)) for p in self.layers)
@@ -53,8 +54,15 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, Profile]:
             absent = sorted({str(p) for p in expanded if not p.is_file()})
             if absent:
                 raise InfraError(f"{path}: profile {name} names missing fragment(s): {', '.join(absent)}", fix=fix)
+            from .instrument import KINDS
+            instrument = tuple(str(k) for k in t.get("instrument", []))
+            bad = [k for k in instrument if k not in KINDS]
+            if bad:
+                raise InfraError(f"{path}: profile {name}: unknown instrument kind(s) {bad} (known: "
+                                 f"{', '.join(sorted(KINDS))})", fix=fix)
             out[name] = Profile(name, str(t.get("description", "")), files["layers"], files["optional"],
-                                int(t["smp"]), int(t["memory_mb"]), tuple(str(a) for a in t.get("kernel_args", [])))
+                                int(t["smp"]), int(t["memory_mb"]), tuple(str(a) for a in t.get("kernel_args", [])),
+                                instrument)
         except (KeyError, TypeError, ValueError) as e:
             raise InfraError(f"{path}: profile {name} is malformed ({e})", fix=fix) from None
     return out

@@ -86,7 +86,7 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     src = applied.checkout.path
     touched = series.touched if touched is None else touched
     specs = selftests.plan(src, touched, opts.selftests)
-    kernel, cfg = build_kernel(arch, applied, opts, log, ar.phases)
+    kernel, cfg = build_kernel(arch, applied, opts, log, ar.phases, touched=touched)
     remember_kernel(kernel, cfg.profile)
     ar.kernel.release, ar.kernel.profile = kernel.release, cfg.profile
     ar.config = cfg.report(opts.defconfig)

@@ -73,9 +73,11 @@ def tree510():
 def _build_all(tree, opts: Options, logdir: Path) -> dict[str, Kernel]:
     out = {}
     with shared_cache(), locked_checkout(tree) as co:
-        applied = apply(co, series_of(opts), logdir / "apply.log")
+        series = series_of(opts)
+        applied = apply(co, series, logdir / "apply.log")
         for name in sorted(ARCHES):
-            out[name], _ = build_kernel(ARCHES[name], applied, opts, logdir / f"build-{name}.log")
+            out[name], _ = build_kernel(ARCHES[name], applied, opts, logdir / f"build-{name}.log",
+                                        touched=series.touched)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -363,7 +364,7 @@ def test_kconfiglib_agrees_with_make_olddefconfig(kernels, arch_name, tmp_path, 
     script = ("import kconfiglib, sys, time; t = time.monotonic(); k = kconfiglib.Kconfig('Kconfig', warn=False); "
               "print(f'{time.monotonic() - t:.2f}'); k.load_config(sys.argv[1]); k.write_config(sys.argv[2])")
     out = tmp_path / "kconfiglib.config"
-    cp = proc.run(["python3", "-c", script, kernels[arch_name].config, out], cwd=tmp_path,
+    cp = proc.run([sys.executable, "-c", script, kernels[arch_name].config, out], cwd=tmp_path,
                   env=K.kconfig_env(arch, SRC), timeout=120)
     with capsys.disabled():
         print(f"\nkconfiglib load of 5.10 Kconfig, {arch_name}: {cp.stdout.strip()} s")
