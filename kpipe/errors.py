@@ -39,6 +39,7 @@ class KpipeError(Exception):
         self.detail = list(detail or [])
         self.log = log
         self.partial_results: list[Any] = []    # results a stage had when it failed (TestResult; kept on)
+        self.findings: list[Any] = []           # the kernel's reports seen before it failed (Finding; kept on)
 
     def render(self) -> str:
         lines = [f"kpipe: {self.kind}: {self.message}"]
@@ -80,6 +81,15 @@ class KernelError(KpipeError):
     """A verdict against the kernel: panic at boot, or similar."""
     exit_code = EXIT_KERNEL
     kind = "kernel failure"
+
+
+class EarlyKernelError(KernelError):
+    """The kernel reported something before the guest was ready (the boot, init, sshd or the SSH connect)."""
+
+    def __init__(self, message: str, *, first_report: str, after_report_s: float | None, **kw: Any):
+        super().__init__(message, **kw)
+        self.first_report = first_report
+        self.after_report_s = after_report_s     # host seconds from the first report to this verdict
 
 
 class Interrupted(KpipeError):

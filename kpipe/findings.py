@@ -7,7 +7,8 @@ each finding with the lines that follow it (the report: registers, the KALLSYMS-
 Kinds (the first pattern that matches a line names it):
   panic, kasan, kfence, ubsan, lockdep_circular, lockdep_recursive, lockdep_inconsistent, rcu_suspicious,
   sleep_in_atomic, kernel_bug, vm_bug_on, bad_page_state, bad_page_map, bad_rss_counter, soft_lockup,
-  hung_task, rcu_stall, gpf, oops, bug, warning, and blocked_task (a task in D state listed by SysRq-w,
+  hung_task, rcu_stall, kernel_bug, vm_bug_on, gpf, oops, kmemleak (an unreferenced object in kmemleak's report),
+  kmemleak_off (the detector turned itself off), bug, warning, and blocked_task (a task in D state listed by SysRq-w,
   only inside a "Show Blocked State" dump).
 FATAL_KINDS are the reports after which the faulting task died (holding whatever locks it had).
 """
@@ -36,7 +37,9 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("lockdep", re.compile(r"WARNING: (?:possible irq lock inversion dependency detected|"
                            r"[\w-]+-safe -> [\w-]+-unsafe lock order detected|bad unlock balance detected!|"
                            r"held lock freed!|lock held when returning to user space!|"
-                           r"suspicious unlock detected|Nested lock was not taken)")),
+                           r"suspicious unlock detected|Nested lock was not taken)|"
+                           # lockdep_init_map / register_lock_class: a lock whose key lives in dynamic memory
+                           r"INFO: trying to register non-static key")),
     ("rcu_suspicious", re.compile(r"WARNING: suspicious RCU usage")),
     ("sleep_in_atomic", re.compile(r"BUG: sleeping function called from invalid context|"
                                    r"BUG: scheduling while atomic")),
@@ -45,7 +48,11 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("bad_rss_counter", re.compile(r"BUG: Bad rss-counter state")),
     ("soft_lockup", re.compile(r"BUG: soft lockup - CPU#\d+ stuck")),
     ("hung_task", re.compile(r"INFO: task \S+ blocked for more than \d+ seconds")),
-    ("rcu_stall", re.compile(r"rcu: INFO: \S+ (?:self-)?detected stalls?|rcu_\w+ detected stalls? on CPU")),
+    # tree_stall.h "INFO: %s detected stalls on CPUs/tasks", "INFO: %s self-detected stall on CPU";
+    # tree_exp.h "INFO: %s detected expedited stalls on CPUs/tasks"; tasks.h "INFO: rcu_tasks[_trace] detected
+    # stalls on tasks" (%s: the flavour, rcu_sched, rcu_preempt, rcu_bh ...)
+    ("rcu_stall", re.compile(r"INFO: [\w-]+ (?:self-)?detected (?:expedited )?stalls?\b|"
+                             r"rcu_\w+ detected stalls? on CPU")),
     ("kernel_bug", re.compile(r"kernel BUG at \S+")),
     # DEBUG_VM dumps printed before the BUG: VM_BUG_ON_PAGE/_FOLIO name the assertion; VM_BUG_ON_VMA/_MM
     # print dump_vma()/dump_mm() (only then does a line start with "vma <ptr> start <ptr> end").
@@ -54,11 +61,21 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("gpf", re.compile(r"general protection fault")),
     # x86 die(): "Oops: 0002 [#1]", "invalid opcode: 0000 [#1]" (a BUG()); arm64: "Internal error: Oops"
     ("oops", re.compile(r"\bOops(?::| -) |Internal error: Oops|Unable to handle kernel |: [0-9a-f]{4} \[#\d+\]")),
+    ("kmemleak", re.compile(r"^unreferenced object 0x[0-9a-f]+ \(size \d+\)")),
+    # kmemleak turned itself off (its early pool overflowed, an allocation of its own failed): every later
+    # leak goes unseen, so the run cannot claim there was none
+    ("kmemleak_off", re.compile(r"kmemleak: (?:Memory pool empty|Kernel memory leak detector disabled|"
+                                r"Cannot allocate a kmemleak_object|Early log buffer exceeded)")),
     ("bug", re.compile(r"\bBUG: ")),
     ("warning", re.compile(r"WARNING: CPU: \d+ PID: \d+|WARNING: at \S+")),
 )
 KINDS = tuple(k for k, _ in PATTERNS) + ("blocked_task",)
 FATAL_KINDS = frozenset({"panic", "kernel_bug", "oops", "gpf"})
+# Reports that say the kernel (or a task in it) stopped making progress: before the guest is ready they end the
+# boot (no later line can undo them); after it, the tests are abandoned once they persist.
+ENDS_BOOT_KINDS = FATAL_KINDS | frozenset({"soft_lockup", "hung_task", "rcu_stall"})
+# RUN_ERROR_KINDS (kpipe.results): not a report of the kernel's behaviour but of kpipe's view of it, e.g. the
+# leak detector is off, so the run cannot say there was no leak.
 BLOCKED_KINDS = frozenset({"hung_task", "blocked_task"})     # reports that name a task stuck in D state
 STUCK_KINDS = frozenset({"hung_task", "soft_lockup", "rcu_stall"})   # the kernel (or a task) stopped progressing
 
@@ -66,7 +83,9 @@ STUCK_KINDS = frozenset({"hung_task", "soft_lockup", "rcu_stall"})   # the kerne
 NOT_A_FINDING = re.compile(
     r"turning off the locking correctness validator|BUG: MAX_LOCKDEP_\w+ too low|"
     r"BUG: MAX_STACK_TRACE_ENTRIES too low|BUG: MAX_LOCK_DEPTH too low|"
-    r"BUG: key [0-9a-f]+ has not been registered|INFO: lockdep is turned off")
+    r"BUG: key [0-9a-f]+ has not been registered|INFO: lockdep is turned off|"
+    # x86 show_signal(): a user-space program's fault, reported as it gets its SIGSEGV: not a kernel report
+    r"traps: \S.*\[\d+\] (?:general protection|trap |segfault)")
 
 # "------------[ cut here ]------------" opens a WARNING or BUG report: it is a finding of its own only
 # when no named report follows within the next lines.
@@ -82,6 +101,9 @@ SYSRQ_WINDOW = 400               # lines after the header that may still belong 
 BLOCKED_TASK = re.compile(r"^\s*task:(?P<comm>.+?)\s+state:D\b|^(?P<old>\S.{0,15}?)\s+D\s+[0-9a-f]+\s+\d+\s+\d+ 0x")
 
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+# a kernel line that starts inside another writer's line on the console (the guest's sshd logging to the same
+# console, or another CPU's partial line): "dropbear[97]: Child conn[   33.1] watchdog: BUG: soft lockup ..."
+_EMBEDDED_TIMESTAMP = re.compile(r"(?<=\S)\s*(?=\[\s*\d+\.\d{3,}\] )")
 _FRAME = re.compile(r"(?:^|[\s:])(?:\? )?([A-Za-z_][\w.]*\+0x[0-9a-f]+/0x[0-9a-f]+)")   # also "RIP: 0010:f+0x1/0x2"
 
 
@@ -89,14 +111,34 @@ def strip_timestamp(line: str) -> str:
     return _TIMESTAMP.sub("", line)
 
 
-def classify(line: str) -> str | None:
-    bare = strip_timestamp(line).strip()
+def segments(line: str) -> list[str]:
+    """A console line split where a kernel line starts inside it (an embedded printk timestamp)."""
+    parts = _EMBEDDED_TIMESTAMP.split(line)
+    return [p for p in parts if p.strip()] or [line]
+
+
+def _classify_one(bare: str) -> str | None:
     if NOT_A_FINDING.search(bare):
         return None
     for kind, rx in PATTERNS:
         if rx.search(bare):
             return kind
     return None
+
+
+def match(line: str) -> tuple[str, str] | None:
+    """(kind, the segment of ``line`` that starts the report), else None (see ``segments``)."""
+    for seg in segments(line):
+        kind = _classify_one(strip_timestamp(seg).strip())
+        if kind:
+            return kind, seg
+    return None
+
+
+def classify(line: str) -> str | None:
+    """The kind of report ``line`` starts (in any segment of it), else None."""
+    m = match(line)
+    return m[0] if m else None
 
 
 def trace_of(finding: Finding) -> list[str]:
@@ -160,11 +202,12 @@ class Scanner:
                 if blocked_task_name(bare) is not None:
                     self._items.append(_Open("blocked_task", line, self._limit("blocked_task")))
                     return "blocked_task"
-            kind = classify(line)
+            m = match(line)
+            kind, seg = m if m else (None, line)
             if kind == "oops" and self._same_oops():
                 return None                 # arm64: "Unable to handle kernel ..." then "Internal error: Oops"
             if kind:
-                self._items.append(_Open(kind, line, self._limit(kind)))
+                self._items.append(_Open(kind, seg, self._limit(kind)))
                 self._cut = None
                 return kind
             if CUT_HERE.search(line):

@@ -13,6 +13,7 @@ import logging
 import math
 import select
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,43 @@ KILLED_BY_TIMEOUT = 128 + 9
 SFTP_OP_TIMEOUT = 20.0    # no SFTP reply for this long: the guest is not answering (paramiko waits forever)
 SFTP_MIN_RATE = 256 * 1024   # a transfer's deadline: SFTP_OP_TIMEOUT + size at this many bytes per second
 PROBE_TIMEOUT = 8.0       # a fresh SSH connection to ask a wedged kernel for SysRq
+REQUEST_TIMEOUT = 15.0    # the guest's sshd must answer a channel request (exec, subsystem) within this
+
+
+class RequestTimeout(InfraError):
+    """The guest's SSH server accepted a channel but never answered its request (paramiko would wait forever)."""
+
+
+def bounded_request(chan: paramiko.Channel, what: str, request: Callable[[], None],
+                    timeout: float | None = None) -> None:
+    """Run a channel request (``chan.exec_command``, ``chan.invoke_subsystem``) that paramiko waits on without a
+    deadline; past ``timeout`` the channel is closed and the waiter woken, and RequestTimeout is raised."""
+    timeout = REQUEST_TIMEOUT if timeout is None else timeout
+    expired = threading.Event()
+
+    def give_up() -> None:
+        expired.set()
+        try:
+            chan.close()
+        finally:
+            chan.event.set()         # paramiko's own wait (Channel._wait_for_event) is on this event, unbounded
+
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        request()
+    except (paramiko.SSHException, OSError, EOFError):
+        if expired.is_set():
+            raise RequestTimeout(f"the guest's SSH server accepted the channel for {what} but did not answer its "
+                                 f"request within {timeout:.0f} s", fix="the guest's sshd or kernel is wedged: read "
+                                 "serial.log and guest.log in the run folder") from None
+        raise
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        raise RequestTimeout(f"the guest's SSH server did not answer the request for {what} within {timeout:.0f} s",
+                             fix="the guest's sshd or kernel is wedged: read serial.log and guest.log")
 
 
 class ChannelRefused(InfraError):
@@ -151,13 +189,14 @@ class GuestSession:
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None:
             try:
-                sftp = paramiko.SFTPClient.from_transport(self._transport())
-                # typed Optional, but paramiko raises instead of returning None / a client without its channel
-                assert sftp is not None
-                self._sftp = sftp
-                chan = sftp.get_channel()
-                assert chan is not None
+                # SFTPClient.from_transport would wait for the subsystem's answer and its version without a
+                # deadline: open the channel, ask for the subsystem and read the version, each bounded
+                chan = self._transport().open_session(timeout=10)
+                bounded_request(chan, "the SFTP subsystem", lambda: chan.invoke_subsystem("sftp"))
                 chan.settimeout(SFTP_OP_TIMEOUT)
+                self._sftp = paramiko.SFTPClient(chan)
+            except RequestTimeout:
+                raise
             except (paramiko.SSHException, OSError, EOFError) as e:
                 raise InfraError(f"cannot open SFTP to the guest: {e}",
                                  fix="the image must have /usr/lib/sftp-server (vm_images/recipe.toml)") from None
@@ -218,7 +257,7 @@ class GuestSession:
     def start(self, argv: list[str] | str) -> paramiko.Channel:
         """Start a command and do not wait for it (e.g. `reboot -f`)."""
         chan = self._transport().open_session(timeout=10)
-        chan.exec_command(command_line(argv))
+        bounded_request(chan, repr(command_line(argv)), lambda: chan.exec_command(command_line(argv)))
         self._log(f"$ {command_line(argv)} (not waited for)")
         return chan
 
@@ -230,7 +269,9 @@ class GuestSession:
         try:
             chan = self._transport().open_session(timeout=10)
             try:
-                chan.exec_command(wrap_timeout(command, timeout))
+                bounded_request(chan, repr(command), lambda: chan.exec_command(wrap_timeout(command, timeout)))
+            except RequestTimeout:
+                raise
             except paramiko.SSHException as e:
                 if chan.get_transport() is None or not chan.get_transport().is_active():
                     raise

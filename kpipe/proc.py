@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sys
 import subprocess
 import threading
 from pathlib import Path
@@ -29,6 +30,9 @@ def unregister(p: subprocess.Popen[Any]) -> None:
         _children.discard(p)
 
 
+KILL_WAIT = 10.0          # after SIGKILL: how long to wait for the process to be reaped
+
+
 def kill_group(p: subprocess.Popen[Any], grace: float = 3.0) -> None:
     """SIGTERM the child's process group, then SIGKILL after ``grace`` seconds; reap it."""
     if p.poll() is None:
@@ -43,7 +47,12 @@ def kill_group(p: subprocess.Popen[Any], grace: float = 3.0) -> None:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-            p.wait()
+            try:
+                p.wait(timeout=KILL_WAIT)
+            except subprocess.TimeoutExpired:
+                # stuck in the host's kernel (D state): nothing more a signal can do; say so and go on
+                sys.stderr.write(f"kpipe: pid {p.pid} ({str(p.args)[:80]}) has not exited "
+                                 f"{KILL_WAIT:.0f} s after SIGKILL; it is left to the host\n")
     else:
         # the leader is gone; children of its group may linger (make's jobs)
         try:

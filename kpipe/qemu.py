@@ -29,8 +29,8 @@ from . import cache, proc
 from .accel import choose_accel
 from .qemu_cmdline import kernel_cmdline, qemu_command  # noqa: F401  (the command line lives in a leaf)
 from .arches import Arch
-from .errors import InfraError, KernelError
-from .findings import BLOCKED_KINDS, FATAL_KINDS, STUCK_KINDS, Scanner, scan_text
+from .errors import EarlyKernelError, InfraError, KernelError
+from .findings import BLOCKED_KINDS, ENDS_BOOT_KINDS, FATAL_KINDS, STUCK_KINDS, Scanner, describe, scan_text, summarize
 from .guest import GuestSession
 from .image import Initrd, join_archives, make_overlay
 from .results import Finding
@@ -39,9 +39,13 @@ BOOT_TIMEOUT = 60.0          # seconds to the ready marker under KVM; TCG multip
 TCG_MIN_FACTOR = 1.5         # TCG is never given less than this many times the KVM budget
 PANIC_GRACE = 2.0            # after the panic line: how long to collect the rest of the report
 FATAL_GRACE = 10.0           # after an Oops/BUG with no panic following: when the tests are abandoned
+REPORT_GRACE = 5.0           # before the guest is ready, after an Oops/BUG/GPF: collect its report, then judge
+STUCK_GRACE = 25.0           # before ready, after a lockup/stall/hung-task report: the guest may still get ready
+                             #   (a vCPU the host starved); if not by then, the report is the verdict
 SERIAL_BREAK = b"\x01b"      # the stdio mux's escape for a serial BREAK (QEMU: Ctrl-A b)
 SYSRQ_KEY_DELAY = 0.3        # between the BREAK and the SysRq key (the kernel waits up to 5 s for it)
 TAIL_LINES = 30
+BOOT_SYSRQ_KEYS = "wl"       # a guest that did not get ready: show blocked tasks, then every CPU's backtrace
 PORT_ATTEMPTS = 4
 
 
@@ -177,17 +181,73 @@ class VM:
     def panic_error(self) -> KernelError:
         panic = next((f for f in self.findings() if f.kind == "panic"), None)
         lines = self.panic_before + ([panic.line, *panic.context] if panic else [])
-        return KernelError(f"kernel panic on {self.arch.name}: "
-                           f"{panic.line.split('not syncing:', 1)[-1].strip() if panic else '?'}",
-                           detail=lines, log=str(self.serial_log),
-                           fix="the kernel (or its command line) is broken: read the panic report above")
+        e = KernelError(f"kernel panic on {self.arch.name}: "
+                        f"{panic.line.split('not syncing:', 1)[-1].strip() if panic else '?'}",
+                        detail=lines, log=str(self.serial_log),
+                        fix="the kernel (or its command line) is broken: read the panic report above")
+        e.findings = self.findings()
+        return e
 
     def _qemu_errors(self) -> list[str]:
         self._qemu_err.flush()
         return [ln for ln in proc.tail_lines(self.qemu_log, 10) if not ln.startswith("$ ")]
 
+    def early_verdict(self, error: InfraError | None = None) -> EarlyKernelError | None:
+        """The kernel reported something before the guest was ready: that is the verdict (exit 1), whatever else
+        went wrong (no ready marker, sshd never listened, SSH failed, QEMU exited). None when it reported nothing.
+        ``error`` is what would otherwise be said (an infrastructure error): it stays in the detail."""
+        seen = self.findings()
+        if not seen:
+            return None
+        first = next((f for f in seen if f.kind in ENDS_BOOT_KINDS), seen[0])
+        kinds = ", ".join(f"{k} x{n}" if n > 1 else k for k, n in summarize(seen).items())
+        when = f"{self.fatal_at - self.started:.0f} s after QEMU started" if self.fatal_at else "during boot"
+        e = EarlyKernelError(
+            f"{self.arch.name} kernel misbehaved before the guest was ready ({when}): {kinds}; first "
+            f"report: {describe(first)}",
+            detail=[*first.context[:20], *([f"then: {error.message}"] if error else [])], log=str(self.serial_log),
+            fix="the kernel (or the series) is broken: read the report above and serial.log",
+            first_report=first.line,
+            after_report_s=round(time.monotonic() - self.fatal_at, 2) if self.fatal_at is not None else None)
+        e.findings = seen
+        return e
+
+    def _ends_boot_now(self) -> bool:
+        """A report after which the guest cannot be expected to get ready, and its grace is over."""
+        if self.fatal_at is None:
+            return False
+        kinds = {f.kind for f in self.findings()}
+        grace = REPORT_GRACE if kinds & FATAL_KINDS else STUCK_GRACE
+        return time.monotonic() - self.fatal_at >= grace
+
     def wait_ready(self, deadline: float) -> float:
-        """Block until the ready marker (returns seconds since start); raise on panic, exit or timeout."""
+        """Block until the ready marker (returns seconds since start); raise on panic, exit or timeout. Any kernel
+        report before the marker makes the error a KernelError (exit 1) carrying the findings; a report that says
+        the kernel stopped (Oops, BUG, GPF, lockup, stall, hung task) ends the wait after a short grace."""
+        try:
+            return self._wait_ready(deadline)
+        except _PortTaken:
+            raise
+        except InfraError as e:
+            with self._cond:
+                self._cond.wait_for(self.eof.is_set, timeout=0.5)   # the lines just printed
+            if not self.findings() and self.running():
+                # a silent guest: ask the kernel what its tasks and CPUs are doing before calling it nothing
+                # (a task in D state before sshd listens shows up here before the hung-task detector fires)
+                asked = self.send_sysrq(BOOT_SYSRQ_KEYS)
+                self.wait_console_quiet(2.0, 10.0)
+                e.detail = [*e.detail, f"asked the kernel with SysRq {BOOT_SYSRQ_KEYS!r} over the serial console"
+                            + ("" if asked else " (could not send it)") + ": "
+                            + ("it reported nothing" if not self.findings() else "it reported the above")]
+            verdict = self.early_verdict(e)
+            if verdict is not None:
+                raise verdict from None
+            raise
+        except KernelError as e:
+            e.findings = e.findings or self.findings()
+            raise
+
+    def _wait_ready(self, deadline: float) -> float:
         with self._cond:
             while True:
                 if self.panic_at is not None:
@@ -196,6 +256,10 @@ class VM:
                     raise self.panic_error()
                 if self.ready_at is not None:
                     return self.ready_at - self.started
+                if self._ends_boot_now():
+                    verdict = self.early_verdict()
+                    assert verdict is not None          # fatal_at is set only with a finding
+                    raise verdict
                 if self.not_ready_line is not None:
                     reason = self.not_ready_line.split(self.not_ready, 1)[1].lstrip(": ").strip()
                     raise InfraError(
@@ -411,6 +475,9 @@ def boot(arch: Arch, kernel_image: Path, initrd: Initrd, run_dir: Path, *, accel
                 vm.settle()
                 if vm.panic_at is not None:
                     raise vm.panic_error() from e
+                verdict = vm.early_verdict(e)
+                if verdict is not None:             # e.g. sshd hung in the kernel: the report is the verdict
+                    raise verdict from e
                 e.detail = [*e.detail, "last console lines:", *vm.tail_lines()]
                 e.log = e.log or str(vm.serial_log)
                 raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, is_dataclass
 from collections.abc import Iterator
@@ -104,6 +105,15 @@ class HangProbe(Sparse):
 
 
 @dataclass
+class KmemleakInfo(Sparse):
+    """kmemleak's explicit scan after the tests (debug profile)."""
+    seconds: float | None = None                # both scans and the read
+    leaks: int | None = None                    # unreferenced objects reported (findings of kind kmemleak)
+    known: list[str] | None = None              # objects excused as a tree's known false positive, with why
+    log: str | None = None
+
+
+@dataclass
 class LavaInfo(Sparse):
     keep_none: ClassVar[frozenset[str]] = frozenset({     # LAVA's answer is written whole, nulls included
         "job_result", "error_type", "error_msg", "lava_run_exit", "lava_run_seconds", "timed_out", "results",
@@ -133,6 +143,7 @@ class BootInfo(Sparse):
     hang_probe: HangProbe | None = None
     first_fatal_report: str | None = None
     verdict_after_fatal_s: float | None = None
+    kmemleak: KmemleakInfo | None = None
     lava: LavaInfo | None = None
 
 
@@ -285,35 +296,70 @@ def write_json(run: RunResult, path: Path) -> None:
     tmp.replace(path)
 
 
+# Finding kinds that say a detector kpipe relies on was off (not a report of the kernel's behaviour): an error of
+# the run, exit 2, unless the kernel reported something else (kpipe.findings classifies lines into these).
+RUN_ERROR_KINDS = frozenset({"kmemleak_off"})
+
+# XML 1.0 allows no control characters but tab, newline and carriage return (nor U+FFFE/U+FFFF, lone
+# surrogates): a test's output can hold any byte, so they are written as \xNN instead.
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_text(s: str | None) -> str:
+    return _XML_BAD.sub(lambda m: f"\\x{ord(m.group()):02x}", s or "")
+
+
+def _case(parent: ET.Element, classname: str, name: str, seconds: float = 0.0) -> ET.Element:
+    return ET.SubElement(parent, "testcase", classname=xml_text(classname), name=xml_text(name),
+                         time=f"{seconds:.3f}")
+
+
+def _outcome(tc: ET.Element, tag: str, message: str, text: str = "") -> None:
+    el = ET.SubElement(tc, tag, message=xml_text(message))
+    if text:
+        el.text = xml_text(text)
+
+
 def write_junit(run: RunResult, path: Path) -> None:
-    root = ET.Element("testsuites", name=f"kpipe {run.workflow}")
+    """junit.xml says what the verdict says: every test (nested ones flattened, kunit's rule), every kernel
+    finding as a failing case of the arch's ``kernel`` suite, and a run error no test or finding accounts for
+    (a build or apply failure, a boot that never got ready) as the ``pipeline`` suite's error or failure."""
+    root = ET.Element("testsuites", name=xml_text(f"kpipe {run.workflow}"))
     for arch, ar in run.arches.items():
         by_suite: dict[str, list[TestResult]] = {}
         for t in ar.tests:
             by_suite.setdefault(t.suite, []).append(t)
-        if ar.verdict == "error" and not ar.tests:
-            by_suite.setdefault("pipeline", [])
         for suite, tests in by_suite.items():
             flat = [x for t in tests for x in _flatten(t)]
-            ts = ET.SubElement(root, "testsuite", name=f"{arch}.{suite}", tests=str(len(flat)),
+            ts = ET.SubElement(root, "testsuite", name=xml_text(f"{arch}.{suite}"), tests=str(len(flat)),
                                failures=str(sum(x.status == Status.FAIL for x, _ in flat)),
                                errors=str(sum(x.status == Status.ERROR for x, _ in flat)),
                                skipped=str(sum(x.status in (Status.SKIP, Status.XFAIL) for x, _ in flat)))
             for t, name in flat:
-                tc = ET.SubElement(ts, "testcase", classname=f"{arch}.{suite}", name=name,
-                                   time=f"{t.seconds:.3f}")
+                tc = _case(ts, f"{arch}.{suite}", name, t.seconds)
                 msg = f"expected {t.expected}, observed {t.observed}".strip()
                 if t.status == Status.FAIL:
-                    ET.SubElement(tc, "failure", message=msg).text = t.detail
+                    _outcome(tc, "failure", msg, t.detail)
                 elif t.status == Status.ERROR:
-                    ET.SubElement(tc, "error", message=msg).text = t.detail
+                    _outcome(tc, "error", msg, t.detail)
                 elif t.status in (Status.SKIP, Status.XFAIL):
-                    ET.SubElement(tc, "skipped", message=t.detail or t.status.value)
-            if suite == "pipeline":
-                tc = ET.SubElement(ts, "testcase", classname=f"{arch}.pipeline", name="pipeline")
-                ET.SubElement(tc, "error", message=ar.error or "pipeline error")
-                ts.set("tests", "1")
-                ts.set("errors", "1")
+                    _outcome(tc, "skipped", t.detail or t.status.value)
+        if ar.findings:
+            ts = ET.SubElement(root, "testsuite", name=xml_text(f"{arch}.kernel"), tests=str(len(ar.findings)),
+                               failures=str(sum(f.kind not in RUN_ERROR_KINDS for f in ar.findings)),
+                               errors=str(sum(f.kind in RUN_ERROR_KINDS for f in ar.findings)), skipped="0")
+            for i, f in enumerate(ar.findings, 1):
+                tc = _case(ts, f"{arch}.kernel", f"{i:02d} {f.kind} ({f.source})")
+                _outcome(tc, "error" if f.kind in RUN_ERROR_KINDS else "failure", f"{f.kind}: {f.line.strip()}",
+                         "\n".join(f.context))
+        bad_tests = any(x.status.bad for t in ar.tests for x, _ in _flatten(t))
+        if ar.exit_code != 0 and not bad_tests and not ar.findings:
+            ts = ET.SubElement(root, "testsuite", name=xml_text(f"{arch}.pipeline"), tests="1",
+                               failures="1" if ar.exit_code == 1 else "0",
+                               errors="0" if ar.exit_code == 1 else "1", skipped="0")
+            tc = _case(ts, f"{arch}.pipeline", "pipeline")
+            _outcome(tc, "failure" if ar.exit_code == 1 else "error",
+                     (ar.error or f"{ar.verdict} (exit {ar.exit_code})").splitlines()[0], ar.error or "")
     ET.indent(root)
     tmp = path.with_suffix(".xml.tmp")
     ET.ElementTree(root).write(tmp, encoding="utf-8", xml_declaration=True)

@@ -10,19 +10,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
 
-from . import image, kconfig, proc, qemu, selftests, verifier
+from . import image, kconfig, kmemleak, proc, qemu, selftests, verifier
 from .arches import Arch
 from .build import Kernel
 from .commands import remember_kernel
 from .checkout import Checkout
-from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, InfraError,
+from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, EarlyKernelError,
+                     InfraError,
                      KernelError, KpipeError)
 from .findings import BLOCKED_KINDS, FATAL_KINDS, blocked_task_name, describe, summarize
+from .findings import strip_timestamp as strip
 from .patches import Applied, Series
 from .pipeline import Options, apply, build_kernel
 from .profiles import get_profile
 from .progress import note, phase
-from .results import ArchResult, BootInfo, BuildInfo, Finding, HangProbe, KernelInfo, Status
+from .results import (RUN_ERROR_KINDS, ArchResult, BootInfo, BuildInfo, Finding, HangProbe, KernelInfo, KmemleakInfo,
+                      Status)
 from .tree import Tree
 
 # Which exit code wins when arches disagree: a patch that does not apply or a build failure says the most.
@@ -134,6 +137,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     vm: qemu.VM | None = None
     wedged: KpipeError | None = None
     dmesg: list[Finding] = []
+    leaks: list[Finding] = []
     try:
         with contextlib.ExitStack() as stack:
             with phase("boot", prep.arch.name, ar.phases) as ph:
@@ -164,6 +168,9 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
             guest.session.abort_check = guest.session.on_timeout = None
             if wedged is not None or guest.session.timed_out or vm.fatal_at is not None:
                 ask_wedged_kernel(guest, ar)
+            elif vm.running() and not vm.panicked and kmemleak.enabled(prep.kernel.config):
+                with phase("kmemleak", f"{prep.arch.name} scan twice, read the report", ar.phases):
+                    leaks = scan_kmemleak(guest, ar, adir)
             if vm.running() and not vm.panicked:
                 with phase("dmesg", prep.arch.name, ar.phases):
                     try:
@@ -183,7 +190,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
         if vm is not None:
             ar.findings += vm.findings()       # the whole console, read to its end (QEMU has stopped)
             ar.boot.findings = [describe(f) for f in ar.findings]
-    ar.findings += dmesg
+    ar.findings += dmesg + leaks
     if vm is not None:
         _note_fatal_latency(ar, vm)
     ar.boot.findings = [describe(f) for f in ar.findings]
@@ -195,6 +202,20 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
         wedged.log = wedged.log or str(adir / "serial.log")
         raise wedged
     return judge(ar)
+
+
+def scan_kmemleak(guest: qemu.Guest, ar: ArchResult, adir: Path) -> list[Finding]:
+    """kmemleak's report after the tests: each leak a finding; its being off an error of the run."""
+    try:
+        rep = kmemleak.scan(guest.session, adir, ar.kernel.release or "")
+    except InfraError as e:
+        rep = kmemleak.KmemleakReport(findings=[Finding(kind="kmemleak_off", source="kmemleak",
+                                                        line=f"kmemleak: no leak report: {e.message}")])
+    leaks = [f for f in rep.findings if f.kind == "kmemleak"]
+    ar.boot.kmemleak = KmemleakInfo(seconds=rep.seconds, leaks=len(leaks), known=rep.known or None,
+                                    log=str(adir / "kmemleak.log"))
+    ar.logs["kmemleak"] = str(adir / "kmemleak.log")
+    return rep.findings
 
 
 def check_guest_cpus(guest: qemu.Guest, vcpus: int, profile: str) -> int:
@@ -243,25 +264,29 @@ def _note_fatal_latency(ar: ArchResult, vm: qemu.VM) -> None:
 def judge(ar: ArchResult) -> ArchResult:
     failed = [t for t in ar.tests if any(x.status == Status.FAIL for x in t.walk())]
     errored = [t for t in ar.tests if any(x.status == Status.ERROR for x in t.walk())]
-    if ar.findings:
+    reports = [f for f in ar.findings if f.kind not in RUN_ERROR_KINDS]    # what the kernel itself reported
+    blind = [f for f in ar.findings if f.kind in RUN_ERROR_KINDS]          # a detector kpipe relies on was off
+    if reports:
         ar.verdict, ar.exit_code = "fail", EXIT_KERNEL
-        kinds = summarize(ar.findings)
-        blocked = sorted({blocked_task_name(f.line) or "?" for f in ar.findings if f.kind in BLOCKED_KINDS})
+        kinds = summarize(reports)
+        blocked = sorted({blocked_task_name(f.line) or "?" for f in reports if f.kind in BLOCKED_KINDS})
         why = [f"{k} x{n}" if n > 1 else k for k, n in kinds.items()]
         ar.error = "kernel misbehaved: " + ", ".join(why)
         if blocked:
             ar.error += "; blocked task(s): " + ", ".join(blocked)
         if failed:
             ar.error += "; failed: " + ", ".join(f"{t.suite}/{t.name}" for t in failed[:8])
-        first = next((f for f in ar.findings if f.kind in FATAL_KINDS), ar.findings[0])
+        first = next((f for f in reports if f.kind in FATAL_KINDS), reports[0])
         ar.error += "\nfirst report: " + describe(first)
     elif failed:
         ar.verdict, ar.exit_code = "fail", EXIT_KERNEL
         why = [f"{t.suite}/{t.name}" for t in failed]
         ar.error = "kernel misbehaved: " + ", ".join(why[:8]) + (" ..." if len(why) > 8 else "")
-    elif errored:
+    elif errored or blind:
         ar.verdict, ar.exit_code = "error", EXIT_INFRA
-        ar.error = "tests could not run: " + ", ".join(f"{t.suite}/{t.name}" for t in errored[:8])
+        ar.error = "; ".join(
+            ([f"tests could not run: {', '.join(f'{t.suite}/{t.name}' for t in errored[:8])}"] if errored else []) +
+            [f"the run cannot vouch for the kernel: {strip(f.line)}" for f in blind])
     else:
         ar.verdict, ar.exit_code = "pass", EXIT_PASS
     return ar
@@ -274,7 +299,14 @@ def _record_error(ar: ArchResult, e: KpipeError) -> ArchResult:
     if isinstance(e, ConfigError):
         ar.config.missing = list(e.detail)       # one line per option: requested, got, and why
     if isinstance(e, KernelError):
-        ar.findings.append(Finding(kind="panic", source="console", line=e.message, context=tuple(e.detail)))
+        # the console's reports when the boot itself failed (boot_and_run_tests had no VM to read them from)
+        ar.findings += [f for f in e.findings if f not in ar.findings]
+        if not ar.findings:
+            ar.findings.append(Finding(kind="panic", source="console", line=e.message, context=tuple(e.detail)))
+        ar.boot.findings = [describe(f) for f in ar.findings]
+    if isinstance(e, EarlyKernelError):
+        ar.boot.first_fatal_report = e.first_report
+        ar.boot.verdict_after_fatal_s = e.after_report_s
     if e.detail:
         ar.error += "\n" + "\n".join(e.detail)
     if e.log:

@@ -53,6 +53,9 @@ def test_shipped_patch_passes_with_zero_findings(tmp_path, arch):
     print(f"\n{arch} seed on debug: exit {ran.code} in {seconds:.0f}s, phases {ar['phases']}")
     assert ran.code == 0, str(ran)
     assert ar["findings"] == [] and ar["kernel"]["profile"] == "debug", ar["findings"]
+    # kmemleak really looked (its premise: the scan ran and read a report) and found nothing
+    assert ar["boot"]["kmemleak"]["leaks"] == 0 and "kmemleak" in ar["phases"], ar["boot"]
+    assert "kmemleak" in ar["logs"]
     keep_golden(tmp_path, arch, "clean-seed")
 
 

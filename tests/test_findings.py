@@ -262,3 +262,59 @@ def test_golden_console_of_a_real_run(name):
         from kpipe.findings import blocked_task_name
         names = {blocked_task_name(f.line) for f in found if f.kind in ("blocked_task", "hung_task")}
         assert any(n and n.startswith(want["blocked"]) for n in names), names
+
+
+# The kernel's own message texts (5.10 kernel/locking/lockdep.c, kernel/rcu/tree_exp.h, tree_stall.h, tasks.h;
+# arch/x86/kernel/traps.c show_signal) that the scanner once missed or misread.
+def test_lockdep_non_static_key_is_a_lockdep_finding():
+    text = ("[    7.100000] INFO: trying to register non-static key.\n"
+            "[    7.100100] The code is fine but needs lockdep annotation, or maybe\n"
+            "[    7.100200] you didn't initialize this object before use?\n")
+    assert summarize(scan_text(text, "console")) == {"lockdep": 1}
+
+
+def test_every_rcu_stall_flavour_is_a_stall():
+    for line in ("rcu: INFO: rcu_sched detected expedited stalls on CPUs/tasks: { 1-... } 21003 jiffies s: 93",
+                 "rcu: INFO: rcu_preempt detected expedited stalls on CPUs/tasks: {",
+                 "rcu: INFO: rcu_tasks detected stalls on tasks:",
+                 "rcu: INFO: rcu_tasks_trace detected stalls on tasks:",
+                 "rcu: INFO: rcu_sched self-detected stall on CPU",
+                 "rcu: INFO: rcu_sched detected stalls on CPUs/tasks:"):
+        assert classify(f"[   40.000000] {line}") == "rcu_stall", line
+
+
+def test_a_user_space_gpf_is_not_a_kernel_report():
+    line = ("[   30.200000] traps: mremap_test[91] general protection fault ip:401d2e sp:7ffd4c1e8f40 error:0 in "
+            "mremap_test[401000+93000]")
+    assert classify(line) is None
+    # the kernel's own GPF still is one
+    assert classify("[   30.300000] general protection fault, probably for non-canonical address "
+                    "0xdead000000000100: 0000 [#1] SMP KASAN") == "gpf"
+
+
+def test_a_report_inside_another_writers_console_line_is_found():
+    # the guest's sshd logs to the same console; another CPU's partial line can precede a report too
+    console = ("[   28.000000] dropbear[97]: Child connection from 10.0.2.2:40112[   33.418001] watchdog: BUG: soft "
+               "lockup - CPU#1 stuck for 23s! [init:1]\n"
+               "[   33.418100] Modules linked in:\n"
+               "CPU1: partial line[   33.500000] INFO: task dropbear:97 blocked for more than 15 seconds.\n")
+    found = scan_text(console, "console")
+    assert [f.kind for f in found] == ["soft_lockup", "hung_task"]
+    assert found[0].line.startswith("[   33.418001] watchdog: BUG: soft lockup"), found[0].line
+    assert "blocked for more than" in found[1].line and not found[1].line.startswith("CPU1")
+
+
+def test_kmemleak_reports_and_kmemleak_turning_itself_off():
+    report = ("unreferenced object 0xffff888006a3c000 (size 200):\n"
+              "  comm \"mremap_dontunmap\", pid 88, jiffies 4294902334 (age 21.340s)\n"
+              "  backtrace:\n"
+              "    [<000000003a2f6a4b>] vm_area_dup+0x1f/0x150\n"
+              "    [<00000000b4f1c2d7>] move_vma+0x2a1/0x6b0\n")
+    found = scan_text(report, "kmemleak")
+    assert [f.kind for f in found] == ["kmemleak"]
+    assert any("move_vma" in c for c in found[0].context)
+    assert classify("[    0.000000] kmemleak: Memory pool empty, consider increasing "
+                    "CONFIG_DEBUG_KMEMLEAK_MEM_POOL_SIZE") == "kmemleak_off"
+    assert classify("[    2.000000] kmemleak: Kernel memory leak detector disabled") == "kmemleak_off"
+    assert classify("[    2.000000] kmemleak: Kernel memory leak detector initialized (mem pool available: "
+                    "39123)") is None

@@ -48,3 +48,32 @@ def test_a_failing_child_is_counted_once_and_an_own_failure_is_kept(tmp_path):
     assert failed == ["child-fails/mremap memfd DONTUNMAP keeps the source", "own-fail", "plain"]
     assert suite.get("failures") == "3" and suite.get("tests") == "7"
     assert root.find("testsuite[@name='arm64.verifier']").get("failures") == "0"
+
+
+def test_a_run_failed_only_by_a_kernel_finding_has_a_failing_case(tmp_path):
+    from kpipe.results import Finding
+    ar = ArchResult(arch="arm64", verdict="fail", exit_code=1,
+                    tests=[Case("verifier", "shmem-dontunmap", Status.PASS, "ok", "ok")],
+                    findings=[Finding("warning", "console", "WARNING: CPU: 0 PID: 1 at mm/mremap.c:68",
+                                      ("Call trace:", " move_page_tables+0x4c/0x6a0")),
+                              Finding("kmemleak_off", "kmemleak", "kmemleak: Memory pool empty")])
+    path = tmp_path / "junit.xml"
+    write_junit(RunResult(workflow="verify", arches={"arm64": ar}), path)
+    root = ET.parse(path).getroot()
+    [kernel] = [s for s in root.iter("testsuite") if s.get("name") == "arm64.kernel"]
+    assert kernel.get("failures") == "1" and kernel.get("errors") == "1"
+    failure = kernel.find("testcase/failure")
+    assert failure is not None and "mm/mremap.c:68" in failure.get("message") and "move_page_tables" in failure.text
+    assert sum(int(s.get("failures")) + int(s.get("errors")) for s in root.iter("testsuite")) == 2
+
+
+def test_a_run_error_no_test_explains_is_a_pipeline_case_and_control_chars_stay_well_formed(tmp_path):
+    ar = ArchResult(arch="x86_64", verdict="error", exit_code=2, error="guest did not get ready\x1b[0m\x00",
+                    tests=[Case("verifier", "x", Status.PASS, "ok", "ok", detail="out\x07put\x1b[31m")])
+    path = tmp_path / "junit.xml"
+    write_junit(RunResult(workflow="verify", arches={"x86_64": ar}), path)
+    root = ET.parse(path).getroot()            # parses: no raw control character in the XML
+    [pipe] = [s for s in root.iter("testsuite") if s.get("name") == "x86_64.pipeline"]
+    err = pipe.find("testcase/error")
+    assert err is not None and err.get("message").startswith("guest did not get ready\\x1b")
+    assert "\x00" not in path.read_text() and "\\x00" in path.read_text()
