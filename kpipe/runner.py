@@ -16,7 +16,7 @@ from .build import Kernel
 from .commands import remember_kernel
 from .checkout import Checkout
 from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, EarlyKernelError,
-                     InfraError,
+                     InfraError, UsageError,
                      KernelError, KpipeError)
 from .findings import BLOCKED_KINDS, FATAL_KINDS, blocked_task_name, describe, summarize
 from .findings import strip_timestamp as strip
@@ -68,6 +68,24 @@ class Variant:
 
 
 # ---------------------------------------------------------------- one arch: build side, boot side
+
+def check_options(opts: Options, arches: list[Arch]) -> None:
+    """Every usage error that does not depend on the tree or the commit, before anything is fetched or built:
+    --expect, --profile, --selftests names, --extra-test files. Under `git bisect run` such an error would be the
+    same on every commit (exit 128 stops the bisection); a selftest the catalogue knows but a commit's tree lacks
+    is a condition of that commit (found in the run: 125, skip)."""
+    if opts.expect:
+        verifier.check_policy(opts.expect)
+    get_profile(opts.profile)
+    selftests.check_choice(opts.selftests)
+    for name in opts.extra_tests:
+        f = Path(name)
+        if not f.is_file():
+            raise UsageError(f"--extra-test {f}: no such file", fix="give the path of a .c file or a static binary")
+        if f.suffix != ".c":
+            for a in arches:
+                selftests.check_static_binary(f, a)
+
 
 def _arch_result(arch: Arch, applied: Applied | None) -> ArchResult:
     ar = ArchResult(arch=arch.name)

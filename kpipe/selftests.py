@@ -259,6 +259,20 @@ def choose(tree: Path, touched_files: list[str], mmdir: str) -> tuple[dict[str, 
     return {n: "; ".join(dict.fromkeys(why[n])) for n in catalogue_names() if n in why}, uncovered
 
 
+def check_choice(choice: str) -> list[str]:
+    """The names a ``--selftests a,b,c`` choice asks for; UsageError for a name kpipe's catalogue does not know
+    (the same on every tree and commit). all-relevant and none ask for no name."""
+    choice = (choice or "all-relevant").strip()
+    if choice in ("all-relevant", "none"):
+        return []
+    names = [n.strip() for n in choice.split(",") if n.strip()]
+    unknown = [n for n in names if n not in catalogue_names()]
+    if unknown or not names:
+        raise UsageError(f"unknown selftest name(s) in --selftests {choice!r}: {', '.join(unknown) or '(empty)'}",
+                         fix="use all-relevant, none, or a comma list of: " + ", ".join(catalogue_names()))
+    return names
+
+
 def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> list[SelftestSpec]:
     """The selftests to run: ``all-relevant`` (from the touched files: kpipe's map and the tree's MAINTAINERS),
     ``none``, or ``a,b,c``. Each spec says why it was chosen."""
@@ -270,12 +284,7 @@ def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> 
     if choice == "all-relevant":
         why, _ = choose(tree, touched_files, mmdir)
     else:
-        names = [n.strip() for n in choice.split(",") if n.strip()]
-        unknown = [n for n in names if n not in catalogue_names()]
-        if unknown or not names:
-            raise UsageError(f"unknown selftest name(s) in --selftests {choice!r}: {', '.join(unknown) or '(empty)'}",
-                             fix="use all-relevant, none, or a comma list of: " + ", ".join(catalogue_names()))
-        why = {n: "asked for with --selftests" for n in names}
+        why = {n: "asked for with --selftests" for n in check_choice(choice)}
     by_name = {e["name"]: e for e in CATALOGUE}
     return [replace(_spec_for(by_name[n], tree, mmdir), why=w) for n, w in why.items()]
 

@@ -15,6 +15,7 @@ from .progress import note, phase
 from .results import ArchResult, PremergeArch, RunResult
 from .comparison import compare, expected_flip, judge_premerge_arch  # noqa: F401
 from .runner import (VERDICT_OF, Prepared, Variant, _arch_result, _record_error, boot_and_run_tests,  # noqa: F401
+                     check_options,
                      judge, prepare_arch, run_variant, step_mark, worst)
 
 
@@ -40,6 +41,7 @@ def _new_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path]
 def verify(opts: Options, repro: str = "") -> RunResult:
     started = time.monotonic()
     arches = resolve_arches(opts.arch)
+    check_options(opts, arches)             # a usage error before any fetch or build
     series = series_of(opts)
     run, run_dir = _new_run("verify", opts, repro)
     run.extra.series = series.describe()
@@ -62,6 +64,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
 
     started = time.monotonic()
     arches = resolve_arches(opts.arch or "all")
+    check_options(opts, arches)
     series = series_of(opts)
     run, run_dir = _new_run("premerge", opts, repro)
     run.extra.series = series.describe()
@@ -116,6 +119,7 @@ def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_ba
     from . import bisection
     started = time.monotonic()
     arches = resolve_arches(opts.arch)
+    check_options(opts, arches)
     run, run_dir = _new_run("bisect", opts, repro)
     timings: dict[str, float] = {}
     try:

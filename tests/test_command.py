@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,22 @@ def test_first_command_installs_on_debians_own_python(tmp_path):
     # a second run only checks (no venv or pip work)
     again = subprocess.run([setup_cmd], cwd=src, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "installing" not in again.stderr and "creating" not in again.stderr, again.stderr
+
+
+def test_usage_errors_found_only_in_a_run_are_caught_before_any_build(tmp_path, env):
+    """--expect, --selftests and --extra-test were checked deep in a run (after a full build: exit 2, so `git bisect
+    run` skipped every commit with 125). They are the same on every commit: 128 at once, nothing fetched or built."""
+    static = tmp_path / "not-an-elf"
+    static.write_text("#!/bin/sh\necho hi\n")
+    for bad, says in ((["--expect", "bogus"], "bogus"), (["--selftests", "nosuch"], "unknown selftest name"),
+                      (["--extra-test", str(tmp_path / "missing.c")], "no such file"),
+                      (["--extra-test", str(static)], "not a C file (.c) and not an ELF executable"),
+                      (["--profile", "nosuch"], "unknown profile")):
+        t0 = time.monotonic()
+        r = run_kpipe("verify", "--bisect-exit-codes", *bad, cwd=tmp_path, env=env)
+        assert r.returncode == 128, (bad, r.stderr[-2000:])
+        assert says in r.stderr and "abort" in r.stderr, r.stderr[-2000:]
+        assert "fetch: start" not in r.stderr and "build: start" not in r.stderr, r.stderr[-2000:]
+        assert time.monotonic() - t0 < 30
+        r = run_kpipe("verify", *bad, cwd=tmp_path, env=env)
+        assert r.returncode == 2, r.stderr[-2000:]

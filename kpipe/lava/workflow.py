@@ -16,6 +16,7 @@ from ..accel import choose_accel
 from ..arches import resolve_arches
 from ..errors import KpipeError, UsageError
 from ..pipeline import Options, apply, locked_checkout, resolve_tree, series_of
+from ..runner import check_options
 from ..progress import note, phase
 from ..results import ArchResult, RunResult
 from ..runner import Prepared, _arch_result, _record_error, prepare_arch
@@ -83,6 +84,7 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     if wait and not submit:
         raise UsageError("--wait needs --submit URL", fix="pass --submit URL (a LAVA server) or drop --wait")
     arches = resolve_arches(opts.arch)
+    check_options(opts, arches)
     series = series_of(opts)
     run, run_dir = workflows._new_run("lava", opts, repro)
     timings: dict[str, float] = {}
