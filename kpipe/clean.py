@@ -200,9 +200,9 @@ def _remove(e: Entry, root: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-    for lk in e.locks:                                       # a build folder's lock file goes with it
-        if lk.parent == e.path.parent and lk.name == f"{e.path.name}.lock":
-            lk.unlink(missing_ok=True)
+    # Lock files stay (a few bytes each, never an entry): clean holds them while it deletes, and unlinking a lock
+    # file while it is held lets a run that already opened it lock the unlinked inode while the next run locks a
+    # new file of the same name: two "exclusive" holders.
     if e.kind in ("work", "trees"):                          # forget the worktree in its mirror
         repo = root / "trees" / f"{e.path.name if e.kind == 'work' else e.path.name[:-4]}.git"
         if repo.is_dir():

@@ -84,10 +84,9 @@ class PortLease:
                          fix="too many runs at once? stop some and try again")
 
     def release(self) -> None:
+        """Let the port go. The lock file stays: unlinked while held, a run that has it open would lock the
+        unlinked inode while another locks a new file of that name, and both would use the port."""
         if self._fd is not None:
-            with contextlib.suppress(OSError):
-                if self._path is not None:      # set together with _fd
-                    self._path.unlink()
             os.close(self._fd)
             self._fd = None
 
@@ -400,6 +399,7 @@ class Guest:
     ssh_seconds: float           # QEMU start -> SSH session up
     run_dir: Path
     dmesg_findings: list[Finding] = field(default_factory=list)
+    probe_lock: threading.Lock = field(default_factory=threading.Lock)   # one SysRq probe at a time
 
     @property
     def port(self) -> int:

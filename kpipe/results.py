@@ -34,6 +34,7 @@ class TestResult:
     seconds: float = 0.0
     output: str = ""           # path of the verbatim output file, relative to the run folder
     subtests: tuple["TestResult", ...] = ()   # nested KTAP levels, kept as they came
+    runs: int = 1              # how many times it ran (a known hang of the test retried; a refused channel)
 
     def walk(self) -> Iterator[TestResult]:
         yield self
@@ -141,6 +142,7 @@ class BootInfo(Sparse):
     cpus: int | None = None                     # what the guest kernel runs on (nproc)
     findings: list[str] | None = None
     hang_probe: HangProbe | None = None
+    hang_probes: list[HangProbe] | None = None      # every probe (one per timeout); hang_probe is the first
     first_fatal_report: str | None = None
     verdict_after_fatal_s: float | None = None
     kmemleak: KmemleakInfo | None = None

@@ -184,9 +184,13 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                 wedged = e
                 ar.tests += e.partial_results
             guest.session.abort_check = guest.session.on_timeout = None
-            if wedged is not None or guest.session.timed_out or vm.fatal_at is not None:
+            if (wedged is not None or guest.session.timed_out or vm.fatal_at is not None) \
+                    and ar.boot.hang_probe is None:     # not yet asked for this run
                 ask_wedged_kernel(guest, ar)
-            elif vm.running() and not vm.panicked and kmemleak.enabled(prep.kernel.config):
+            # leaks are looked for whenever the session still works (a test's own known hang, retried, is no reason
+            # to skip it); not after a fatal report (the scan would only wait on a broken kernel)
+            if wedged is None and vm.fatal_at is None and vm.running() and not vm.panicked and \
+                    kmemleak.enabled(prep.kernel.config):
                 with phase("kmemleak", f"{prep.arch.name} scan twice, read the report", ar.phases):
                     leaks = scan_kmemleak(guest, ar, adir)
             if vm.running() and not vm.panicked:
@@ -256,21 +260,27 @@ def check_guest_cpus(guest: qemu.Guest, vcpus: int, profile: str) -> int:
 
 def ask_wedged_kernel(guest: qemu.Guest, ar: ArchResult) -> None:
     """SysRq w + l (fresh SSH when it answers, else serial BREAK), then read the console for a bounded time.
-    Once per run; nothing to ask when QEMU is gone or the kernel panicked."""
+    On every timeout (a retried test's second hang is asked about too: its retry depends on the answer), one
+    probe at a time (tests time out side by side); nothing to ask when QEMU is gone or the kernel panicked.
+    ``boot.hang_probe`` is the first probe, ``boot.hang_probes`` every one."""
     vm = guest.vm
-    if ar.boot.hang_probe is not None or not vm.running() or vm.panicked:
-        return
-    t0 = time.monotonic()
-    why_not = guest.session.sysrq(HANG_SYSRQ_KEYS, alive=vm.running)
-    via = "ssh /proc/sysrq-trigger"
-    if why_not is not None:
-        via = "serial BREAK" if vm.send_sysrq(HANG_SYSRQ_KEYS) else f"none ({why_not})"
-    waited = vm.wait_console_quiet(CONSOLE_QUIET, CONSOLE_LIMIT)
-    ar.boot.hang_probe = HangProbe(sysrq=HANG_SYSRQ_KEYS, via=via, ssh_error=why_not or "",
-                                   seconds=round(time.monotonic() - t0, 2), console_wait=round(waited, 2),
-                                   timed_out=list(guest.session.timed_out))
-    note(f"{guest.arch.name}: the guest stopped answering; asked the kernel with SysRq {HANG_SYSRQ_KEYS!r} "
-         f"via {via}")
+    with guest.probe_lock:
+        if not vm.running() or vm.panicked:
+            return
+        t0 = time.monotonic()
+        why_not = guest.session.sysrq(HANG_SYSRQ_KEYS, alive=vm.running)
+        via = "ssh /proc/sysrq-trigger"
+        if why_not is not None:
+            via = "serial BREAK" if vm.send_sysrq(HANG_SYSRQ_KEYS) else f"none ({why_not})"
+        waited = vm.wait_console_quiet(CONSOLE_QUIET, CONSOLE_LIMIT)
+        probe = HangProbe(sysrq=HANG_SYSRQ_KEYS, via=via, ssh_error=why_not or "",
+                          seconds=round(time.monotonic() - t0, 2), console_wait=round(waited, 2),
+                          timed_out=list(guest.session.timed_out))
+        if ar.boot.hang_probe is None:
+            ar.boot.hang_probe = probe
+        ar.boot.hang_probes = [*(ar.boot.hang_probes or []), probe]
+    note(f"{guest.arch.name}: a guest command ran past its deadline; asked the kernel with SysRq "
+         f"{HANG_SYSRQ_KEYS!r} via {via}")
 
 
 def _note_fatal_latency(ar: ArchResult, vm: qemu.VM) -> None:

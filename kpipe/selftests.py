@@ -759,8 +759,17 @@ def run_selftests(session: Session, built: list[BuiltTest], out_dir: Path, suite
         if cr.timed_out:
             _kill_remote(session, pidfile)
         run = status_from_exit(cr.exit_status, cr.timed_out, spec.timeout)
+        if cr.timed_out and spec.known_hang and spec.tries > 1 and runs >= spec.tries and \
+                not _kernel_reported(session):
+            # every run hung in the test's known user-space bug and the kernel said nothing when asked: nothing
+            # is known about the kernel from this test (exit 2), it is not the kernel's failure (exit 1)
+            why = (f"inconclusive: all {runs} runs timed out after {spec.timeout:g} s and the kernel reported "
+                   f"nothing, even asked with SysRq each time: the known hang of the test itself "
+                   f"({spec.known_hang})")
+            run = _Run(Status.ERROR, f"inconclusive: {runs} timeouts", f"TIMEOUT {runs} runs", [why])
         res, run = _result(b, out_dir, suite, rel_to, output, run, cr.seconds or time.monotonic() - start)
         mine = [r for r in retried if r.startswith(f"{spec.name}: ")]
+        res = replace(res, runs=runs + sum("refused its channel" in r for r in mine))
         if mine:
             res = replace(res, detail="\n".join([*mine, res.detail]).strip())
         return res, run, output
