@@ -13,7 +13,7 @@ from .runner import VERDICT_OF, worst
 
 
 def compare(base: list[TestResult], patched: list[TestResult]) -> list[dict[str, str]]:
-    """Per test: fixed (fail->pass), regressed (pass->fail), unchanged, new, gone."""
+    """Per test: fixed (fail->pass), regressed (pass->fail), lost (pass->skip), unchanged, new, gone."""
     def flat(ts: list[TestResult]) -> dict[str, TestResult]:
         return {f"{t.suite}/{name}": t for top in ts for t, name in _walk_named(top)}
     b, p = flat(base), flat(patched)
@@ -29,6 +29,8 @@ def compare(base: list[TestResult], patched: list[TestResult]) -> list[dict[str,
             change = "fixed"
         elif bs == Status.PASS and ps.bad:
             change = "regressed"
+        elif bs == Status.PASS and ps == Status.SKIP:
+            change = "lost"            # ran and passed on the baseline, not run on the patched kernel
         else:
             change = "unchanged"
         rows.append({"test": name, "baseline": bs.value if bs else "", "patched": ps.value if ps else "",
@@ -119,7 +121,15 @@ def judge_premerge_arch(b: ArchResult, p: ArchResult, expectations: verifier.Exp
     both_ran = _completed(b) and _completed(p)
     bad = ("fail", "error") if _completed(p) else ("fail",)
     regressed = [r["test"] for r in comp if r["change"] == "regressed" and r["patched"] in bad]
+    # pass -> skip hides a test the patch may break: a regression, unless the two sides' policies expect the
+    # case to behave differently (a flip case the patched policy expects to skip)
+    differs = {f"verifier/{r['case']}" for r in flip.get("cases", [])}
+    lost = [r["test"] for r in comp if r["change"] == "lost" and r["test"] not in differs]
+    regressed += lost
     new_failing = [r["test"] for r in comp if r["change"] == "new" and r["patched"] in bad]
+    b_runs = {f"{t.suite}/{t.name}": t.runs for t in b.tests}
+    retried = [f"{t.suite}/{t.name} ({t.runs} runs)" for t in p.tests
+               if t.runs > 1 and b_runs.get(f"{t.suite}/{t.name}", 1) == 1]
     slower = verifier.latency_regressions(b.tests, p.tests) if both_ran else []
     reasons = []
     if regressed:
@@ -133,6 +143,9 @@ def judge_premerge_arch(b: ArchResult, p: ArchResult, expectations: verifier.Exp
         reasons.append(flip["why"])
     if slower:
         reasons.append("stop-the-world move latency regressed: " + "; ".join(slower))
+    if retried:      # a flag for the maintainer, not a verdict: the test's own known hang is retried on both sides
+        reasons.append("needed a retry on the patched kernel but not on the baseline (look at their logs): "
+                       + ", ".join(retried))
     infra = []
     for side, r in (("baseline", b), ("patched", p)):
         if not _completed(r):

@@ -94,3 +94,33 @@ def test_baseline_that_could_not_run_is_exit_2(exp):
     j = judge_premerge_arch(_side(exp, "anon-only", EXIT_INFRA, error="QEMU exited"),
                             _side(exp, "anon+shmem"), exp)
     assert j.exit_code == EXIT_INFRA and j.reasons == ["baseline could not be verified: QEMU exited"]
+
+
+def test_a_test_that_passed_on_the_baseline_and_skipped_on_the_patched_kernel_is_a_regression(exp):
+    st = {n: Status.PASS for n in SELFTESTS} | {"memfd_test": Status.SKIP}
+    j = judge_premerge_arch(_side(exp, "anon-only"), _side(exp, "anon+shmem", selftests=st), exp)
+    assert j.exit_code == EXIT_KERNEL, j.reasons
+    assert j.reasons == ["regressed: selftests/memfd_test"]
+    assert [r["change"] for r in j.comparison if r["test"] == "selftests/memfd_test"] == ["lost"]
+
+
+def test_pass_to_skip_of_a_case_whose_policies_differ_is_not_a_regression(exp):
+    # a verifier case the patched policy expects to skip while the baseline's expects a pass
+    base, patched = _side(exp, "anon-only"), _side(exp, "anon+shmem")
+    flip = next(n for n, c in exp.cases.items()
+                if c.outcomes["anon-only"] != c.outcomes["anon+shmem"])
+    for side, status in ((base, Status.PASS), (patched, Status.SKIP)):
+        side.tests = [Result(t.suite, t.name, status, t.expected, t.observed) if t.name == flip else t
+                      for t in side.tests]
+    j = judge_premerge_arch(base, patched, exp)
+    assert not any("regressed" in r for r in j.reasons), j.reasons
+
+
+def test_a_retry_needed_only_on_the_patched_side_is_flagged_not_failed(exp):
+    patched = _side(exp, "anon+shmem")
+    patched.tests = [Result(t.suite, t.name, t.status, t.expected, t.observed, runs=2) if t.name == "mlock2-tests"
+                     else t for t in patched.tests]
+    j = judge_premerge_arch(_side(exp, "anon-only"), patched, exp)
+    assert j.exit_code == EXIT_PASS
+    assert any("needed a retry on the patched kernel but not on the baseline" in r and "mlock2-tests (2 runs)" in r
+               for r in j.reasons), j.reasons
