@@ -104,7 +104,7 @@ def _edit_patch(src_text: str, nonce: str, path: Path) -> Path:
 
 def _series_with_edit(tree: Tree, run_dir: Path, nonce: str) -> Path:
     """The shipped series plus a one-line edit named by ``nonce`` (same nonce: same patch text, same kernels)."""
-    src_text = git(tree.worktree, "show", "HEAD:mm/mremap.c").stdout
+    src_text = git(tree.repo, "show", f"{tree.base}:mm/mremap.c", bare=True).stdout     # the base, not HEAD
     seed = [str(p.path) for p in series_of(Options()).patches]
     edit = _edit_patch(src_text, nonce, run_dir / f"edit-{nonce}.patch")
     series_file = run_dir / f"series-{nonce}"
