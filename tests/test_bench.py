@@ -142,3 +142,12 @@ def test_one_real_quick_row_then_resume(tmp_path: Path, tree510) -> None:      #
     assert bench.run_bench(resume=str(out), echo=printed.append) == 0
     assert set(os.listdir(out)) == entries                 # no new verify run folder
     assert sum("(from the earlier run)" in ln for ln in printed) == 1
+
+
+def test_readme_measured_rows_come_from_the_recorded_bench_json() -> None:
+    """The README's debug table is this real bench.json's rows (regenerate one with the other)."""
+    real = load_doc(Path(__file__).parent / "data" / "bench" / "2026-12-02-shared" / "bench.json")
+    assert real is not None and real["rows"]
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for r in real["rows"]:
+        assert f"| {r['phase']} | {r['arch']} | {r['profile']} | {r['kpipe_s']} | {r['raw_s']} | {r['ratio']} |" in readme
