@@ -87,17 +87,55 @@ def machine_build_lock() -> contextlib.AbstractContextManager[None]:
     return cache.file_lock(path, "kernel build (one make at a time on this machine)")
 
 
+RELOCATABLE_STAMP = ".kpipe-ccache-relocatable"
+
+
+def ccache_relocation(src: Path, bdir: Path) -> tuple[dict[str, str], list[str]]:
+    """The environment and make variables that let ccache hit across build folders (a far bisect step, a new
+    config key's folder, a second tree ident of the same source): kbuild compiles with absolute source paths
+    (srctree is absolute with O=), so ccache needs CCACHE_BASEDIR (the common root of the source and build
+    folders: paths under it are hashed, and given to gcc, relative to the build folder) and CCACHE_NOHASHDIR
+    (with -g ccache hashes the working directory otherwise). gcc then gets relative paths, so the kernel's own
+    ``-fmacro-prefix-map=$(srctree)/=`` no longer matches: KCPPFLAGS adds the relative form, so that
+    ``__FILE__`` (``kernel BUG at mm/mremap.c:N``, WARN lines) stays ``mm/...``. The debug info's file names
+    become relative to DW_AT_comp_dir (the folder that first compiled the object): addr2line prints
+    ``<that folder>/../../work/<tree>/mm/mremap.c``, the same source file once the path is normalised.
+    Nothing when the two folders share no root below ``/``."""
+    s, b = os.path.abspath(src), os.path.abspath(bdir)
+    root = os.path.commonpath([s, b])
+    if root in ("/", ""):
+        return {}, []
+    return {"CCACHE_BASEDIR": root, "CCACHE_NOHASHDIR": "1"}, [f"KCPPFLAGS=-fmacro-prefix-map={os.path.relpath(s, b)}/="]
+
+
+def relocatable(bdir: Path, ccache: bool) -> bool:
+    """A build folder configured with ccache relocation keeps it (RELOCATABLE_STAMP); an older folder keeps its
+    absolute-path command lines, so that kbuild does not recompile all of it for a flag change."""
+    return ccache and (bdir / RELOCATABLE_STAMP).is_file()
+
+
+def mark_relocatable(bdir: Path, ccache: bool) -> None:
+    """A brand-new build folder (no .config yet) with ccache on uses ccache relocation from its first make."""
+    if ccache and not (bdir / ".config").exists():
+        bdir.mkdir(parents=True, exist_ok=True)
+        (bdir / RELOCATABLE_STAMP).write_text("CCACHE_BASEDIR + CCACHE_NOHASHDIR + KCPPFLAGS (kpipe.build)\n")
+
+
 def _make_cmd(req: BuildRequest, bdir: Path, ccache: bool, *targets: str) -> list[str]:
     cmd = ["make", "-C", str(req.src), f"O={bdir}", *req.arch.make_vars, *req.make_vars]
     if ccache:
         cmd.append(f"CC=ccache {req.arch.cc}")
+        if relocatable(bdir, ccache):
+            cmd += ccache_relocation(req.src, bdir)[1]
     return cmd + list(targets)
 
 
-def _make_env(ccache: bool) -> dict[str, str]:
+def _make_env(ccache: bool, src: Path | None = None, bdir: Path | None = None) -> dict[str, str]:
     env = {"KBUILD_BUILD_USER": "kpipe", "KBUILD_BUILD_HOST": "kpipe", "LC_ALL": "C"}
     if ccache:
         env["CCACHE_DIR"] = str(cache.cache_dir("ccache"))
+        if src is not None and bdir is not None and relocatable(bdir, ccache):
+            env.update(ccache_relocation(src, bdir)[0])
     return env
 
 
@@ -138,7 +176,7 @@ def configure(req: BuildRequest, bdir: Path, ccache: bool, log: Path, validate: 
         ok = False
     if not ok:
         stamp.unlink(missing_ok=True)
-        env = _make_env(ccache)
+        env = _make_env(ccache, req.src, bdir)
         proc.run(_make_cmd(req, bdir, ccache, req.defconfig), log=log, env=env, timeout=600,
                  what=f"make {req.defconfig}")
         with open(dotconfig, "a") as f:
@@ -167,10 +205,11 @@ def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Ker
             note(f"cached kernel {entry} is damaged (a file is missing or altered): rebuilding it")
         with machine_build_lock():
             start = time.monotonic()
+            mark_relocatable(bdir, cc)
             configure(req, bdir, cc, log, validate)
             log_start = log.stat().st_size if log.exists() else 0
             try:
-                proc.run(_make_cmd(req, bdir, cc, f"-j{jobs}", arch.image_target), log=log, env=_make_env(cc),
+                proc.run(_make_cmd(req, bdir, cc, f"-j{jobs}", arch.image_target), log=log, env=_make_env(cc, req.src, bdir),
                          timeout=7200, what=f"make {arch.image_target}")
             except InfraError as e:
                 if "failed with exit" not in e.message:
@@ -228,7 +267,7 @@ def install_headers(req: BuildRequest, bdir: Path, ccache: bool, log: Path) -> P
     stamp.unlink(missing_ok=True)
     shutil.rmtree(dest, ignore_errors=True)
     proc.run(_make_cmd(req, bdir, ccache, "headers_install", f"INSTALL_HDR_PATH={dest}"), log=log,
-             env=_make_env(ccache), timeout=600, what="make headers_install")
+             env=_make_env(ccache, req.src, bdir), timeout=600, what="make headers_install")
     stamp.write_text(json.dumps(want))
     return dest
 

@@ -264,13 +264,16 @@ def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str
 
 @task(auto_shortflags=False, help={"arch": "x86_64, arm64 or all (default all)", "out": "where bench.json goes (default under the runs folder)",
             "quick": "skip the cold builds (warm, unchanged, premerge only)", "quiet": COMMON_HELP["quiet"],
-            "profile": "debug (default), fast, or all (both, plus the debug/fast cost per phase)"})
+            "profile": "debug (default), fast, or all (both, plus the debug/fast cost per phase)",
+            "resume": "a stopped bench's folder: run only the steps whose rows its bench.json lacks",
+            "only": "just these step kinds, comma-separated (cold,newdir,warm,unchanged,all,premerge,lava)"})
 def bench(c: Context, arch: str = "all", out: str | None = None, quick: bool = False, quiet: bool = False,
-          profile: str = "debug") -> None:
-    """Measure kpipe against raw make and raw qemu doing the same work; prints a table, writes bench.json."""
+          profile: str = "debug", resume: str | None = None, only: str | None = None) -> None:
+    """Measure kpipe against raw make and raw qemu doing the same work; prints each row and rewrites bench.json
+    as it is measured (--resume DIR finishes a stopped one)."""
     from kpipe import bench as benchmod
-    _run("bench", lambda: benchmod.run_bench(arch, out, quick, profile),
-         {"arch": arch, "out": out, "quick": quick, "profile": profile}, quiet)
+    _run("bench", lambda: benchmod.run_bench(arch, out, quick, profile, resume, only),
+         {"arch": arch, "out": out, "quick": quick, "profile": profile, "resume": resume, "only": only}, quiet)
 
 
 @task(auto_shortflags=False)
@@ -309,7 +312,7 @@ def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = F
     import shlex
     import sys
     from kpipe.kconfig import REPO_ROOT
-    cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=30"]
+    cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=10"]
     if fast:
         cmd += ["-m", "not e2e"]
     if k:

@@ -5,7 +5,7 @@ LAVA side: the whole lava-run of the same artifacts (validate, copy kernel and r
 ramdisk with LAVA's overlay, boot to the shell prompt, the same tests through lava-test-shell, power off).
 Both runs reuse the cached kernel and binaries, so neither includes a build. Target: LAVA <= 1.5x kpipe.
 
-To add it to `invoke bench` (kpipe/bench.py, run_bench): ``rows += [bench_lava(a, run_dir) for a in arches]``.
+In `invoke bench` (kpipe/bench.py) it is the "lava" step, with the bench's own series (its kernels already cached).
 """
 from __future__ import annotations
 
@@ -22,10 +22,14 @@ from ..pipeline import Options
 TARGET = 1.5
 
 
-def bench_lava(arch: Arch, run_dir: Path, selftests: str = "all-relevant") -> dict[str, Any]:
+def bench_lava(arch: Arch, run_dir: Path, selftests: str = "all-relevant", series: str | None = None,
+               settle: bool = False) -> dict[str, Any]:
+    """``series``: the bench's own (its kernels are cached by then); ``settle``: one untimed verify first. Neither
+    figure includes a build either way (boot+tests and lava-run are timed without it)."""
     from .workflow import lava
-    opts = Options(arch=arch.name, accel="tcg", selftests=selftests)
-    workflows.verify(replace(opts, out=str(run_dir / f"lava-settle-{arch.name}")))      # builds if needed, untimed
+    opts = Options(arch=arch.name, accel="tcg", selftests=selftests, series=series)
+    if settle:
+        workflows.verify(replace(opts, out=str(run_dir / f"lava-settle-{arch.name}")))      # builds if needed
     v = workflows.verify(replace(opts, out=str(run_dir / f"lava-kpipe-{arch.name}")))
     l_run = lava(replace(opts, out=str(run_dir / f"lava-{arch.name}")), run_local_jobs=True)
     if v.exit_code != EXIT_PASS or l_run.exit_code != EXIT_PASS:
