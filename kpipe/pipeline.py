@@ -43,6 +43,8 @@ class Options:
     ccache: bool | None = None
     profile: str = "debug"                 # kconfigs/profiles.toml: debug (default) or fast
     range: str | None = None               # --range A..B: the series is those commits of the user's tree
+    warnings: bool = True                  # premerge: the compile checks (kpipe.compile_checks)
+    allow_new_warnings: bool = False       # a new compiler/sparse warning is reported, not failing
 
 
 def runs_root_and_source() -> tuple[Path, str]:

@@ -238,6 +238,7 @@ class RunExtra(Sparse):
     baseline: dict[str, ArchResult] | None = None   # premerge: the baseline kernel's results
     bisect: BisectOutcome | None = None
     lava: dict[str, Any] | None = None
+    warnings: dict[str, Any] | None = None     # kpipe.compile_checks: per arch, the warnings delta + bisectability
     exit_code_extra: int | None = None         # the workflow's own verdict beyond the arches' (checkpatch errors,
                                                # no first bad commit, a premerge that could not run)
 

@@ -187,14 +187,17 @@ def verify(c: Context, arch: str | None = None, tree: str | None = None, base: s
          {**args, "bisect_exit_codes": bisect_exit_codes}, quiet, bisect_exit_codes)
 
 
-@task(auto_shortflags=False, iterable=ITER, help={k: COMMON_HELP[k] for k in VERIFY_KEYS})
+@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
+      "no_warnings": "skip the compile checks (W=1, sparse, clang warnings delta; bisectability)",
+      "allow_new_warnings": "report new compiler/sparse warnings without failing"})
 def premerge(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
              series: str | None = None, patch: list[str] | None = None, kconfig: list[str] | None = None,
              defconfig: str = "tinyconfig", accel: str = "auto", selftests: str = "all-relevant",
              extra_test: list[str] | None = None, out: str | None = None, jobs: int = 0,
              boot_timeout: str | None = None, quiet: bool = False, expect: str | None = None, no_patches: bool = False,
              kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
-             range: str | None = None) -> None:
+             range: str | None = None, no_warnings: bool = False,
+             allow_new_warnings: bool = False) -> None:
     """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -203,8 +206,35 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
                             jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout,
                             profile=profile, range=range))
     args["arch"] = args["arch"] or "all"
-    repro = reproducer("premerge", _resolved(args))
-    _run("premerge", lambda: workflows.premerge(_opts(**args), repro).exit_code, args, quiet)
+    import dataclasses
+    repro = reproducer("premerge", _resolved({**args, "no_warnings": no_warnings,
+                                              "allow_new_warnings": allow_new_warnings}))
+    _run("premerge", lambda: workflows.premerge(dataclasses.replace(
+        _opts(**args), warnings=not no_warnings, allow_new_warnings=allow_new_warnings), repro).exit_code, args, quiet)
+
+
+@task(auto_shortflags=False, iterable=ITER,
+      help={**{k: COMMON_HELP[k] for k in ("arch", "tree", "base", "series", "patch", "kconfig", "defconfig", "out",
+                                            "jobs", "quiet", "profile", "range", "no_patches") if k in COMMON_HELP},
+            "allow_new_warnings": "report new warnings without failing (exit 0)",
+            "tools": "comma-separated subset of gcc-W=1,sparse,clang (default all)"})
+def warnings(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
+             series: str | None = None, patch: list[str] | None = None, kconfig: list[str] | None = None,
+             defconfig: str = "tinyconfig", out: str | None = None, jobs: int = 0, quiet: bool = False,
+             profile: str | None = None, range: str | None = None, no_patches: bool = False,
+             allow_new_warnings: bool = False, tools: str = "gcc-W=1,sparse,clang") -> None:
+    """Compile-only: the warnings delta (gcc W=1, sparse C=2, clang) of the touched objects, baseline vs
+    patched, and each patch of the series building on its own. No boot."""
+    from kpipe import compile_checks
+    from kpipe.cli import reproducer
+    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
+                            defconfig=defconfig, out=out, jobs=jobs, profile=profile, range=range,
+                            no_patches=no_patches))
+    args["arch"] = args["arch"] or "all"
+    chosen = compile_checks.parse_tools(tools)
+    repro = reproducer("warnings", _resolved({**args, "allow_new_warnings": allow_new_warnings}))
+    _run("warnings", lambda: compile_checks.warnings_workflow(_opts(**args), repro, allow_new_warnings,
+                                                              chosen).exit_code, args, quiet)
 
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from . import report, verifier
 from .arches import resolve_arches
@@ -72,6 +73,8 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
     extra_code = EXIT_PASS
+    warn_res: dict[str, Any] = {}
+    warn_why: list[str] = []
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
         with locked_checkout(tree, run_dir / "apply.log") as co:
@@ -79,6 +82,9 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
                 cp = checkpatch.run_checkpatch(co, series, run_dir / "checkpatch.log")
             for v in variants:
                 v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings, series.touched)
+            if opts.warnings:
+                from . import compile_checks
+                warn_res, warn_code, warn_why = compile_checks.for_premerge(opts, co, series, arches, run_dir, timings)
     except KpipeError as e:
         note(e.render())
         run.extra.error = e.message
@@ -104,6 +110,9 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
         if a.name not in run.arches:
             run.arches[a.name] = patched.results.get(a.name) or base.results.get(a.name) or \
                 ArchResult(arch=a.name, error=run.extra.error or "not run")
+    if warn_res:
+        run.extra.warnings, extra_code = warn_res, worst([extra_code, warn_code])
+        run.extra.error = "; ".join(filter(None, [run.extra.error, *warn_why])) or None
     cp_errors = sum(r["errors"] for r in cp)
     if cp_errors:
         extra_code = worst([extra_code, EXIT_KERNEL])
