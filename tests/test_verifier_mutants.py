@@ -28,6 +28,11 @@ CAUGHT = {
     "move-page-tables-stops-at-16m.patch": ("x86_64", {"gc-mt-missing-anon": "NOTRAP", "size-sparse-anon": "NEWPTE",
                                                        "size-sparse-memfd": "NEWPTE"}),
     "move-vma-skips-one-page.patch": ("arm64", {"size-1page-anon": "NEWPTE", "size-1page-memfd": "NEWPTE"}),
+    "dontunmap-shmem-part-wrong-pgoff.patch": ("arm64", {"geom-middle-memfd": "BADDATA", "geom-tail-memfd": "BADDATA"}),
+    "plain-shmem-part-wrong-pgoff.patch": ("x86_64", {"plain-fixed-middle-memfd-shared": "BADDATA",
+                                                      "plain-fixed-tail-memfd-shared": "BADDATA",
+                                                      "plain-move-middle-tmpfs-shared": "BADDATA"}),
+    "shmem-off-pmd-path.patch": ("arm64", {"pmd-memfd": "PTEPATH", "latency-memfd": "PTEPATH"}),
 }
 
 
