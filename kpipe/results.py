@@ -151,6 +151,9 @@ class ArchResult:
     phases: dict[str, float] = field(default_factory=dict)     # phase -> seconds
     error: str = ""            # the error message when verdict is error
     logs: dict[str, str] = field(default_factory=dict)       # name -> relative path
+    # the GC pause (verifier latency-*: median and range of repeated 2 MiB-aligned moves) and the path the
+    # aligned move took (pmd-*: VmPTE growth), verifier.pause_summary; empty when the verifier did not run
+    pause: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

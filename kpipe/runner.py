@@ -152,6 +152,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                     vopts: _VerifierOptions = {"timeout": opts.test_timeout} if opts.test_timeout else {}
                     ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
                                                       adir, **vopts)
+                    ar.pause = verifier.pause_summary(ar.tests)
                 if prep.tests:          # a wedged kernel stops them: the session's abort_check
                     with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
                         ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,

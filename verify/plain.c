@@ -37,7 +37,7 @@
 
 #define PLAIN_CH 16		/* chunks in the mapping */
 #define PLAIN_CHB (1ul << 20)	/* bytes per chunk */
-#define PLAIN_FPC 64		/* file pages at the start of each chunk: 4 MiB of Shmem in all */
+#define PLAIN_FPC 32		/* file pages at the start of each chunk: 2.3 MiB of Shmem, over twice the tolerance */
 #define TMPFS_MAGIC_P 0x01021994
 
 int fs_file(const char *fstype, long magic, struct result *r);	/* mremap_dontunmap.c */
@@ -300,24 +300,27 @@ static void case_plain(const struct test_case *tc, struct result *r)
 
 #define P(kname, k, opname, op, first, count) \
 	{"plain-" opname "-" kname, case_plain, &(const struct plain_arg){k, op, first, count}}
-#define PKIND(kname, k)                                   \
+/* A subset chosen for the run time (head moves share the whole move's offset 0; anon has no file offset). */
+#define PFILE(kname, k)                                   \
 	P(kname, k, "fixed-whole", OP_FIXED, 0, 16),      \
-	P(kname, k, "fixed-head", OP_FIXED, 0, 5),        \
 	P(kname, k, "fixed-middle", OP_FIXED, 5, 6),      \
 	P(kname, k, "fixed-tail", OP_FIXED, 10, 6),       \
-	P(kname, k, "move-whole", OP_MOVE, 0, 16),        \
-	P(kname, k, "move-head", OP_MOVE, 0, 5),          \
 	P(kname, k, "move-middle", OP_MOVE, 5, 6),        \
+	P(kname, k, "move-tail", OP_MOVE, 10, 6),         \
+	P(kname, k, "grow-inplace", OP_GROW_INPLACE, 0, 16), \
+	P(kname, k, "shrink", OP_SHRINK, 0, 16)
+#define PANON(kname, k)                                   \
+	P(kname, k, "fixed-middle", OP_FIXED, 5, 6),      \
 	P(kname, k, "move-tail", OP_MOVE, 10, 6),         \
 	P(kname, k, "grow-inplace", OP_GROW_INPLACE, 0, 16), \
 	P(kname, k, "shrink", OP_SHRINK, 0, 16)
 
 const struct test_case plain_cases[] = {
-	PKIND("anon-private", P_ANON),
-	PKIND("anon-shared", P_ANON_SHARED),
-	PKIND("memfd-shared", P_MEMFD_SHARED),
-	PKIND("memfd-private", P_MEMFD_PRIVATE),
-	PKIND("tmpfs-shared", P_TMPFS_SHARED),
+	PANON("anon-private", P_ANON),
+	PANON("anon-shared", P_ANON_SHARED),
+	PFILE("memfd-shared", P_MEMFD_SHARED),
+	PFILE("memfd-private", P_MEMFD_PRIVATE),
+	PFILE("tmpfs-shared", P_TMPFS_SHARED),
 };
 
 const size_t n_plain_cases = sizeof(plain_cases) / sizeof(plain_cases[0]);
