@@ -69,6 +69,7 @@ class KernelInfo(Sparse):
     profile: str | None = None         # debug | fast
     policy: str | None = None          # the verifier's expectation column
     policy_reason: str | None = None   # why that column (read from the tree's mm/mremap.c, or --expect)
+    tree_bugs: list[str] | None = None  # known bugs read from the tree's mm/mremap.c (kpipe/treebugs.py): xfail
 
 
 @dataclass

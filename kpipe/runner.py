@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
 
-from . import image, kconfig, proc, qemu, selftests, verifier
+from . import image, kconfig, proc, qemu, selftests, treebugs, verifier
 from .arches import Arch
 from .build import Kernel
 from .commands import remember_kernel
@@ -97,6 +97,8 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
         ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
         policy, ar.kernel.policy_reason = verifier.choose_policy(src, opts.expect)
+        if (bugs := treebugs.detect_in_tree(src)) is not None:
+            ar.kernel.tree_bugs = treebugs.describe(bugs)
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
         specs = selftests.skip_unconfigured(specs, kconfig.parse_dotconfig(kernel.config),
                                             {m.symbol: m.reason for m in cfg.optional_missing})
@@ -130,6 +132,8 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
     expectations = verifier.load_expectations()
+    if ar.kernel.tree_bugs is not None:
+        expectations = treebugs.apply(expectations, prep.policy, ar.kernel.tree_bugs)
     t_boot = time.monotonic()
     vm: qemu.VM | None = None
     wedged: KpipeError | None = None
