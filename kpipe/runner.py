@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
 
-from . import image, kconfig, proc, qemu, selftests, treebugs, verifier
+from . import image, intent, kconfig, proc, qemu, selftests, treebugs, verifier
 from .arches import Arch
 from .build import Kernel
 from .commands import remember_kernel
@@ -96,7 +96,8 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
         initrd = image.build_image(arch, adir / "image.log")
         ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
-        policy, ar.kernel.policy_reason = verifier.choose_policy(src, opts.expect)
+        declared = intent.declared(intent.series_texts(series.patches), intent.base_source(src, applied.base))
+        policy, ar.kernel.policy_reason = intent.choose(src, opts.expect, declared)
         if (bugs := treebugs.detect_in_tree(src)) is not None:
             ar.kernel.tree_bugs = treebugs.describe(bugs)
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
