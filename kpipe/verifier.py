@@ -423,7 +423,7 @@ def _exit_check(exit_status: int | None, plan: int | None, seen: int, bail: str 
 # ------------------------------------------------------------------------------------------------- run
 
 def run_verifier(session: Session, binary: Path, policy: str, expectations: Expectations, out_dir: Path,
-                 timeout: float = 120, remote_dir: str = REMOTE_DIR) -> list[TestResult]:
+                 timeout: float = 300, remote_dir: str = REMOTE_DIR) -> list[TestResult]:
     """Push the binary and the policy's expectation file, run it, keep the TAP verbatim in
     out_dir/verifier.tap, and return one result per case."""
     check_policy(policy)
