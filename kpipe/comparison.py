@@ -156,7 +156,8 @@ def judge_premerge_arch(b: ArchResult, p: ArchResult, expectations: verifier.Exp
     return PremergeArch(
         comparison=comp, flip=flip, new_findings=new_findings, reasons=reasons,
         latency={"baseline": verifier.latencies(b.tests), "patched": verifier.latencies(p.tests),
-                 "regressed": slower},
+                 "regressed": slower, "pause": {"baseline": verifier.pause_stats(b.tests),
+                                                "patched": verifier.pause_stats(p.tests)}},
         exit_code=(code := worst(infra + ([EXIT_KERNEL] if kernel_bad else []))), verdict=VERDICT_OF.get(code, "error"),
         baseline={"verdict": b.verdict, "exit_code": b.exit_code, "error": b.error},
         patched={"verdict": p.verdict, "exit_code": p.exit_code, "error": p.error})

@@ -71,6 +71,7 @@ class KernelInfo(Sparse):
     profile: str | None = None         # debug | fast
     policy: str | None = None          # the verifier's expectation column
     policy_reason: str | None = None   # why that column (read from the tree's mm/mremap.c, or --expect)
+    tree_bugs: list[str] | None = None  # known bugs read from the tree's mm/mremap.c (kpipe/treebugs.py): xfail
 
 
 @dataclass
@@ -164,6 +165,9 @@ class ArchResult:
     phases: dict[str, float] = field(default_factory=dict)     # phase -> seconds
     error: str = ""            # the error message when verdict is error
     logs: dict[str, str] = field(default_factory=dict)       # name -> relative path
+    # the GC pause (verifier latency-*: median and range of repeated 2 MiB-aligned moves) and the path the
+    # aligned move took (pmd-*: VmPTE growth), verifier.pause_summary; empty when the verifier did not run
+    pause: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

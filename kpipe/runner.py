@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
 
-from . import image, kconfig, kmemleak, proc, qemu, selftests, verifier
+from . import image, intent, kconfig, kmemleak, proc, qemu, selftests, treebugs, verifier
 from .arches import Arch
 from .build import Kernel
 from .commands import remember_kernel
@@ -117,7 +117,10 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
         initrd = image.build_image(arch, adir / "image.log")
         ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
-        policy, ar.kernel.policy_reason = verifier.choose_policy(src, opts.expect)
+        declared = intent.declared(intent.series_texts(series.patches), intent.base_source(src, applied.base))
+        policy, ar.kernel.policy_reason = intent.choose(src, opts.expect, declared)
+        if (bugs := treebugs.detect_in_tree(src)) is not None:
+            ar.kernel.tree_bugs = treebugs.describe(bugs)
         vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
         specs = selftests.skip_unconfigured(specs, kconfig.parse_dotconfig(kernel.config),
                                             {m.symbol: m.reason for m in cfg.optional_missing})
@@ -151,6 +154,8 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
     expectations = verifier.load_expectations()
+    if ar.kernel.tree_bugs is not None:
+        expectations = treebugs.apply(expectations, prep.policy, ar.kernel.tree_bugs)
     t_boot = time.monotonic()
     vm: qemu.VM | None = None
     wedged: KpipeError | None = None
@@ -174,6 +179,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                     vopts: _VerifierOptions = {"timeout": opts.test_timeout} if opts.test_timeout else {}
                     ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
                                                       adir, **vopts)
+                    ar.pause = verifier.pause_summary(ar.tests)
                 if prep.tests:          # a wedged kernel stops them: the session's abort_check
                     with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
                         ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,

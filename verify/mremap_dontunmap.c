@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include "harness.h"
 #include "moves.h"
+#include "plain.h"
 #include "state.h"
 
 #include <errno.h>
@@ -236,7 +237,7 @@ static int is_fs(const char *path, long magic)
 /* An unlinked file on a filesystem of `fstype`: an existing mount of that kind when there is one,
  * else one mounted here (in a private mount namespace when possible) and lazily detached once the
  * file is open, so nothing stays mounted whatever happens to the case. */
-static int fs_file(const char *fstype, long magic, struct result *r)
+int fs_file(const char *fstype, long magic, struct result *r)
 {
 	static const char *existing[] = {"/tmp", "/dev/shm", "/"};
 	char dir[64] = "", path[96];
@@ -906,13 +907,14 @@ static const struct test_case cases[] = {
 
 int main(int argc, char **argv)
 {
-	size_t n = sizeof(cases) / sizeof(cases[0]);
-	struct test_case *all = malloc((n + n_state_cases + n_move_cases) * sizeof(*all));
+	size_t n = sizeof(cases) / sizeof(cases[0]), total = n + n_state_cases + n_move_cases + n_plain_cases;
+	struct test_case *all = malloc(total * sizeof(*all));
 
 	if (!all)
 		return 2;
 	memcpy(all, cases, sizeof(cases));
 	memcpy(all + n, state_cases, n_state_cases * sizeof(*all));
 	memcpy(all + n + n_state_cases, move_cases, n_move_cases * sizeof(*all));
-	return harness_main(argc, argv, all, n + n_state_cases + n_move_cases, "mremap_dontunmap");
+	memcpy(all + n + n_state_cases + n_move_cases, plain_cases, n_plain_cases * sizeof(*all));
+	return harness_main(argc, argv, all, total, "mremap_dontunmap");
 }

@@ -65,6 +65,7 @@ long committed_noise(void);
 long settle_committed(long want, long tol);
 void take(struct snap *s);
 long flagged_kb(const struct vma *vs, int n, const char *flag, unsigned long lo, unsigned long hi);
+int premise_present(struct result *r, const void *addr, size_t npages, size_t step, const char *what);
 const char *check_pagemap(struct result *r, const uint64_t *before, uint8_t *old, uint8_t *moved, size_t npages,
 			  size_t touched_step, uint64_t *scratch);
 
