@@ -46,6 +46,8 @@ class Finding:
     source: str                # console | dmesg
     line: str                  # the matching line
     context: tuple[str, ...] = ()   # the lines after it (the report)
+    signature: str = ""             # kind + first kernel frames, offsets stripped (kpipe/signatures.py)
+    frames: tuple[str, ...] = ()    # the signature's frames decoded: "func file:line"
 
 
 class Sparse:
@@ -151,6 +153,7 @@ class ArchResult:
     phases: dict[str, float] = field(default_factory=dict)     # phase -> seconds
     error: str = ""            # the error message when verdict is error
     logs: dict[str, str] = field(default_factory=dict)       # name -> relative path
+    coverage: dict[str, Any] | None = None     # the changed lines' gcov counts (kpipe/coverage.py); None: none
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -225,6 +228,9 @@ class RunExtra(Sparse):
     baseline: dict[str, ArchResult] | None = None   # premerge: the baseline kernel's results
     bisect: BisectOutcome | None = None
     lava: dict[str, Any] | None = None
+    crashes: list[dict[str, Any]] | None = None   # findings folded by signature (kpipe/signatures.py)
+    coverage: list[dict[str, Any]] | None = None  # changed-line coverage over the arches (kpipe/coverage.py)
+    warnings_delta: dict[str, Any] | None = None  # new compiler/sparse/clang warnings (another section's data)
     exit_code_extra: int | None = None         # the workflow's own verdict beyond the arches' (checkpatch errors,
                                                # no first bad commit, a premerge that could not run)
 

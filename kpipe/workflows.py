@@ -23,8 +23,23 @@ def _finish(run: RunResult, run_dir: Path, started: float) -> RunResult:
     run.exit_code = worst(codes)
     run.verdict = VERDICT_OF.get(run.exit_code, "error")
     run.seconds = round(time.monotonic() - started, 2)
+    annotate_findings_and_coverage(run)
     report.write_all(run, run_dir)
     return run
+
+
+def annotate_findings_and_coverage(run: RunResult) -> None:
+    """Crash signatures on every finding (folded over arches and sides) and the changed lines' coverage over
+    the arches (kpipe/signatures.py, kpipe/coverage.py)."""
+    from . import coverage, signatures
+    signatures.annotate_run(run)
+    per_arch = {name: ar.coverage for name, ar in run.arches.items() if ar.coverage}
+    if per_arch:
+        run.extra.coverage = coverage.merge(per_arch)
+        for c in run.extra.coverage:
+            if c["never_executed"]:
+                note(f"WARNING: {c['file']}: changed line(s) {', '.join(map(str, c['never_executed']))} "
+                     f"executed by no test on any arch ({', '.join(c['arches'])})")
 
 
 def _new_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path]:
