@@ -54,7 +54,7 @@ def changed_lines(diff: str) -> dict[str, list[dict[str, Any]]]:
         m = _HUNK.match(ln)
         if m and path is not None:
             new_no = int(m.group(1))
-            hunk = {"header": ln, "lines": [], "text": [ln]}
+            hunk = {"header": ln, "lines": [], "text": [ln], "rows": []}
             out.setdefault(path, []).append(hunk)
             continue
         if hunk is None:
@@ -62,11 +62,14 @@ def changed_lines(diff: str) -> dict[str, list[dict[str, Any]]]:
         if ln.startswith("+"):
             hunk["lines"].append(new_no)
             hunk["text"].append(f"{new_no:>6} + {ln[1:]}")
+            hunk["rows"].append({"no": new_no, "sign": "+", "code": ln[1:]})
             new_no += 1
         elif ln.startswith("-"):
             hunk["text"].append(f"{'':>6} - {ln[1:]}")
+            hunk["rows"].append({"no": None, "sign": "-", "code": ln[1:]})
         elif ln.startswith(" "):
             hunk["text"].append(f"{new_no:>6}   {ln[1:]}")
+            hunk["rows"].append({"no": new_no, "sign": " ", "code": ln[1:]})
             new_no += 1
     return {p: [h for h in hs if h["lines"]] for p, hs in out.items() if any(h["lines"] for h in hs)}
 
@@ -125,7 +128,12 @@ def judge_hunks(hunks: list[dict[str, Any]], counts: dict[int, dict[str, Any]]) 
                 br = c["branches"]
                 lines.append({"line": n, "count": c["count"], "branches": len(br),
                               "taken": sum(1 for b in br if b > 0)})
-        res.append({"header": h["header"], "text": h["text"], "lines": lines})
+        by_no = {ln["line"]: ln for ln in lines}
+        rows = [{**r, "count": by_no[r["no"]]["count"] if r["sign"] == "+" and r["no"] in by_no else None,
+                 "taken": f"{by_no[r['no']]['taken']}/{by_no[r['no']]['branches']}"
+                 if r["sign"] == "+" and r["no"] in by_no and by_no[r["no"]]["branches"] else ""}
+                for r in h.get("rows", [])]
+        res.append({"header": h["header"], "text": h["text"], "lines": lines, "rows": rows})
     return res
 
 
