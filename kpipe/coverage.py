@@ -33,7 +33,7 @@ class _Session(Protocol):
     def get(self, remote: str, local: Path) -> None: ...
 
 
-_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
+_HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 
 def changed_lines(diff: str) -> dict[str, list[dict[str, Any]]]:
@@ -42,7 +42,7 @@ def changed_lines(diff: str) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     path: str | None = None
     hunk: dict[str, Any] | None = None
-    new_no = 0
+    new_no = left_old = left_new = 0
     for ln in diff.splitlines():
         if ln.startswith("+++ "):
             name = ln[4:].strip()
@@ -53,12 +53,16 @@ def changed_lines(diff: str) -> dict[str, list[dict[str, Any]]]:
             continue
         m = _HUNK.match(ln)
         if m and path is not None:
-            new_no = int(m.group(1))
+            new_no = int(m.group(2))
+            left_old = int(m.group(1) or 1)
+            left_new = int(m.group(3) or 1)
             hunk = {"header": ln, "lines": [], "text": [ln], "rows": []}
             out.setdefault(path, []).append(hunk)
             continue
-        if hunk is None:
-            continue
+        if hunk is None or (left_old <= 0 and left_new <= 0):
+            continue                    # past the hunk: a mail's "-- " signature, the next file's header
+        left_old -= ln[:1] in ("-", " ")
+        left_new -= ln[:1] in ("+", " ")
         if ln.startswith("+"):
             hunk["lines"].append(new_no)
             hunk["text"].append(f"{new_no:>6} + {ln[1:]}")
