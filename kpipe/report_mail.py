@@ -96,8 +96,14 @@ def render(run: dict[str, Any]) -> str:
             out += _wrap(f"seen {c['count']}x in: {seen}", "  ", "      ")
             if c.get("not_the_patch"):
                 out += _wrap("the base kernel reports it too: not the patch's", "  ", "      ")
+            if c.get("frames"):
+                out += _wrap("decoded (the signature's frames):", "  ")
             for fr in c.get("frames", []):
                 out += _wrap(fr, "    ", "      ")
+            if c.get("trace"):
+                out += _wrap(f"call trace ({c.get('trace_from', '')}):", "  ")
+                for fr in c["trace"]:
+                    out += _wrap(fr, "    ", "      ")
         if len(crashes) > MAX_CRASHES:
             out.append(f"  ... and {len(crashes) - MAX_CRASHES} more signatures")
     cov = run["extra"].get("coverage")
@@ -120,15 +126,28 @@ def render(run: dict[str, Any]) -> str:
     else:
         out += _wrap("not measured in this run", "  ")
     out += ["", "To reproduce:", ""]
-    out += _wrap(run.get("reproducer") or "?", "  ", "      ")
+    out += _command(run.get("reproducer") or "?")
     out += ["", "If you fix the issue in a separate patch/commit (i.e. not just a new",
             "version of the same patch/commit), kindly add following tags", ""]
     out.append(REPORTED_BY)
     url = series.get("url") or series.get("link")
     if url:
-        out += _wrap(f"Closes: {url}", "", "")
+        out.append(f"Closes: {url}")          # a tag is one line, however long (checkpatch wants it so)
     out += ["", "--", "kpipe, the kernel patch build-and-verify pipeline", ""]
     return "\n".join(out)
+
+
+def _command(cmd: str) -> list[str]:
+    """A shell command in 72 columns that still pastes: broken between words with backslash continuations."""
+    out: list[str] = []
+    line = "  "
+    for word in cmd.split(" "):
+        if len(line) + len(word) + 2 > WIDTH and line.strip():
+            out.append(line.rstrip() + " \\")
+            line = "      "
+        line += word + " "
+    out.append(line.rstrip())
+    return out
 
 
 def _warnings(delta: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from .findings import strip_timestamp
 from .results import ArchResult, Finding, RunResult
 
 SIGNATURE_FRAMES = 3
+TRACE_LINES = 12                 # the reliable frames a report prints under a signature
 _TRACE_START = re.compile(r"\bCall [Tt]race:")
 _FRAME_LINE = re.compile(r"^\s*(\? )?([A-Za-z_][\w.]*)\+(0x[0-9a-f]+)/0x[0-9a-f]+(?:\s+\[\w+\])?\s*$")
 _MARKER = re.compile(r"^\s*</?(?:IRQ|TASK|NMI|SOFTIRQ|EOI)>\s*$")
@@ -156,6 +157,8 @@ def fold(seen: list[tuple[str, Finding]]) -> list[dict[str, Any]]:
     for where, f in seen:
         e = out.setdefault(f.signature, {"signature": f.signature, "kind": f.kind,
                                          "first": strip_timestamp(f.line).strip(), "frames": list(f.frames),
+                                         "trace": [f"{fn}+{off}" for fn, off in trace_frames(f)][:TRACE_LINES],
+                                         "trace_from": where,
                                          "count": 0, "seen": []})
         e["count"] += 1
         if where not in e["seen"]:
