@@ -46,13 +46,17 @@ def test_judge_and_sentence() -> None:
 
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
 def test_gcov_json_captured_from_a_real_run(arch: str) -> None:
-    """gcov's JSON of mm/mremap.o after the verifier and selftests on the seed-patched 5.10 kernel: the seed's
-    changed line (mm/mremap.c:499 in the applied tree) ran, every outcome of its condition taken."""
-    path = DATA / f"seed-{arch}.gcov.json"
-    gj = json.loads(path.read_text())
+    """gcov's JSON of mm/mremap.o after the verifier (--selftests none) on 5.10 + seed + unreached-branch.patch
+    (a real run, 2026-12-02): the seed's changed line (mm/mremap.c:499 in the applied tree) ran, 5 of its 6
+    branch outcomes taken; the test patch's condition (502) ran with 2 of 4, its pr_info() (503) never."""
+    gj = json.loads((DATA / f"seed-{arch}.gcov.json").read_text())
     counts = coverage.line_counts(gj, "mm/mremap.c")
-    assert counts[499]["count"] > 0 and counts[499]["branches"] and all(counts[499]["branches"])
-    assert 500 in counts            # the return ERR_PTR(-EINVAL) below it: refusals were seen too
+    assert counts[499]["count"] > 0 and len(counts[499]["branches"]) == 6
+    assert sum(1 for b in counts[499]["branches"] if b) == 5
+    assert counts[503]["count"] == 0
+    hunks = coverage.changed_lines(UNREACHED.read_text())["mm/mremap.c"]
+    assert coverage.file_summary(coverage.judge_hunks(hunks, counts)) == \
+        {"code_lines": 2, "executed": 1, "branches": 4, "taken": 2}
 
 
 # ---------------------------------------------------------------- e2e
