@@ -104,6 +104,8 @@ def write_all(run: RunResult, run_dir: Path) -> None:
     (run_dir / "report.html").write_text(render("report.html.j2", ctx))
     if run.workflow == "premerge":
         (run_dir / "premerge.md").write_text(render("premerge.md.j2", ctx))
+    from . import report_mail
+    (run_dir / "report.txt").write_text(report_mail.render(to_dict(run)))
     print_table(run)
 
 
@@ -130,6 +132,11 @@ def table_lines(run: RunResult) -> list[str]:
                                  f"observed {x.observed or '?'}")
         for f in ar.findings:
             lines.append(f"  FINDING {f.source}: {f.kind}: {f.line.strip()}")
+            if f.signature:
+                lines.append(f"    signature: {f.signature}" + (f" ({f.frames[0]})" if f.frames else ""))
+        for path, fc in ((ar.coverage or {}).get("files") or {}).items():
+            lines.append(f"  coverage {path}: {fc['executed']} of {fc['code_lines']} changed line(s) executed, "
+                         f"{fc['taken']} of {fc['branches']} branch outcome(s) taken (approximate counts)")
         if ar.error and ar.verdict != "pass":
             lines.append(f"  reason: {ar.error.splitlines()[0]}")
     return lines
@@ -140,6 +147,8 @@ def print_table(run: RunResult) -> None:
     if mode() == "quiet":
         return
     out = table_lines(run)
+    out += [f"coverage: {c['sentence']}" + ("  NOT EXECUTED: line(s) " + ", ".join(map(str, c["never_executed"]))
+                                            if c["never_executed"] else "") for c in run.extra.coverage or []]
     out.append(f"verdict: {run.verdict.upper()} (exit {run.exit_code}); report: {run.out_dir}/summary.md, "
                f"{run.out_dir}/report.html")
     print("\n".join(out), file=sys.stdout, flush=True)

@@ -48,6 +48,8 @@ class Finding:
     source: str                # console | dmesg
     line: str                  # the matching line
     context: tuple[str, ...] = ()   # the lines after it (the report)
+    signature: str = ""             # kind + first kernel frames, offsets stripped (kpipe/signatures.py)
+    frames: tuple[str, ...] = ()    # the signature's frames decoded: "func file:line"
 
 
 class Sparse:
@@ -168,6 +170,7 @@ class ArchResult:
     # the GC pause (verifier latency-*: median and range of repeated 2 MiB-aligned moves) and the path the
     # aligned move took (pmd-*: VmPTE growth), verifier.pause_summary; empty when the verifier did not run
     pause: dict[str, Any] = field(default_factory=dict)
+    coverage: dict[str, Any] | None = None     # the changed lines' gcov counts (kpipe/coverage.py); None: none
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -243,6 +246,9 @@ class RunExtra(Sparse):
     bisect: BisectOutcome | None = None
     lava: dict[str, Any] | None = None
     warnings: dict[str, Any] | None = None     # kpipe.compile_checks: per arch, the warnings delta + bisectability
+    crashes: list[dict[str, Any]] | None = None   # findings folded by signature (kpipe/signatures.py)
+    coverage: list[dict[str, Any]] | None = None  # changed-line coverage over the arches (kpipe/coverage.py)
+    warnings_delta: dict[str, Any] | None = None  # new compiler/sparse/clang warnings (another section's data)
     exit_code_extra: int | None = None         # the workflow's own verdict beyond the arches' (checkpatch errors,
                                                # no first bad commit, a premerge that could not run)
 

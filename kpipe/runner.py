@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
 
-from . import image, intent, kconfig, kmemleak, proc, qemu, selftests, treebugs, verifier
+from . import coverage, image, intent, kconfig, kmemleak, proc, qemu, selftests, treebugs, verifier
 from .arches import Arch
 from .build import Kernel
 from .commands import remember_kernel
@@ -190,6 +190,8 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                 wedged = e
                 ar.tests += e.partial_results
             guest.session.abort_check = guest.session.on_timeout = None
+            if wedged is None and vm.running() and not vm.panicked:   # gcov counters of the changed lines
+                ar.coverage = coverage.collect(guest.session, prep.kernel, adir, ar.kernel.base, ar.kernel.head)
             if (wedged is not None or guest.session.timed_out or vm.fatal_at is not None) \
                     and ar.boot.hang_probe is None:     # not yet asked for this run
                 ask_wedged_kernel(guest, ar)

@@ -95,6 +95,25 @@ def _resolved(args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+REPORT_KINDS = ("mail",)
+
+
+def _check_report(report: str | None) -> None:
+    if report is not None and report not in REPORT_KINDS:
+        print(f"kpipe: error: --report {report!r}: known: {', '.join(REPORT_KINDS)}", file=sys.stderr)
+        raise Exit(code=2)
+
+
+def _mail(run: Any, report: str | None) -> int:
+    """--report mail: the run's report.txt on stdout (after the table)."""
+    if report == "mail":
+        from pathlib import Path
+        txt = Path(run.out_dir) / "report.txt"
+        if txt.is_file():
+            print(txt.read_text(), end="", flush=True)
+    return int(run.exit_code)
+
+
 def _run(name: str, fn: Callable[[], TaskOutcome], args: dict[str, Any], quiet: bool = False,
          bisect_exit_codes: bool = False) -> None:
     args = _resolved(args)
@@ -167,14 +186,15 @@ VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches",
 
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
-                           "bisect_exit_codes": "map exit codes for `git bisect run` (0 good, 1 bad, 125 skip)"})
+                           "bisect_exit_codes": "map exit codes for `git bisect run` (0 good, 1 bad, 125 skip)",
+                           "report": "mail: print report.txt (the robot's mail) on stdout at the end"})
 def verify(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
            series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
            kconfig: list[str] | None = None, defconfig: str = "tinyconfig", accel: str = "auto",
            expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
            out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
            test_timeout: str | None = None, bisect_exit_codes: bool = False, quiet: bool = False,
-           profile: str | None = None, range: str | None = None) -> None:
+           profile: str | None = None, range: str | None = None, report: str | None = None) -> None:
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -183,13 +203,16 @@ def verify(c: Context, arch: str | None = None, tree: str | None = None, base: s
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
-    _run("verify", lambda: workflows.verify(_opts(**args), repro).exit_code,
+    _check_report(report)
+    _run("verify", lambda: _mail(workflows.verify(_opts(**args), repro), report),
          {**args, "bisect_exit_codes": bisect_exit_codes}, quiet, bisect_exit_codes)
 
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
       "no_warnings": "skip the compile checks (W=1, sparse, clang warnings delta; bisectability)",
-      "allow_new_warnings": "report new compiler/sparse warnings without failing"})
+      "allow_new_warnings": "report new compiler/sparse warnings without failing",
+                           "report": "mail: print report.txt (the robot's mail) on stdout at the end",
+                           "require_coverage": "fail when a changed line ran in no test on any arch"})
 def premerge(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
              series: str | None = None, patch: list[str] | None = None, kconfig: list[str] | None = None,
              defconfig: str = "tinyconfig", accel: str = "auto", selftests: str = "all-relevant",
@@ -197,7 +220,7 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
              boot_timeout: str | None = None, quiet: bool = False, expect: str | None = None, no_patches: bool = False,
              kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
              range: str | None = None, no_warnings: bool = False,
-             allow_new_warnings: bool = False) -> None:
+             allow_new_warnings: bool = False, report: str | None = None, require_coverage: bool = False) -> None:
     """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -209,8 +232,12 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
     import dataclasses
     repro = reproducer("premerge", _resolved({**args, "no_warnings": no_warnings,
                                               "allow_new_warnings": allow_new_warnings}))
-    _run("premerge", lambda: workflows.premerge(dataclasses.replace(
-        _opts(**args), warnings=not no_warnings, allow_new_warnings=allow_new_warnings), repro).exit_code, args, quiet)
+    _check_report(report)
+    if require_coverage:
+        repro += " --require-coverage"
+    _run("premerge", lambda: _mail(workflows.premerge(dataclasses.replace(
+        _opts(**args), warnings=not no_warnings, allow_new_warnings=allow_new_warnings), repro,
+        require_coverage=require_coverage), report), args, quiet)
 
 
 @task(auto_shortflags=False, iterable=ITER,

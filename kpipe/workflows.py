@@ -20,13 +20,35 @@ from .runner import (VERDICT_OF, Prepared, Variant, _arch_result, _record_error,
                      judge, prepare_arch, run_variant, step_mark, worst)
 
 
-def _finish(run: RunResult, run_dir: Path, started: float) -> RunResult:
+def _finish(run: RunResult, run_dir: Path, started: float, require_coverage: bool = False) -> RunResult:
+    uncovered = annotate_findings_and_coverage(run)
+    if uncovered and require_coverage:
+        run.extra.exit_code_extra = worst([run.extra.exit_code_extra or EXIT_PASS, EXIT_KERNEL])
+        run.extra.error = (run.extra.error + "; " if run.extra.error else "") + \
+            "--require-coverage: changed line(s) no test executed: " + "; ".join(uncovered)
     codes = [ar.exit_code for ar in run.arches.values()] + [run.extra.exit_code_extra or EXIT_PASS]
     run.exit_code = worst(codes)
     run.verdict = VERDICT_OF.get(run.exit_code, "error")
     run.seconds = round(time.monotonic() - started, 2)
     report.write_all(run, run_dir)
     return run
+
+
+def annotate_findings_and_coverage(run: RunResult) -> list[str]:
+    """Crash signatures on every finding (folded over arches and sides) and the changed lines' coverage over
+    the arches (kpipe/signatures.py, kpipe/coverage.py)."""
+    from . import coverage, signatures
+    signatures.annotate_run(run)
+    per_arch = {name: ar.coverage for name, ar in run.arches.items() if ar.coverage}
+    uncovered: list[str] = []
+    if per_arch:
+        run.extra.coverage = coverage.merge(per_arch)
+        for c in run.extra.coverage:
+            if c["never_executed"]:
+                note(f"WARNING: {c['file']}: changed line(s) {', '.join(map(str, c['never_executed']))} "
+                     f"executed by no test on any arch ({', '.join(c['arches'])})")
+                uncovered.append(f"{c['file']}:{','.join(map(str, c['never_executed']))}")
+    return uncovered
 
 
 def _new_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path]:
@@ -60,7 +82,7 @@ def verify(opts: Options, repro: str = "") -> RunResult:
 
 # ---------------------------------------------------------------- premerge
 
-def premerge(opts: Options, repro: str = "") -> RunResult:
+def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> RunResult:
     from . import checkpatch
 
     started = time.monotonic()
@@ -118,7 +140,7 @@ def premerge(opts: Options, repro: str = "") -> RunResult:
         extra_code = worst([extra_code, EXIT_KERNEL])
     run.extra.premerge, run.extra.checkpatch, run.extra.exit_code_extra = per_arch, cp, extra_code
     run.extra.baseline, run.extra.phases = dict(base.results), timings
-    return _finish(run, run_dir, started)
+    return _finish(run, run_dir, started, require_coverage)
 
 
 # ---------------------------------------------------------------- bisect

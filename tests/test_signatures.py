@@ -1,0 +1,90 @@
+"""Crash signatures on real debug-kernel consoles (tests/data/findings/*.log, captured from real runs): stable
+across arches, sides and repeats, offsets and addresses stripped, folded (fast)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kpipe.findings import scan_text
+from kpipe.results import ArchResult, RunResult
+from kpipe.signatures import annotate, annotate_run, decode, fold, signature
+
+DATA = Path(__file__).parent / "data" / "findings"
+
+
+def _findings(name: str):
+    return scan_text((DATA / f"{name}.log").read_text(), "console")
+
+
+def _sig(name: str, kind: str) -> str:
+    return next(signature(f)[0] for f in _findings(name) if f.kind == kind)
+
+
+@pytest.mark.parametrize("name,kind,want", [
+    ("uaf", "kasan", "kasan: vma_to_resize < sys_mremap"),
+    ("vm-bug-on", "kernel_bug", "kernel_bug: vma_to_resize < sys_mremap"),
+])
+def test_same_signature_on_both_arches(name: str, kind: str, want: str) -> None:
+    assert _sig(f"{name}-x86_64", kind) == _sig(f"{name}-arm64", kind) == want
+
+
+@pytest.mark.parametrize("name,kind,want", [
+    ("recursive-lock-x86_64", "lockdep_recursive", "lockdep_recursive: down_read < vma_to_resize < sys_mremap"),
+    ("sleep-in-atomic-x86_64", "sleep_in_atomic",
+     "sleep_in_atomic: slab_pre_alloc_hook < kmem_cache_alloc_trace < vma_to_resize"),
+    ("deadlock-x86_64", "blocked_task", "blocked_task: __wait_for_common < vma_to_resize < sys_mremap"),
+])
+def test_signature_skips_report_machinery(name: str, kind: str, want: str) -> None:
+    assert _sig(name, kind) == want
+
+
+def test_signatures_hold_no_offsets_or_addresses() -> None:
+    for log in DATA.glob("*.log"):
+        for f in scan_text(log.read_text(), "console"):
+            sig = signature(f)[0]
+            assert not re.search(r"\+0x|0x[0-9a-f]|\[\s*\d+\.\d+\]|constprop", sig), (log.name, sig)
+
+
+def test_folding_over_arches_sides_and_repeats() -> None:
+    run = RunResult(workflow="premerge")
+    for arch in ("x86_64", "arm64"):
+        ar = ArchResult(arch=arch, findings=[f for f in _findings(f"uaf-{arch}") if f.kind == "kasan"])
+        run.arches[arch] = ar
+    base = ArchResult(arch="x86_64", findings=[f for f in _findings("uaf-x86_64") if f.kind == "kasan"])
+    run.extra.baseline = {"x86_64": base}
+    annotate_run(run)
+    crashes = run.extra.crashes or []
+    assert len(crashes) == 1
+    c = crashes[0]
+    assert c["seen"] == ["patched/x86_64", "patched/arm64", "baseline/x86_64"]
+    assert c["arches"] == ["arm64", "x86_64"] and c["count"] == 3 and c["not_the_patch"]
+    # one console repeating the same report: folded with its count
+    ar = ArchResult(arch="x86_64", findings=[f for f in _findings("sleep-in-atomic-x86_64")])
+    annotate(ar)
+    folded = fold([("x86_64", f) for f in ar.findings])
+    assert [(c["signature"], c["count"]) for c in folded] == [
+        ("sleep_in_atomic: slab_pre_alloc_hook < kmem_cache_alloc_trace < vma_to_resize", 2)]
+    assert not folded[0]["not_the_patch"]
+
+
+def _cached_kernel(arch: str) -> Path | None:
+    root = Path.home() / ".cache" / "kpipe" / "kernels" / arch
+    for d in sorted(root.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []:
+        if (d / "vmlinux").is_file() and "vma_to_resize" in (d / "System.map").read_text(errors="replace"):
+            return d
+    return None
+
+
+@pytest.mark.parametrize("arch,entry", [("x86_64", "__x64_sys_mremap"), ("arm64", "__arm64_sys_mremap")])
+def test_frames_decode_to_file_and_line_from_a_real_vmlinux(arch: str, entry: str) -> None:
+    """addr2line on a debug kernel kpipe built (the session's cache): a frame names mm/mremap.c:LINE."""
+    k = _cached_kernel(arch)
+    if k is None:
+        pytest.skip(f"no {arch} kernel with debug info in the cache yet (any kpipe build makes one)")
+    smap = (k / "System.map").read_text()
+    vtr = next(ln.split()[2] for ln in smap.splitlines() if ln.split()[2].startswith("vma_to_resize"))
+    out = decode([(vtr, "0x40"), (entry, "0x40")], k / "vmlinux", k / "System.map", arch)
+    assert re.fullmatch(r"vma_to_resize mm/mremap\.c:\d+", out[0]), out
+    assert re.fullmatch(r"sys_mremap mm/mremap\.c:\d+", out[1]), out
