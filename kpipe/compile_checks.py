@@ -340,40 +340,6 @@ def exit_code(res: dict[str, Any], allow_new_warnings: bool) -> tuple[int, list[
     return code, why
 
 
-def warnings_workflow(opts: Any, repro: str = "", allow_new_warnings: bool = False,
-                      tools: tuple[str, ...] = TOOLS) -> Any:
-    """`kpipe warnings`: only the compile checks (no boot), every arch asked (default all)."""
-    from .errors import KpipeError
-    from .pipeline import apply, locked_checkout, resolve_tree, series_of
-    from .arches import resolve_arches
-    from .workflows import _finish, _new_run
-    started = time.monotonic()
-    arches = resolve_arches(opts.arch or "all")
-    series = series_of(opts)
-    run, run_dir = _new_run("warnings", opts, repro)
-    run.extra.series = series.describe()
-    timings: dict[str, float] = {}
-    try:
-        tree = resolve_tree(opts, run_dir / "fetch.log", timings)
-        with locked_checkout(tree, run_dir / "apply.log") as co:
-            applied = apply(co, series, run_dir / "apply.log", timings)
-            reqs = [request_for(a, applied.checkout, opts) for a in arches]
-            res = check_series(reqs, applied.checkout, series.touched, run_dir, tools, opts.jobs, timings)
-        code, why = exit_code(res, allow_new_warnings)
-        run.extra.warnings = res
-        for w in why:
-            note(w)
-        if why:
-            run.extra.error = "; ".join(why)
-    except KpipeError as e:
-        note(e.render())
-        run.extra.error = e.message
-        code = e.exit_code
-    run.extra.exit_code_extra = code
-    run.extra.phases = timings
-    return _finish(run, run_dir, started)
-
-
 def parse_tools(spec: str) -> tuple[str, ...]:
     from .errors import UsageError
     chosen = tuple(t.strip() for t in spec.split(",") if t.strip())

@@ -259,6 +259,14 @@ def scan_text(text: str, source: str) -> list[Finding]:
     return s.findings
 
 
+def not_seen_on(console: list[Finding], dmesg: list[Finding]) -> list[Finding]:
+    """The dmesg findings the console did not already report. The console carries the same printk records as
+    the log buffer (same line, same timestamp) unless its loglevel filtered them or it fell behind: a record
+    read twice is one report, counted once (the console's, read live)."""
+    seen = {f.line for f in console}
+    return [f for f in dmesg if f.line not in seen]
+
+
 def summarize(findings: list[Finding]) -> dict[str, int]:
     out: dict[str, int] = {}
     for f in findings:

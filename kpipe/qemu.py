@@ -230,8 +230,9 @@ class VM:
         except InfraError as e:
             with self._cond:
                 self._cond.wait_for(self.eof.is_set, timeout=0.5)   # the lines just printed
-            if not self.findings() and self.running():
-                # a silent guest: ask the kernel what its tasks and CPUs are doing before calling it nothing
+            if not self.findings() and self.running() and self.not_ready_line is None:
+                # a silent guest (its init did not say why it cannot get ready): ask the kernel what its tasks
+                # and CPUs are doing before calling it nothing
                 # (a task in D state before sshd listens shows up here before the hung-task detector fires)
                 asked = self.send_sysrq(BOOT_SYSRQ_KEYS)
                 self.wait_console_quiet(2.0, 10.0)

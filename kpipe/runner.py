@@ -18,7 +18,7 @@ from .checkout import Checkout
 from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, EarlyKernelError,
                      InfraError, UsageError,
                      KernelError, KpipeError)
-from .findings import BLOCKED_KINDS, FATAL_KINDS, blocked_task_name, describe, summarize
+from .findings import BLOCKED_KINDS, FATAL_KINDS, blocked_task_name, describe, not_seen_on, summarize
 from .findings import strip_timestamp as strip
 from .patches import Applied, Series
 from .pipeline import Options, apply, build_kernel
@@ -196,8 +196,10 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                     and ar.boot.hang_probe is None:     # not yet asked for this run
                 ask_wedged_kernel(guest, ar)
             # leaks are looked for whenever the session still works (a test's own known hang, retried, is no reason
-            # to skip it); not after a fatal report (the scan would only wait on a broken kernel)
-            if wedged is None and vm.fatal_at is None and vm.running() and not vm.panicked and \
+            # to skip it); not after a fatal report or with a task blocked in D state (the verdict is known, and
+            # the scan would only wait on a broken kernel)
+            if wedged is None and vm.fatal_at is None and vm.blocked_at is None and vm.running() and \
+                    not vm.panicked and \
                     kmemleak.enabled(prep.kernel.config):
                 with phase("kmemleak", f"{prep.arch.name} scan twice, read the report", ar.phases):
                     leaks = scan_kmemleak(guest, ar, adir)
@@ -220,7 +222,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
         if vm is not None:
             ar.findings += vm.findings()       # the whole console, read to its end (QEMU has stopped)
             ar.boot.findings = [describe(f) for f in ar.findings]
-    ar.findings += dmesg + leaks
+    ar.findings += not_seen_on(ar.findings, dmesg) + leaks
     if vm is not None:
         _note_fatal_latency(ar, vm)
     ar.boot.findings = [describe(f) for f in ar.findings]

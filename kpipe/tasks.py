@@ -252,7 +252,7 @@ def warnings(c: Context, arch: str | None = None, tree: str | None = None, base:
              allow_new_warnings: bool = False, tools: str = "gcc-W=1,sparse,clang") -> None:
     """Compile-only: the warnings delta (gcc W=1, sparse C=2, clang) of the touched objects, baseline vs
     patched, and each patch of the series building on its own. No boot."""
-    from kpipe import compile_checks
+    from kpipe import compile_checks, workflows
     from kpipe.cli import reproducer
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
                             defconfig=defconfig, out=out, jobs=jobs, profile=profile, range=range,
@@ -260,8 +260,8 @@ def warnings(c: Context, arch: str | None = None, tree: str | None = None, base:
     args["arch"] = args["arch"] or "all"
     chosen = compile_checks.parse_tools(tools)
     repro = reproducer("warnings", _resolved({**args, "allow_new_warnings": allow_new_warnings}))
-    _run("warnings", lambda: compile_checks.warnings_workflow(_opts(**args), repro, allow_new_warnings,
-                                                              chosen).exit_code, args, quiet)
+    _run("warnings", lambda: workflows.warnings(_opts(**args), repro, allow_new_warnings, chosen).exit_code,
+         args, quiet)
 
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},

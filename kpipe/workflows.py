@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import report, verifier
+from . import compile_checks, report, verifier
 from .arches import resolve_arches
 from .errors import EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, KpipeError
 from .patches import Series
@@ -105,7 +105,6 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
             for v in variants:
                 v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings, series.touched)
             if opts.warnings:
-                from . import compile_checks
                 warn_res, warn_code, warn_why = compile_checks.for_premerge(opts, co, series, arches, run_dir, timings)
     except KpipeError as e:
         note(e.render())
@@ -172,4 +171,35 @@ def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_ba
         run.arches[a.name] = ArchResult(arch=a.name, verdict="pass" if outcome.first_bad else "error",
                                         exit_code=EXIT_PASS if outcome.first_bad else EXIT_INFRA)
     run.extra.exit_code_extra = EXIT_PASS if outcome.first_bad else EXIT_INFRA
+    return _finish(run, run_dir, started)
+
+
+def warnings(opts: Any, repro: str = "", allow_new_warnings: bool = False,
+                      tools: tuple[str, ...] = compile_checks.TOOLS) -> Any:
+    """`kpipe warnings`: only the compile checks (no boot), every arch asked (default all)."""
+    from .pipeline import apply
+    started = time.monotonic()
+    arches = resolve_arches(opts.arch or "all")
+    series = series_of(opts)
+    run, run_dir = _new_run("warnings", opts, repro)
+    run.extra.series = series.describe()
+    timings: dict[str, float] = {}
+    try:
+        tree = resolve_tree(opts, run_dir / "fetch.log", timings)
+        with locked_checkout(tree, run_dir / "apply.log") as co:
+            applied = apply(co, series, run_dir / "apply.log", timings)
+            reqs = [compile_checks.request_for(a, applied.checkout, opts) for a in arches]
+            res = compile_checks.check_series(reqs, applied.checkout, series.touched, run_dir, tools, opts.jobs, timings)
+        code, why = compile_checks.exit_code(res, allow_new_warnings)
+        run.extra.warnings = res
+        for w in why:
+            note(w)
+        if why:
+            run.extra.error = "; ".join(why)
+    except KpipeError as e:
+        note(e.render())
+        run.extra.error = e.message
+        code = e.exit_code
+    run.extra.exit_code_extra = code
+    run.extra.phases = timings
     return _finish(run, run_dir, started)

@@ -30,7 +30,7 @@ def shared_cache():
 
 # Fixtures that fetch a real tree or build real kernels: a test that uses any of them is e2e, whatever its file
 # says, so that `-m "not e2e"` (the fast tier) downloads, builds and boots nothing.
-REAL_WORLD_FIXTURES = {"tree510", "kernels", "patched_kernels", "tree_src", "src510", "needs_tree", "olddefconfig",
+REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "tree_src", "src510", "needs_tree", "olddefconfig",
                        "built_510", "fakes", "host_binary",
                        "built"}    # test_image: guest images made from downloaded Debian packages
 
@@ -39,6 +39,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_runtest_logreport(report):
+    """KPIPE_TEST_LOG=<file>: one line per test phase as it ends (wall clock, seconds, outcome), to watch a long
+    session live and to see where its time went even when it is cut short."""
+    path = os.environ.get("KPIPE_TEST_LOG")
+    if path and (report.when == "call" or report.outcome != "passed"):
+        import time
+        with open(path, "a") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} {report.duration:8.1f}s {report.outcome:7} {report.when:8} "
+                     f"{report.nodeid}\n")
 
 
 def _qemu_children() -> list[str]:
@@ -91,6 +102,18 @@ def kernels(tree510, tmp_path_factory) -> dict[str, Kernel]:
 def patched_kernels(tree510, kernels, tmp_path_factory) -> dict[str, Kernel]:
     """Debian 5.10 with the shipped series, both arches (built after the baseline: incremental)."""
     return _build_all(tree510, Options(), tmp_path_factory.mktemp("build-patched"))
+
+
+@pytest.fixture(scope="session")
+def mremap_sources(tree510) -> dict[str, str]:
+    """mm/mremap.c at the base of each Debian tree kpipe knows (fetched through kpipe's tree stage when missing)."""
+    from kpipe.tree import git
+    out = {}
+    with shared_cache():
+        for spec in ("debian:5.10", "debian:6.12"):
+            tree = tree510 if spec == "debian:5.10" else resolve_tree(Options(tree=spec))
+            out[tree.ident] = git(tree.repo, "show", f"{tree.base}:mm/mremap.c", bare=True).stdout
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -388,8 +388,9 @@ def test_crashing_and_hanging_tests_fail_and_the_run_goes_on(temps_before, tmp_p
 
 def test_selftest_that_hangs_is_killed_and_the_next_tests_run(temps_before, tmp_path):
     """A real selftest (userfaultfd shmem, ~1.7 s under TCG) against a 1 s budget: killed in the guest, the
-    next selftest and an extra test still run. The verifier shares the 1 s budget; only the selftests are
-    asserted here."""
+    next selftest and an extra test still run. userfaultfd-shmem has a known hang of its own (tries 3): every
+    try timed out and the kernel reported nothing, so nothing is known about the kernel: ERROR, exit 2, never a
+    kernel verdict. The verifier shares the 1 s budget; only the selftests are asserted here."""
     checker = c_file(tmp_path, "leftovers.c", LEFTOVERS_C)
     tag, out = f"selftest-{uuid.uuid4().hex[:8]}", tmp_path / "run"
     t = verify_cli(tag, out, "--accel", "tcg", "--selftests", "userfaultfd-shmem,mremap_dontunmap",
@@ -397,14 +398,15 @@ def test_selftest_that_hangs_is_killed_and_the_next_tests_run(temps_before, tmp_
     res = results_by_name(t.ran.result, ARCH, "selftests")
     if res["userfaultfd-shmem"]["status"] == "pass":
         pytest.skip("userfaultfd-shmem finished within 1 s on this machine: nothing to time out")
-    check_ended_cleanly(t.ran.stderr, 1, t.ran.code, tag, out, temps_before, "FAIL  selftests/userfaultfd-shmem",
-                        "observed timeout after 1 s", stdout=t.ran.stdout, fix=False)
-    assert res["userfaultfd-shmem"]["status"] == "fail", res["userfaultfd-shmem"]
-    assert res["userfaultfd-shmem"]["observed"] == "timeout after 1 s", res["userfaultfd-shmem"]
+    check_ended_cleanly(t.ran.stderr, 2, t.ran.code, tag, out, temps_before, "ERROR selftests/userfaultfd-shmem",
+                        "observed inconclusive: 3 timeouts", stdout=t.ran.stdout, fix=False)
+    assert res["userfaultfd-shmem"]["status"] == "error", res["userfaultfd-shmem"]
+    assert res["userfaultfd-shmem"]["observed"] == "inconclusive: 3 timeouts", res["userfaultfd-shmem"]
+    assert res["userfaultfd-shmem"]["runs"] == 3, res["userfaultfd-shmem"]
     assert res["mremap_dontunmap"]["status"] == "pass", res["mremap_dontunmap"]
     assert res["leftovers"]["status"] == "pass", res["leftovers"]
     assert "# TIMEOUT 1 seconds" in (out / ARCH / "selftests.ktap").read_text()
-    assert t.seconds < 90
+    assert t.seconds < 120
 
 
 # ------------------------------------------------------------------------------------------------ accelerator

@@ -318,3 +318,16 @@ def test_kmemleak_reports_and_kmemleak_turning_itself_off():
     assert classify("[    2.000000] kmemleak: Kernel memory leak detector disabled") == "kmemleak_off"
     assert classify("[    2.000000] kmemleak: Kernel memory leak detector initialized (mem pool available: "
                     "39123)") is None
+
+
+def test_a_report_on_the_console_and_in_dmesg_counts_once():
+    """Captured from a real run (5.10 + seed + tests/patches/debug/boot-faults.patch, kpipe_fault=warn, arm64):
+    the WARNING is on the console and again in the dmesg read after the tests; it is one report."""
+    from kpipe.findings import not_seen_on
+    here = Path(__file__).parent / "data" / "consoles" / "boot-warn-arm64"
+    console = scan_text((here / "serial.log").read_text(), "console")
+    dmesg = scan_text((here / "dmesg.log").read_text(), "dmesg")
+    assert [f.kind for f in console] == ["warning"] and [f.kind for f in dmesg] == ["warning"]
+    assert not_seen_on(console, dmesg) == []
+    # a record the console never showed (its loglevel filtered it, or the console fell behind) is kept
+    assert not_seen_on([], dmesg) == dmesg

@@ -16,18 +16,19 @@ REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
 UNREADABLE = REPO / "tests" / "patches" / "verifier" / "seed-rule-unreadable-loosened.patch"
 BACKPORT = REPO / "tests" / "patches" / "backport-5.13-rule.patch"
-TREES = Path.home() / ".cache" / "kpipe" / "trees"
+SOURCES: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _sources(mremap_sources):
+    SOURCES.update(mremap_sources)
 
 
 def _tree(name: str, *patches: Path) -> Path:
     """A scratch tree holding the real mm/mremap.c of `name` with `patches` applied by git apply."""
-    git = TREES / f"{name}.git"
-    if not git.is_dir():
-        pytest.fail(f"{git} is missing: run `kpipe verify --tree {name.replace('-', ':', 1)}` once to fetch it")
     d = Path(tempfile.mkdtemp(prefix="kpipe-intent-"))
     (d / "mm").mkdir()
-    (d / "mm" / "mremap.c").write_text(subprocess.run(["git", "-C", str(git), "show", "HEAD:mm/mremap.c"],
-                                                      check=True, capture_output=True, text=True).stdout)
+    (d / "mm" / "mremap.c").write_text(SOURCES[name])
     subprocess.run(["git", "init", "-q", str(d)], check=True)
     for p in patches:
         subprocess.run(["git", "-C", str(d), "apply", str(p)], check=True)
@@ -64,8 +65,7 @@ def test_a_trailer_declares_the_intent_and_the_code_is_checked_against_it():
 
 
 def test_no_patches_intend_the_base_rule_and_an_unknown_patch_is_read_from_the_code():
-    base = subprocess.run(["git", "-C", str(TREES / "debian-6.12.git"), "show", "HEAD:mm/mremap.c"], check=True,
-                          capture_output=True, text=True).stdout
+    base = SOURCES["debian-6.12"]
     assert intent.choose(_tree("debian-6.12"), None, intent.declared([], base))[0] == "upstream"
     policy, why = _choose(_tree("debian-5.10", BACKPORT), BACKPORT)        # not a patch kpipe knows
     assert policy == "upstream" and why.startswith("mm/mremap.c:")

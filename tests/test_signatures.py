@@ -69,22 +69,13 @@ def test_folding_over_arches_sides_and_repeats() -> None:
     assert not folded[0]["not_the_patch"]
 
 
-def _cached_kernel(arch: str) -> Path | None:
-    root = Path.home() / ".cache" / "kpipe" / "kernels" / arch
-    for d in sorted(root.glob("*"), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []:
-        if (d / "vmlinux").is_file() and "vma_to_resize" in (d / "System.map").read_text(errors="replace"):
-            return d
-    return None
-
-
 @pytest.mark.parametrize("arch,entry", [("x86_64", "__x64_sys_mremap"), ("arm64", "__arm64_sys_mremap")])
-def test_frames_decode_to_file_and_line_from_a_real_vmlinux(arch: str, entry: str) -> None:
-    """addr2line on a debug kernel kpipe built (the session's cache): a frame names mm/mremap.c:LINE."""
-    k = _cached_kernel(arch)
-    if k is None:
-        pytest.skip(f"no {arch} kernel with debug info in the cache yet (any kpipe build makes one)")
-    smap = (k / "System.map").read_text()
+def test_frames_decode_to_file_and_line_from_a_real_vmlinux(kernels, arch: str, entry: str) -> None:
+    """addr2line on the session's debug kernel (kpipe's build, debug info on): a frame names mm/mremap.c:LINE."""
+    k = kernels[arch]
+    assert k.vmlinux is not None and k.system_map is not None, "the debug profile keeps vmlinux and System.map"
+    smap = k.system_map.read_text()
     vtr = next(ln.split()[2] for ln in smap.splitlines() if ln.split()[2].startswith("vma_to_resize"))
-    out = decode([(vtr, "0x40"), (entry, "0x40")], k / "vmlinux", k / "System.map", arch)
+    out = decode([(vtr, "0x40"), (entry, "0x40")], k.vmlinux, k.system_map, arch)
     assert re.fullmatch(r"vma_to_resize mm/mremap\.c:\d+", out[0]), out
     assert re.fullmatch(r"sys_mremap mm/mremap\.c:\d+", out[1]), out

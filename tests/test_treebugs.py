@@ -11,16 +11,17 @@ from kpipe import treebugs
 from kpipe.verifier import load_expectations, policy_from_source
 
 REPO = Path(__file__).resolve().parent.parent
-TREES = Path.home() / ".cache" / "kpipe" / "trees"
+SOURCES: dict[str, str] = {}
 BACKPORT = REPO / "tests" / "patches" / "backport-5.13-rule.patch"
 
 
+@pytest.fixture(autouse=True)
+def _sources(mremap_sources):
+    SOURCES.update(mremap_sources)
+
+
 def _mremap(tree: str) -> str:
-    git = TREES / f"{tree}.git"
-    if not git.is_dir():
-        pytest.fail(f"{git} is missing: run `kpipe verify --tree {tree.replace('-', ':', 1)}` once to fetch it")
-    return subprocess.run(["git", "-C", str(git), "show", "HEAD:mm/mremap.c"], check=True, capture_output=True,
-                          text=True).stdout
+    return SOURCES[tree]
 
 
 def _patched(code: str, patch: Path) -> str:
