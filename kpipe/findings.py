@@ -6,7 +6,7 @@ each finding with the lines that follow it (the report: registers, the KALLSYMS-
 
 Kinds (the first pattern that matches a line names it):
   panic, kasan, kfence, ubsan, lockdep_circular, lockdep_recursive, lockdep_inconsistent, rcu_suspicious,
-  sleep_in_atomic, kernel_bug, vm_bug_on, bad_page_state, bad_page_map, bad_rss_counter, soft_lockup,
+  sleep_in_atomic, kernel_bug, vm_bug_on, bad_page_state, bad_page_map, bad_rss_counter, soft_lockup, hard_lockup,
   hung_task, rcu_stall, kernel_bug, vm_bug_on, gpf, oops, kmemleak (an unreferenced object in kmemleak's report),
   kmemleak_off (the detector turned itself off), bug, warning, and blocked_task (a task in D state listed by SysRq-w,
   only inside a "Show Blocked State" dump).
@@ -23,7 +23,7 @@ from .results import Finding
 CONTEXT_LINES = 40
 LONG_CONTEXT_LINES = 90          # lockdep reports list both lock chains and two traces
 LONG_CONTEXT_KINDS = frozenset({"lockdep_circular", "lockdep_recursive", "lockdep_inconsistent", "kasan",
-                                "kfence", "rcu_stall", "hung_task", "soft_lockup"})
+                                "kfence", "rcu_stall", "hung_task", "soft_lockup", "hard_lockup"})
 
 # Order matters: the first pattern that matches a line names its kind.
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -47,6 +47,8 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("bad_page_map", re.compile(r"BUG: Bad page map in process")),
     ("bad_rss_counter", re.compile(r"BUG: Bad rss-counter state")),
     ("soft_lockup", re.compile(r"BUG: soft lockup - CPU#\d+ stuck")),
+    # kernel/watchdog_hld.c (perf NMI watchdog, where the arch has one): "Watchdog detected hard LOCKUP on cpu %d"
+    ("hard_lockup", re.compile(r"Watchdog detected hard LOCKUP on cpu \d+")),
     ("hung_task", re.compile(r"INFO: task \S+ blocked for more than \d+ seconds")),
     # tree_stall.h "INFO: %s detected stalls on CPUs/tasks", "INFO: %s self-detected stall on CPU";
     # tree_exp.h "INFO: %s detected expedited stalls on CPUs/tasks"; tasks.h "INFO: rcu_tasks[_trace] detected
@@ -73,11 +75,12 @@ KINDS = tuple(k for k, _ in PATTERNS) + ("blocked_task",)
 FATAL_KINDS = frozenset({"panic", "kernel_bug", "oops", "gpf"})
 # Reports that say the kernel (or a task in it) stopped making progress: before the guest is ready they end the
 # boot (no later line can undo them); after it, the tests are abandoned once they persist.
-ENDS_BOOT_KINDS = FATAL_KINDS | frozenset({"soft_lockup", "hung_task", "rcu_stall"})
+ENDS_BOOT_KINDS = FATAL_KINDS | frozenset({"soft_lockup", "hard_lockup", "hung_task", "rcu_stall"})
 # RUN_ERROR_KINDS (kpipe.results): not a report of the kernel's behaviour but of kpipe's view of it, e.g. the
 # leak detector is off, so the run cannot say there was no leak.
 BLOCKED_KINDS = frozenset({"hung_task", "blocked_task"})     # reports that name a task stuck in D state
-STUCK_KINDS = frozenset({"hung_task", "soft_lockup", "rcu_stall"})   # the kernel (or a task) stopped progressing
+# the kernel (or a task in it) stopped progressing
+STUCK_KINDS = frozenset({"hung_task", "soft_lockup", "hard_lockup", "rcu_stall"})
 
 # Lines that look like reports but are not (lockdep capacity, detector banners): never findings.
 NOT_A_FINDING = re.compile(

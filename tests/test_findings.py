@@ -331,3 +331,10 @@ def test_a_report_on_the_console_and_in_dmesg_counts_once():
     assert not_seen_on(console, dmesg) == []
     # a record the console never showed (its loglevel filtered it, or the console fell behind) is kept
     assert not_seen_on([], dmesg) == dmesg
+
+
+def test_hard_lockup_is_a_stuck_kind():
+    """kernel/watchdog_hld.c's report (perf NMI watchdog) is a lockup like the soft one: it ends a boot."""
+    from kpipe.findings import ENDS_BOOT_KINDS, STUCK_KINDS
+    line = "[   41.017329] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1"
+    assert classify(line) == "hard_lockup" and "hard_lockup" in STUCK_KINDS & ENDS_BOOT_KINDS
