@@ -1,6 +1,7 @@
 """EXPERIMENTAL: submitting kpipe's jobs to a LAVA server with lavacli, and collecting the results.
 
-The token comes from ``$LAVACLI_TOKEN`` (with ``$LAVACLI_USERNAME``) or from lavacli's own config
+The token comes from ``$LAVACLI_TOKEN`` (with ``$LAVACLI_USERNAME``; handed to lavacli in a private 0600 config,
+never in an argv) or from lavacli's own config
 (``~/.config/lavacli.yaml``, identity ``default``). The job's ``file://`` URLs only work on a worker of
 this machine: for a remote lab, publish kernel and ramdisk somewhere the lab can fetch and rewrite the
 URLs (``$KPIPE_LAVA_ARTIFACT_URL``: a base URL under which ``<arch>/{kernel image,ramdisk.cpio.gz}`` are served).
@@ -34,21 +35,37 @@ FINISHED = {"Finished", "Canceled"}
 
 
 def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120) -> str:
-    cmd = [*lava.lavacli()]
+    """Run lavacli against ``url``. A token from the environment goes into a lavacli config (identity ``kpipe``)
+    in a private 0700 folder, file mode 0600, removed afterwards: never into an argv, which every user of the
+    machine can read in /proc."""
+    import shutil
+    import tempfile
+    cmd, env = [*lava.lavacli()], lava.env()
     token, user = os.environ.get("LAVACLI_TOKEN"), os.environ.get("LAVACLI_USERNAME")
+    private: str | None = None
     if token:
         if not user:
             raise UsageError("LAVACLI_TOKEN is set but LAVACLI_USERNAME is not",
                              fix="export LAVACLI_USERNAME=<your LAVA user> (or use lavacli's config file)")
-        base = re.sub(r"^(https?://)", rf"\g<1>{user}:{token}@", url.rstrip("/"))
-        cmd += ["--uri", base + "/RPC2"]
+        private = tempfile.mkdtemp(prefix="kpipe-lavacli-")          # mode 0700
+        conf = Path(private) / "lavacli.yaml"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump({"kpipe": {"uri": url.rstrip("/") + "/RPC2", "username": user, "token": token}}, fh)
+        env["XDG_CONFIG_HOME"] = private
+        cmd += ["--identity", "kpipe"]
     else:
         cmd += ["--uri", url.rstrip("/") + "/RPC2"]
-    cp = subprocess.run([*cmd, *args], env=lava.env(), capture_output=True, text=True, timeout=timeout)
+    try:
+        cp = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
     if cp.returncode != 0:
         raise InfraError(f"lavacli {' '.join(args[:2])} failed (exit {cp.returncode})",
                          detail=(cp.stderr or cp.stdout).strip().splitlines()[-8:],
-                         fix="check the server URL and the token (LAVACLI_USERNAME/LAVACLI_TOKEN or ~/.config/lavacli.yaml)")
+                         fix="check the server URL and the token (LAVACLI_USERNAME/LAVACLI_TOKEN or "
+                             "~/.config/lavacli.yaml)")
     return cp.stdout
 
 

@@ -1,0 +1,74 @@
+"""The LAVA token never appears in a process's argv: the real lavacli (kpipe's LAVA install) talks to a real
+XML-RPC server on loopback that checks the credentials lavacli sends; every argv kpipe starts is recorded."""
+from __future__ import annotations
+
+import base64
+import subprocess
+import threading
+import xmlrpc.server
+from pathlib import Path
+
+import pytest
+
+from kpipe import lava_install
+from kpipe.errors import InfraError
+from kpipe.lava import submit
+
+pytestmark = pytest.mark.e2e      # kpipe's LAVA install (downloaded by `kpipe setup`)
+
+TOKEN = "s3cret-token-9f2c"
+
+
+class _Handler(xmlrpc.server.SimpleXMLRPCRequestHandler):
+    rpc_paths = ("/RPC2",)
+    seen_auth: list[str] = []
+
+    def decode_request_content(self, data):  # every request: note its Basic credentials
+        auth = self.headers.get("Authorization", "")
+        _Handler.seen_auth.append(base64.b64decode(auth.split()[1]).decode() if auth.startswith("Basic ") else "")
+        return super().decode_request_content(data)
+
+
+@pytest.fixture()
+def server():
+    srv = xmlrpc.server.SimpleXMLRPCServer(("127.0.0.1", 0), requestHandler=_Handler, logRequests=False,
+                                           allow_none=True)
+    srv.register_function(lambda: "2023.01", "system.version")
+    srv.register_function(lambda definition: 4242, "scheduler.jobs.submit")
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    _Handler.seen_auth = []
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_token_goes_to_the_server_and_never_into_an_argv(server, tmp_path, monkeypatch):
+    lava = lava_install.ensure()
+    job = tmp_path / "job.yaml"
+    job.write_text("job_name: kpipe token test\n")
+    argvs: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(cmd, *a, **kw):
+        argvs.append([str(c) for c in cmd])
+        return real_run(cmd, *a, **kw)
+
+    monkeypatch.setattr(submit.subprocess, "run", recording_run)
+    monkeypatch.setenv("LAVACLI_TOKEN", TOKEN)
+    monkeypatch.setenv("LAVACLI_USERNAME", "kpipe-ci")
+    out = submit._lavacli(lava, server, "jobs", "submit", str(job))
+    assert "4242" in out
+    assert argvs and not [a for a in argvs if any(TOKEN in part for part in a)], argvs
+    assert "kpipe-ci:" + TOKEN in _Handler.seen_auth, _Handler.seen_auth     # lavacli did authenticate
+    assert not list(Path("/tmp").glob("kpipe-lavacli-*")), "the private config folder is removed"
+
+
+def test_a_wrong_server_is_an_infra_error_and_the_config_is_removed(tmp_path, monkeypatch):
+    lava = lava_install.ensure()
+    monkeypatch.setenv("LAVACLI_TOKEN", TOKEN)
+    monkeypatch.setenv("LAVACLI_USERNAME", "kpipe-ci")
+    with pytest.raises(InfraError, match="lavacli jobs submit failed") as ei:
+        submit._lavacli(lava, "http://127.0.0.1:9", "jobs", "submit", str(tmp_path / "none.yaml"), timeout=60)
+    assert TOKEN not in ei.value.render()
+    assert not list(Path("/tmp").glob("kpipe-lavacli-*"))
