@@ -137,6 +137,8 @@ def table_lines(run: RunResult) -> list[str]:
         for path, fc in ((ar.coverage or {}).get("files") or {}).items():
             lines.append(f"  coverage {path}: {fc['executed']} of {fc['code_lines']} changed line(s) executed, "
                          f"{fc['taken']} of {fc['branches']} branch outcome(s) taken (approximate counts)")
+        if ar.boot.kmemleak is not None:
+            lines.append(f"  kmemleak {ar.boot.kmemleak.sentence()}")
         if ar.error and ar.verdict != "pass":
             lines.append(f"  reason: {ar.error.splitlines()[0]}")
     return lines

@@ -115,6 +115,13 @@ class KmemleakInfo(Sparse):
     leaks: int | None = None                    # unreferenced objects reported (findings of kind kmemleak)
     known: list[str] | None = None              # objects excused as a tree's known false positive, with why
     log: str | None = None
+    not_scanned: str | None = None              # why no scan ran (leak_scan off, a fatal report, a blocked task)
+
+    def sentence(self) -> str:
+        if self.not_scanned:
+            return f"not scanned: {self.not_scanned}"
+        return (f"{self.leaks} leak(s) in two scans ({self.seconds} s)"
+                + (f", {len(self.known)} known false positive(s) excused" if self.known else ""))
 
 
 @dataclass

@@ -198,11 +198,16 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
             # leaks are looked for whenever the session still works (a test's own known hang, retried, is no reason
             # to skip it); not after a fatal report or with a task blocked in D state (the verdict is known, and
             # the scan would only wait on a broken kernel)
-            if wedged is None and vm.fatal_at is None and vm.blocked_at is None and vm.running() and \
-                    not vm.panicked and \
-                    kmemleak.enabled(prep.kernel.config):
-                with phase("kmemleak", f"{prep.arch.name} scan twice, read the report", ar.phases):
-                    leaks = scan_kmemleak(guest, ar, adir)
+            if kmemleak.enabled(prep.kernel.config):
+                why_not = ("the session broke" if wedged is not None or not vm.running() or vm.panicked
+                           else "the kernel reported a fatal error (the verdict is known)" if vm.fatal_at is not None
+                           else "a task is blocked in D state (the verdict is known)" if vm.blocked_at is not None
+                           else f"leak_scan is off ({opts.leak_scan_source})" if not opts.leak_scan else None)
+                if why_not is None:
+                    with phase("kmemleak", f"{prep.arch.name} scan twice, read the report", ar.phases):
+                        leaks = scan_kmemleak(guest, ar, adir)
+                else:
+                    ar.boot.kmemleak = KmemleakInfo(not_scanned=why_not)
             if vm.running() and not vm.panicked:
                 with phase("dmesg", prep.arch.name, ar.phases):
                     try:

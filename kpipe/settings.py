@@ -8,6 +8,9 @@ Levels, lowest first (a later level wins; a command-line option beats them all):
   ./kpipe.yaml                          (project file in the current directory)
   KPIPE_TREE, KPIPE_ARCH, ...           (environment)
 
+leak_scan (default yes): the debug profile's kmemleak scan after the tests (~25 s per arch under TCG). Off
+(`leak_scan: no`, KPIPE_LEAK_SCAN=0) for a quick edit loop: the report then says leaks were not looked for.
+
 The same loader serves both entry points (`kpipe` and `invoke` in the checkout), so they agree.
 """
 from __future__ import annotations
@@ -22,8 +25,8 @@ from invoke.config import Config
 from invoke.env import Environment
 from invoke.exceptions import UncastableEnvVar
 
-KEYS = ("tree", "arch", "profile", "kconfigs", "jobs", "out")
-BUILTIN = {"tree": None, "arch": None, "profile": "debug", "kconfigs": None, "jobs": 0, "out": None}
+KEYS = ("tree", "arch", "profile", "kconfigs", "jobs", "out", "leak_scan")
+BUILTIN = {"tree": None, "arch": None, "profile": "debug", "kconfigs": None, "jobs": 0, "out": None, "leak_scan": True}
 BUILTIN_MEANING = {"tree": "debian:5.10", "arch": "the host's arch", "kconfigs": "none", "jobs": "all cores",
                    "out": "a new folder under the runs folder"}
 
@@ -111,6 +114,10 @@ def _normalise(key: str, value: Any) -> object:
             from .errors import UsageError
             raise UsageError(f"jobs must be a number, got {value!r}",
                              fix="fix KPIPE_JOBS or `jobs:` in your kpipe.yaml (0 = all cores)") from None
+    if key == "leak_scan":          # a file's yes/no, or the environment's text (KPIPE_LEAK_SCAN=0)
+        if isinstance(value, str):
+            return value.strip().lower() not in ("0", "no", "false", "off", "")
+        return bool(value)
     if key in ("tree", "out") and isinstance(value, str) and value and not value.startswith("debian:"):
         return os.path.expanduser(value)
     return value

@@ -53,9 +53,11 @@ def _opts(arch: str | None = None, tree: str | None = None, base: str | None = N
           selftests: str = "all-relevant", extra_test: list[str] | None = None, out: str | None = None,
           jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
           test_timeout: str | None = None, profile: str | None = None, range: str | None = None) -> Options:
+    from kpipe import settings
     if range and not base and ".." in range:
         base = range.split("..", 1)[0]
-    return Options(range=range, profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
+    leak = settings.effective()["leak_scan"]
+    return Options(leak_scan=bool(leak.value), leak_scan_source=leak.source, range=range, profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
                    expect=expect, selftests=selftests, extra_tests=tuple(extra_test or ()), out=out,
                    jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None,

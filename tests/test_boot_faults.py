@@ -28,11 +28,11 @@ SEED = REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNM
 FAULTS = REPO_ROOT / "tests" / "patches" / "debug" / "boot-faults.patch"
 
 
-def run_fault(tmp_path: Path, fault: str, *extra: str):
+def run_fault(tmp_path: Path, fault: str, *extra: str, env: dict[str, str] | None = None):
     args = ["verify", "--arch", ARCH, "--selftests", "none", "--accel", "tcg", "--patch", str(SEED),
             "--patch", str(FAULTS), "--kernel-arg", f"kpipe_fault={fault}", *extra]
     t0 = time.monotonic()
-    ran = invoke(*args, out=tmp_path / "run", timeout=1800)
+    ran = invoke(*args, out=tmp_path / "run", timeout=1800, env=env)
     seconds = time.monotonic() - t0
     assert (tmp_path / "run" / "result.json").is_file(), str(ran)
     ar = ran.result["arches"][ARCH]
@@ -65,7 +65,8 @@ def test_hung_task_before_sshd_is_a_kernel_verdict(tmp_path):
 
 
 def test_warning_at_boot_fails_a_run_whose_tests_pass_and_junit_says_so(tmp_path):
-    ran, ar = run_fault(tmp_path, "warn")
+    """Also: the leak scan turned off from the environment (a quick edit loop) is said in the reports."""
+    ran, ar = run_fault(tmp_path, "warn", env={"KPIPE_LEAK_SCAN": "0"})
     assert ran.code == 1, str(ran)
     assert [f["kind"] for f in ar["findings"]] == ["warning"], ar["findings"]
     assert "kpipe test fault: a WARNING during boot" in "\n".join([ar["findings"][0]["line"],
@@ -77,6 +78,8 @@ def test_warning_at_boot_fails_a_run_whose_tests_pass_and_junit_says_so(tmp_path
     assert failures >= 1, ET.tostring(suites)[:2000]
     cases = [c for c in suites.iter("testcase") if c.find("failure") is not None]
     assert any("warning" in (c.find("failure").get("message") or "") for c in cases)
+    assert ar["boot"]["kmemleak"] == {"not_scanned": "leak_scan is off (environment KPIPE_LEAK_SCAN)"}
+    assert "| kmemleak | not scanned: leak" in (tmp_path / "run" / "summary.md").read_text()
 
 
 def test_leaked_vma_is_caught_by_kmemleak(tmp_path):

@@ -102,6 +102,12 @@ def test_config_shows_each_value_and_where_it_came_from(tmp_path, env):
     assert c["runs"] == (str(tmp_path / "r"), "environment KPIPE_RUNS")
     c = _config(tree, {**env, "KPIPE_TREE": "debian:6.1"})
     assert c["tree"] == ("debian:6.1", "environment KPIPE_TREE")
+    # the leak scan: on by default, off from a file's "no" or the environment's 0
+    assert _config(elsewhere, env)["leak_scan"] == ("True", "built-in default")
+    (elsewhere / "kpipe.yaml").write_text("leak_scan: no\n")
+    assert _config(elsewhere, env)["leak_scan"] == ("False", str(elsewhere / "kpipe.yaml"))
+    assert _config(elsewhere, {**env, "KPIPE_LEAK_SCAN": "1"})["leak_scan"] == ("True", "environment KPIPE_LEAK_SCAN")
+    assert _config(tmp_path, {**env, "KPIPE_LEAK_SCAN": "0"})["leak_scan"] == ("False", "environment KPIPE_LEAK_SCAN")
     # the kpipe checkout itself is not a kernel tree
     (Path(env["XDG_CONFIG_HOME"]) / "kpipe.yaml").unlink()
     assert _config(REPO_ROOT, env)["tree"] == ("-", "built-in default (debian:5.10)")
