@@ -32,6 +32,9 @@ class Ran:
         return f"exit {self.code}\n--- stdout\n{self.stdout[-4000:]}\n--- stderr\n{self.stderr[-6000:]}"
 
 
+LEAK_SCAN_ON = {"KPIPE_LEAK_SCAN": "1"}     # a run of the tests about kmemleak (conftest turns the scan off)
+
+
 def invoke(*args: str, out: Path | None = None, env: dict | None = None, timeout: float = 1800,
            cwd: Path = REPO_ROOT) -> Ran:
     cmd = [sys.executable, "-m", "invoke", *args]

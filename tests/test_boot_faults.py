@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe_cli import REPO_ROOT, invoke
+from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, invoke
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +83,7 @@ def test_warning_at_boot_fails_a_run_whose_tests_pass_and_junit_says_so(tmp_path
 
 
 def test_leaked_vma_is_caught_by_kmemleak(tmp_path):
-    ran, ar = run_fault(tmp_path, "leak")
+    ran, ar = run_fault(tmp_path, "leak", env=LEAK_SCAN_ON)
     assert ran.code == 1, str(ran)
     leaks = [f for f in ar["findings"] if f["kind"] == "kmemleak"]
     assert leaks, ar["findings"]

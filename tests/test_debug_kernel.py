@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe_cli import REPO_ROOT, invoke
+from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, invoke
 
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +25,12 @@ GOLDEN = REPO_ROOT / "tests" / "data" / "findings"
 TEST_TIMEOUT = 20          # seconds for the verifier: the deadlock case waits it out
 
 
-def verify(tmp_path: Path, arch: str, *patches: str, extra: tuple[str, ...] = ()):
+def verify(tmp_path: Path, arch: str, *patches: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
     args = ["verify", "--arch", arch, "--selftests", "none", "--accel", "tcg", "--patch", SEED]
     for p in patches:
         args += ["--patch", str(MUTANTS / p)]
     t0 = time.monotonic()
-    ran = invoke(*args, *extra, out=tmp_path / "run", timeout=2400)
+    ran = invoke(*args, *extra, out=tmp_path / "run", timeout=2400, env=env)
     seconds = time.monotonic() - t0
     assert (tmp_path / "run" / "result.json").is_file(), str(ran)
     return ran, ran.result["arches"][arch], seconds
@@ -49,7 +49,7 @@ def kinds(ar: dict) -> set[str]:
 
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
 def test_shipped_patch_passes_with_zero_findings(tmp_path, arch):
-    ran, ar, seconds = verify(tmp_path, arch)
+    ran, ar, seconds = verify(tmp_path, arch, env=LEAK_SCAN_ON)
     print(f"\n{arch} seed on debug: exit {ran.code} in {seconds:.0f}s, phases {ar['phases']}")
     assert ran.code == 0, str(ran)
     assert ar["findings"] == [] and ar["kernel"]["profile"] == "debug", ar["findings"]
