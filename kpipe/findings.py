@@ -182,6 +182,7 @@ class Scanner:
         self.context_lines = context_lines
         self._items: list[_Open] = []
         self._cut: tuple[str, int] | None = None   # (cut-here line, lines seen since)
+        self._cut_text: list[str] = []              # those lines: the report's own message (WARN's format text)
         self._sysrq_w_left = 0                      # lines left in a SysRq-w dump
         self._lock = threading.Lock()
 
@@ -210,16 +211,20 @@ class Scanner:
             if kind == "oops" and self._same_oops():
                 return None                 # arm64: "Unable to handle kernel ..." then "Internal error: Oops"
             if kind:
-                self._items.append(_Open(kind, seg, self._limit(kind)))
-                self._cut = None
+                # the lines between "cut here" and the report's first line are its message (WARN(cond, fmt)
+                # prints fmt before "WARNING: CPU:"): they open its context
+                lead = list(self._cut_text) if self._cut is not None else []
+                self._items.append(_Open(kind, seg, self._limit(kind), lead))
+                self._cut, self._cut_text = None, []
                 return kind
             if CUT_HERE.search(line):
                 self._flush_cut()
-                self._cut = (line, 0)
+                self._cut, self._cut_text = (line, 0), []
                 return None
             if self._cut is not None:
                 cut_line, n = self._cut
                 self._cut = (cut_line, n + 1)
+                self._cut_text.append(line)
                 if n + 1 >= CUT_LOOKAHEAD:
                     return self._flush_cut()
             return None
@@ -232,8 +237,9 @@ class Scanner:
         if self._cut is None:
             return None
         cut_line, _ = self._cut
-        self._cut = None
-        self._items.append(_Open("warning", cut_line, self.context_lines))
+        self._cut, lead = None, self._cut_text
+        self._cut_text = []
+        self._items.append(_Open("warning", cut_line, self.context_lines, lead))
         return "warning"
 
     def close(self) -> None:

@@ -338,3 +338,12 @@ def test_hard_lockup_is_a_stuck_kind():
     from kpipe.findings import ENDS_BOOT_KINDS, STUCK_KINDS
     line = "[   41.017329] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1"
     assert classify(line) == "hard_lockup" and "hard_lockup" in STUCK_KINDS & ENDS_BOOT_KINDS
+
+
+def test_a_warnings_own_message_opens_its_context():
+    """WARN(cond, fmt) prints fmt between "cut here" and "WARNING: CPU:" (the real boot-warn console)."""
+    here = Path(__file__).parent / "data" / "consoles" / "boot-warn-arm64"
+    [f] = scan_text((here / "serial.log").read_text(), "console")
+    assert f.line.split("] ", 1)[1].startswith("WARNING: CPU: 1 PID: 1 at mm/mremap.c:")
+    assert "kpipe test fault: a WARNING during boot" in f.context[0]
+    assert any("Call trace:" in ln for ln in f.context)
