@@ -157,7 +157,8 @@ def _kernel_from_entry(arch: Arch, entry: Path, meta: dict[str, Any], cached: bo
                   compiler=meta["compiler"], key=meta["key"], seconds=meta.get("seconds", 0.0), cached=cached,
                   tree_src=Path(meta["src"]) if meta.get("src") else None,
                   extra={"compiled": meta.get("compiled", []), "build_dir": meta.get("build_dir", ""),
-                         "make_vars": meta.get("make_vars", []), "instrumented": meta.get("instrumented", [])})
+                         "make_vars": meta.get("make_vars", []), "instrumented": meta.get("instrumented", []),
+                         "gcno_dir": str(entry / "gcno") if (entry / "gcno").is_dir() else ""})
 
 
 def build_dir(req: BuildRequest, ccache: bool) -> Path:
@@ -222,6 +223,11 @@ def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Ker
             if (bdir / name).exists():
                 shutil.copy2(bdir / name, tmp / dest)
         shutil.copytree(hdr_tmp, tmp / "headers", symlinks=True)
+        for obj in req.instrumented:          # gcov's notes of this very build: the build folder's change later
+            gcno = bdir / f"{obj[:-2]}.gcno"
+            if gcno.is_file():
+                (tmp / "gcno" / obj).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(gcno, tmp / "gcno" / f"{obj[:-2]}.gcno")
         return {"key": key, "release": (bdir / "include/config/kernel.release").read_text().strip(),
                 "compiler": compiler, "seconds": seconds, "arch": arch.name, "src": str(req.src),
                 "tree_hash": req.tree_hash, "compiled": sorted(set(_COMPILED.findall(_read_from(log, log_start)))),

@@ -93,7 +93,7 @@ def read_gcov_json(tool: str, gcda: Path) -> dict[str, Any]:
     cp = subprocess.run([tool, "--json-format", "--stdout", "-b", "-o", str(gcda.parent), gcda.name],
                         capture_output=True, text=True, timeout=120, cwd=gcda.parent)
     if "stamp mismatch" in cp.stderr or "version" in cp.stderr and "mismatch" in cp.stderr:
-        raise ValueError(f"the .gcda does not match the build folder's .gcno ({cp.stderr.strip()[:200]})")
+        raise ValueError(f"the .gcda does not match the kernel's .gcno ({cp.stderr.strip()[:200]})")
     if cp.returncode != 0 or not cp.stdout.strip():
         raise ValueError(f"{tool} failed (exit {cp.returncode}): {cp.stderr.strip()[:300]}")
     text = cp.stdout
@@ -179,9 +179,11 @@ def collect(session: _Session, kernel: Kernel, adir: Path, base: str | None, hea
             except KpipeError as e:
                 cov["errors"].append(f"{obj}: reading the counters over SSH failed: {e.message}")
                 continue
-            gcno = bdir / f"{stem}.gcno"
+            # the notes kept with the cached kernel (the build folder holds the last build's, maybe another kernel's)
+            kept = kernel.extra.get("gcno_dir")
+            gcno = Path(kept) / f"{stem}.gcno" if kept else bdir / f"{stem}.gcno"
             if not gcno.is_file():
-                cov["errors"].append(f"{obj}: no {gcno} in the build folder")
+                cov["errors"].append(f"{obj}: no {gcno} (kept with the kernel, or in the build folder)")
                 continue
             shutil.copy2(gcno, local.with_suffix(".gcno"))
             gdir.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ class Options:
     range: str | None = None               # --range A..B: the series is those commits of the user's tree
     warnings: bool = True                  # premerge: the compile checks (kpipe.compile_checks)
     allow_new_warnings: bool = False       # a new compiler/sparse warning is reported, not failing
+    cases: tuple[str, ...] = ()            # --case: only these verifier cases (names or globs); () all
     leak_scan: bool = True                 # the kmemleak scan after the tests (debug profile)
     leak_scan_source: str = "built-in default"
 

@@ -56,6 +56,7 @@ class Prepared:
 class _VerifierOptions(TypedDict, total=False):
     """run_verifier's keyword options a run may set (absent: its default)."""
     timeout: float
+    only: bool
 
 
 @dataclass
@@ -78,6 +79,7 @@ def check_options(opts: Options, arches: list[Arch]) -> None:
         verifier.check_policy(opts.expect)
     get_profile(opts.profile)
     selftests.check_choice(opts.selftests)
+    verifier.select(verifier.load_expectations(), opts.cases)
     for name in opts.extra_tests:
         f = Path(name)
         if not f.is_file():
@@ -153,7 +155,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     at all is an infrastructure error (exit 2)."""
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
-    expectations = verifier.load_expectations()
+    expectations = verifier.select(verifier.load_expectations(), opts.cases)
     if ar.kernel.tree_bugs is not None:
         expectations = treebugs.apply(expectations, prep.policy, ar.kernel.tree_bugs)
     t_boot = time.monotonic()
@@ -175,8 +177,11 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
             guest.session.abort_check = vm.abandon_reason
             guest.session.on_timeout = lambda command: ask_wedged_kernel(guest, ar)
             try:
-                with phase("run", f"{prep.arch.name} verifier ({prep.policy})", ar.phases):
+                what = f" {len(expectations.cases)} selected case(s)" if opts.cases else ""
+                with phase("run", f"{prep.arch.name} verifier ({prep.policy}){what}", ar.phases):
                     vopts: _VerifierOptions = {"timeout": opts.test_timeout} if opts.test_timeout else {}
+                    if opts.cases:
+                        vopts["only"] = True
                     ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
                                                       adir, **vopts)
                     ar.pause = verifier.pause_summary(ar.tests)

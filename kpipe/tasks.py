@@ -43,8 +43,10 @@ COMMON_HELP = {
     "quiet": "no progress lines",
     "kernel_arg": "append this to the guest kernel command line (repeatable), e.g. oops=panic",
     "test_timeout": "seconds each test may run (the verifier, each selftest and extra test)",
+    "case": "run only this verifier case (repeatable; a name or a glob such as 'plain-*'): a quick loop on one "
+            "behaviour; the verdict covers only the cases run",
 }
-ITER = ["patch", "kconfig", "extra_test", "kernel_arg"]
+ITER = ["patch", "kconfig", "extra_test", "kernel_arg", "case"]
 
 
 def _opts(arch: str | None = None, tree: str | None = None, base: str | None = None, series: str | None = None,
@@ -52,12 +54,13 @@ def _opts(arch: str | None = None, tree: str | None = None, base: str | None = N
           defconfig: str = "tinyconfig", accel: str = "auto", expect: str | None = None,
           selftests: str = "all-relevant", extra_test: list[str] | None = None, out: str | None = None,
           jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
-          test_timeout: str | None = None, profile: str | None = None, range: str | None = None) -> Options:
+          test_timeout: str | None = None, profile: str | None = None, range: str | None = None,
+          case: list[str] | None = None) -> Options:
     from kpipe import settings
     if range and not base and ".." in range:
         base = range.split("..", 1)[0]
     leak = settings.effective()["leak_scan"]
-    return Options(leak_scan=bool(leak.value), leak_scan_source=leak.source, range=range, profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
+    return Options(cases=tuple(case or ()), leak_scan=bool(leak.value), leak_scan_source=leak.source, range=range, profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
                    expect=expect, selftests=selftests, extra_tests=tuple(extra_test or ()), out=out,
                    jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None,
@@ -189,21 +192,24 @@ VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches",
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
                            "bisect_exit_codes": "map exit codes for `git bisect run` (0 good, 1 bad, 125 skip)",
-                           "report": "mail: print report.txt (the robot's mail) on stdout at the end"})
+                           "report": "mail: print report.txt (the robot's mail) on stdout at the end",
+                           "case": COMMON_HELP["case"]})
 def verify(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
            series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
            kconfig: list[str] | None = None, defconfig: str = "tinyconfig", accel: str = "auto",
            expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
            out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
            test_timeout: str | None = None, bisect_exit_codes: bool = False, quiet: bool = False,
-           profile: str | None = None, range: str | None = None, report: str | None = None) -> None:
+           profile: str | None = None, range: str | None = None, report: str | None = None,
+           case: list[str] | None = None) -> None:
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
                             kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
+                            case=case))
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _check_report(report)
     _run("verify", lambda: _mail(workflows.verify(_opts(**args), repro), report),

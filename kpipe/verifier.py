@@ -63,6 +63,19 @@ class Expectations:
         return {name: c.outcomes[policy] for name, c in self.cases.items()}
 
 
+def select(ex: Expectations, patterns: tuple[str, ...]) -> Expectations:
+    """Only the cases matching ``patterns`` (names or shell globs, e.g. ``plain-*``), in file order; every
+    pattern must match a case. No patterns: all of them."""
+    if not patterns:
+        return ex
+    import fnmatch
+    unknown = [p for p in patterns if not any(fnmatch.fnmatchcase(n, p) for n in ex.cases)]
+    if unknown:
+        raise UsageError(f"--case {', '.join(unknown)}: no verifier case of that name",
+                         fix=f"pick names from {ex.path} (e.g. pmd-memfd, or a glob: 'plain-*')")
+    return replace(ex, cases={n: c for n, c in ex.cases.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)})
+
+
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise UsageError(f"unknown expectation policy {policy!r}; the policies are {', '.join(POLICIES)}",
@@ -423,9 +436,10 @@ def _exit_check(exit_status: int | None, plan: int | None, seen: int, bail: str 
 # ------------------------------------------------------------------------------------------------- run
 
 def run_verifier(session: Session, binary: Path, policy: str, expectations: Expectations, out_dir: Path,
-                 timeout: float = 300, remote_dir: str = REMOTE_DIR) -> list[TestResult]:
+                 timeout: float = 300, remote_dir: str = REMOTE_DIR, only: bool = False) -> list[TestResult]:
     """Push the binary and the policy's expectation file, run it, keep the TAP verbatim in
-    out_dir/verifier.tap, and return one result per case."""
+    out_dir/verifier.tap, and return one result per case. ``only``: ``expectations`` is a selection
+    (``select``): the binary runs those cases by name."""
     check_policy(policy)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -439,7 +453,8 @@ def run_verifier(session: Session, binary: Path, policy: str, expectations: Expe
     session.put(Path(binary), remote_bin, 0o755)
     session.put(expect_local, remote_expect, 0o644)
     case_timeout = int(max(5, min(30, timeout / 6)))
-    res = session.run([remote_bin, "-e", remote_expect, "-t", str(case_timeout)], timeout=timeout)
+    names = list(expectations.cases) if only else []
+    res = session.run([remote_bin, "-e", remote_expect, "-t", str(case_timeout), *names], timeout=timeout)
     (out_dir / "verifier.tap").write_text(res.stdout)
     if res.stderr:
         (out_dir / "verifier.stderr").write_text(res.stderr)

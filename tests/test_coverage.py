@@ -83,3 +83,32 @@ def test_a_branch_no_test_reaches_is_reported_not_executed(tree510, patched_kern
     assert "NOT EXECUTED" in (out / "report.txt").read_text()
     assert "executed by no test on any arch" in r.stderr
     assert 'class="cov-miss"' in (out / "report.html").read_text()
+
+
+@pytest.mark.e2e
+def test_coverage_of_a_cached_kernel_after_another_build_in_its_folder(tree510, patched_kernels, tmp_path):
+    """The build folder is shared by every kernel of an arch: its .gcno is the last build's. A kernel served
+    from the cache keeps its own .gcno, so its coverage still reads (seen: "stamp mismatch with notes file" and
+    no coverage at all for the seed's kernel after a mutant was built). Kernel A, then kernel B in the same
+    folder (B changes the code too: a comment-only change keeps gcc's notes stamp), then A again from the cache
+    with one verifier case."""
+    import uuid
+
+    from kpipe_cli import invoke
+    from test_build import edit_patch, series
+    a = edit_patch(tree510, tmp_path / "a.patch", f"/* kpipe coverage test A {uuid.uuid4().hex} */")
+    b = edit_patch(tree510, tmp_path / "b.patch", f"/* kpipe coverage test B {uuid.uuid4().hex} */")
+    (tmp_path / "sa").mkdir()
+    (tmp_path / "sb").mkdir()
+    sa, sb = series(tmp_path / "sa", SEED, a), series(tmp_path / "sb", SEED, UNREACHED, b)
+    for s, out in ((sa, "build-a"), (sb, "build-b")):
+        r = invoke("build", "--arch", "arm64", "--series", str(s), out=tmp_path / out)
+        assert r.code == 0, r
+    r = invoke("verify", "--arch", "arm64", "--selftests", "none", "--case", "move-memfd-shared",
+               "--series", str(sa), out=tmp_path / "run")
+    assert r.code == 0, r
+    ar = r.result["arches"]["arm64"]
+    assert ar["build"]["cached"] is True
+    cov = ar["coverage"]
+    assert cov["errors"] == [] and "mm/mremap.c" in cov["files"], cov
+    assert cov["files"]["mm/mremap.c"]["executed"] >= 1, cov
