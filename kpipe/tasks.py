@@ -276,7 +276,8 @@ def warnings(c: Context, arch: str | None = None, tree: str | None = None, base:
                            "good": "a good revision (verified first: it must pass under the policy)",
                            "bad": "a bad revision (verified first: it must fail under the policy)",
                            "build_failure_is_bad": "count build failures as bad instead of skip",
-                           "series_mode": "bisect inside the patch series: which patch first breaks"})
+                           "series_mode": "bisect inside the patch series: which patch first breaks",
+                           "case": COMMON_HELP["case"]})
 def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: str | None = None,
            tree: str | None = None, series: str | None = None, patch: list[str] | None = None,
            kconfig: list[str] | None = None, defconfig: str = "tinyconfig", accel: str = "auto",
@@ -284,7 +285,7 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
            out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, build_failure_is_bad: bool = False,
            series_mode: bool = False, quiet: bool = False, base: str | None = None, no_patches: bool = False,
            kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
-           range: str | None = None) -> None:
+           range: str | None = None, case: list[str] | None = None) -> None:
     """Bisect in kpipe's own checkout: both endpoints verified first, then each step verifies incrementally."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -292,7 +293,8 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
                             defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             build_failure_is_bad=build_failure_is_bad, series_mode=series_mode,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
+                            case=case))
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
     repro = reproducer("bisect", _resolved(args))
     # workflows.bisect types good and bad as str, but takes None for a missing one (bisection.bisect_commits

@@ -33,7 +33,8 @@ pytestmark = pytest.mark.e2e
 # Bisection logic (endpoints, steps, skips, what git names) does not depend on the kernel's debug options, and
 # each step is a build + boot + verifier: the fast profile keeps these tests minutes shorter. The debug profile
 # (bisect's default) is proven by the workflow, debug-kernel and verifier tests.
-FAST = ("--profile", "fast")
+# the fast profile, and only the DONTUNMAP moves the histories change (their flip decides good and bad)
+FAST = ("--profile", "fast", "--case", "move-*")
 SEED = REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
 ALLOW = "if (flags & MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma)))"
 REJECT = "if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) || vma->vm_flags & VM_SHARED))"
