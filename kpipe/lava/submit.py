@@ -62,8 +62,11 @@ def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120) -> str:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
     if cp.returncode != 0:
+        said = (cp.stderr or cp.stdout).strip()
+        if token:                    # lavacli's "Unable to connect" prints the URI with the token in it
+            said = said.replace(token, "<token>")
         raise InfraError(f"lavacli {' '.join(args[:2])} failed (exit {cp.returncode})",
-                         detail=(cp.stderr or cp.stdout).strip().splitlines()[-8:],
+                         detail=said.splitlines()[-8:],
                          fix="check the server URL and the token (LAVACLI_USERNAME/LAVACLI_TOKEN or "
                              "~/.config/lavacli.yaml)")
     return cp.stdout
