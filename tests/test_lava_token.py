@@ -70,5 +70,5 @@ def test_a_wrong_server_is_an_infra_error_and_the_config_is_removed(tmp_path, mo
     monkeypatch.setenv("LAVACLI_USERNAME", "kpipe-ci")
     with pytest.raises(InfraError, match="lavacli jobs submit failed") as ei:
         submit._lavacli(lava, "http://127.0.0.1:9", "jobs", "submit", str(tmp_path / "none.yaml"), timeout=60)
-    assert TOKEN not in ei.value.render() and "Unable to connect" in ei.value.render()   # lavacli's own words
+    assert TOKEN not in ei.value.render() and "Unable to connect" in ei.value.render()
     assert not list(Path("/tmp").glob("kpipe-lavacli-*"))
