@@ -370,7 +370,8 @@ class Bench:
             if have:
                 singles[name] = have["kpipe_s"]
             else:
-                _settle_build(ARCHES[name], self.tree, replace(o, arch=name), self.run_dir / f"settle-{name}-{prof}.log")
+                _settle_build(ARCHES[name], self.tree, replace(o, arch=name),
+                              self.run_dir / f"settle-{name}-{prof}.log")
                 singles[name], _ = _verify(replace(o, arch=name), self.run_dir / f"all-single-{name}-{prof}")
         k_all, _ = _verify(o, self.run_dir / f"all-{prof}")
         slower = max(singles, key=lambda n: singles[n])

@@ -88,7 +88,8 @@ def _subject(repo_dir: Path, sha: str) -> str:
 def bisect_commits(arches: list[Arch], opts: Options, good: str | None, bad: str | None, run_dir: Path,
                    timings: dict[str, float], build_failure_is_bad: bool) -> BisectOutcome:
     if not good or not bad:
-        raise UsageError("bisect needs --good REV and --bad REV", fix="e.g. invoke bisect --good v5.10 --bad HEAD --tree PATH")
+        raise UsageError("bisect needs --good REV and --bad REV",
+                         fix="e.g. invoke bisect --good v5.10 --bad HEAD --tree PATH")
     good_tree = open_tree(opts.tree, good, run_dir / "fetch.log")
     tree = open_tree(opts.tree, bad, run_dir / "fetch.log")
     series = series_of(opts) if (opts.series or opts.patches) else Series((), "none")
@@ -96,7 +97,8 @@ def bisect_commits(arches: list[Arch], opts: Options, good: str | None, bad: str
     with locked_checkout(tree, run_dir / "apply.log") as co:
         wt = co.path
         if git(wt, "merge-base", "--is-ancestor", good_tree.base, tree.base, check=False).returncode:
-            raise UsageError(f"--good {good} is not an ancestor of --bad {bad}", fix="swap them or pick other revisions")
+            raise UsageError(f"--good {good} is not an ancestor of --bad {bad}",
+                             fix="swap them or pick other revisions")
         count = int(git(wt, "rev-list", "--count", f"{good_tree.base}..{tree.base}").stdout.strip())
         ends: dict[str, BisectStep] = {}
         for which, rev, t in (("good", good, good_tree), ("bad", bad, tree)):
@@ -199,7 +201,9 @@ def bisect_series(arches: list[Arch], opts: Options, run_dir: Path, timings: dic
             elif m == "bad":
                 hi = mid
             else:
-                return BisectOutcome(mode="series", steps=steps, why=f"only skipped prefixes between {lo} and {hi} patches")
+                return BisectOutcome(mode="series", steps=steps,
+                                     why=f"only skipped prefixes between {lo} and {hi} patches")
     pf = series.patches[hi - 1]
     note(f"bisect: first bad patch {hi}/{n}: {pf.path.name} ({pf.subject}) after {len(steps)} step(s)")
-    return BisectOutcome(mode="series", steps=steps, first_bad=Commit(commit=pf.path.name, subject=pf.subject, index=hi))
+    return BisectOutcome(mode="series", steps=steps,
+                         first_bad=Commit(commit=pf.path.name, subject=pf.subject, index=hi))

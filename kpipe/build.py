@@ -105,7 +105,8 @@ def ccache_relocation(src: Path, bdir: Path) -> tuple[dict[str, str], list[str]]
     root = os.path.commonpath([s, b])
     if root in ("/", ""):
         return {}, []
-    return {"CCACHE_BASEDIR": root, "CCACHE_NOHASHDIR": "1"}, [f"KCPPFLAGS=-fmacro-prefix-map={os.path.relpath(s, b)}/="]
+    return ({"CCACHE_BASEDIR": root, "CCACHE_NOHASHDIR": "1"},
+            [f"KCPPFLAGS=-fmacro-prefix-map={os.path.relpath(s, b)}/="])
 
 
 def relocatable(bdir: Path, ccache: bool) -> bool:
@@ -210,7 +211,8 @@ def build(req: BuildRequest, log: Path, validate: Callable[[Path], None]) -> Ker
             configure(req, bdir, cc, log, validate)
             log_start = log.stat().st_size if log.exists() else 0
             try:
-                proc.run(_make_cmd(req, bdir, cc, f"-j{jobs}", arch.image_target), log=log, env=_make_env(cc, req.src, bdir),
+                proc.run(_make_cmd(req, bdir, cc, f"-j{jobs}", arch.image_target), log=log,
+                         env=_make_env(cc, req.src, bdir),
                          timeout=7200, what=f"make {arch.image_target}")
             except InfraError as e:
                 if "failed with exit" not in e.message:

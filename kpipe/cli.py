@@ -64,7 +64,8 @@ def run_task(task: str, fn: Callable[[], TaskOutcome], args: dict[str, Any] | No
     except KeyboardInterrupt as e:
         proc.kill_all()
         why = "SIGTERM" if str(e) == f"signal {int(signal.SIGTERM)}" else "SIGINT"
-        err: KpipeError = Interrupted(f"stopped by {why}; every QEMU/make child was killed, no half-written cache entry was kept")
+        err: KpipeError = Interrupted(f"stopped by {why}; every QEMU/make child was killed, no half-written cache "
+                                      "entry was kept")
         print(err.render(), file=sys.stderr)
         code = err.exit_code
     except Exception as e:      # a bug or an unforeseen host problem: never let it pass for exit 1 (kernel verdict)

@@ -87,10 +87,12 @@ def boot(opts: Options, cmd: str | None, shell: bool) -> TaskOutcome:
     arch = prof.guest_arch(resolve_arches(opts.arch)[0])
     run_dir = new_run_dir(opts.out, "boot")
     initrd = image.build_image(arch, run_dir / "image.log")
-    note(f"booting {arch.name} {kernel.release} ({prof.name} profile, {arch.smp} vCPU); console log {run_dir / 'serial.log'}")
+    note(f"booting {arch.name} {kernel.release} ({prof.name} profile, {arch.smp} vCPU); "
+         f"console log {run_dir / 'serial.log'}")
     with qemu.boot(arch, kernel.image, initrd, run_dir, accel=opts.accel, timeout=opts.boot_timeout,
                    cmdline_extra=opts.kernel_args) as guest:
-        note(f"{arch.name} ready in {guest.boot_seconds:.1f}s ({guest.accel}: {guest.accel_reason}); ssh port {guest.port}")
+        note(f"{arch.name} ready in {guest.boot_seconds:.1f}s ({guest.accel}: {guest.accel_reason}); "
+             f"ssh port {guest.port}")
         if shell:
             return _interactive(guest), "the guest shell's exit status"
         res = guest.session.run(cmd or "uname -a", timeout=120)

@@ -95,7 +95,8 @@ class CpioWriter:
 
 def write_gz(path: Path, build: Callable[[CpioWriter], None], level: int = 6) -> None:
     """Create ``path`` as gzip(cpio) where ``build(writer)`` adds the entries."""
-    with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz:
+    with open(path, "wb") as raw, \
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz:
         w = CpioWriter(gz)
         build(w)
         w.close()

@@ -94,7 +94,8 @@ _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@", re.M)
 
 def read_patch(path: Path, origin: str = "") -> PatchFile:
     if not path.is_file():
-        raise UsageError(f"patch file {path} does not exist", fix="check the path (series entries are relative to the series file)")
+        raise UsageError(f"patch file {path} does not exist",
+                         fix="check the path (series entries are relative to the series file)")
     data = path.read_bytes()
     if not data.strip():
         raise UsageError(f"patch file {path} is empty", fix="pass a patch made by `git format-patch` or `diff -u`")
@@ -235,7 +236,8 @@ def load_range(rng: str, tree: str | None) -> Series:
         raise UsageError(f"--range {rng}: git format-patch failed in {tree}: {r.stderr.strip().splitlines()[-1:]}",
                          fix="name two revisions of that tree, e.g. --range v6.1..HEAD")
     if not r.stdout.strip():
-        raise UsageError(f"--range {rng} holds no commits in {tree}", fix="check the order: A..B lists B's commits not in A")
+        raise UsageError(f"--range {rng} holds no commits in {tree}",
+                         fix="check the order: A..B lists B's commits not in A")
 
     def origin(body: str, line: int) -> str:
         m = re.match(r"^From ([0-9a-f]{40}) ", body)
@@ -249,7 +251,8 @@ def load_series(series: str | Path | None = None, patches: list[str] | None = No
                 no_patches: bool = False, rng: str | None = None, tree: str | None = None) -> Series:
     if no_patches and (patches or series or rng):
         raise UsageError("--no-patches was given together with --patch/--series/--range",
-                         fix="drop --no-patches to apply the patches, or drop --patch/--series/--range for a baseline run")
+                         fix="drop --no-patches to apply the patches, or drop --patch/--series/--range for a "
+                             "baseline run")
     given = [n for n, v in (("--patch", patches), ("--series", series), ("--range", rng)) if v]
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} were given together",

@@ -65,7 +65,8 @@ def new_run_dir(out: str | None, workflow: str) -> Path:
     if out:
         d = Path(out).expanduser()
         if d.exists() and not d.is_dir():
-            raise UsageError(f"--out {out} exists and is not a folder", fix="pass --out with a folder path (new or existing)")
+            raise UsageError(f"--out {out} exists and is not a folder",
+                             fix="pass --out with a folder path (new or existing)")
         d.mkdir(parents=True, exist_ok=True)
         return d.resolve()
     runs, _ = runs_root_and_source()

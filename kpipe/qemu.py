@@ -356,7 +356,8 @@ class VM:
 
 @contextlib.contextmanager
 def boot_vm(arch: Arch, kernel_image: Path, initrd_path: Path, run_dir: Path, *, accel: str, marker: str,
-            deadline: float, not_ready: str = "", cmdline_extra: tuple[str, ...] = (), serial_log_name: str = "serial.log",
+            deadline: float, not_ready: str = "", cmdline_extra: tuple[str, ...] = (),
+            serial_log_name: str = "serial.log",
             with_ssh: bool = True) -> Iterator[VM]:
     """Start QEMU (retrying on a port another program took meanwhile), wait for the marker, yield the VM;
     QEMU is stopped on the way out, whatever happens."""
@@ -465,7 +466,8 @@ def boot(arch: Arch, kernel_image: Path, initrd: Initrd, run_dir: Path, *, accel
         t0 = time.monotonic()
         deadline = t0 + budget
         with boot_vm(arch, kernel_image, joined, run_dir, accel=accel_name, marker=initrd.ready_marker,
-                     not_ready=initrd.not_ready_marker, deadline=deadline, cmdline_extra=cmdline_extra, serial_log_name=serial_log_name) as vm:
+                     not_ready=initrd.not_ready_marker, deadline=deadline, cmdline_extra=cmdline_extra,
+                     serial_log_name=serial_log_name) as vm:
             assert vm.ready_at is not None and vm.port is not None    # boot_vm yields a ready VM with SSH
             boot_seconds = vm.ready_at - vm.started
             try:

@@ -831,7 +831,8 @@ def _as_kpipe_error(e: BaseException, when: str) -> KpipeError:
 
 def _kill_remote(session: Session, pidfile: str) -> None:
     """After a host-side timeout: kill the test's process group (and the process) in the guest."""
-    script = f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null) && {{ kill -9 -$p 2>/dev/null; kill -9 $p 2>/dev/null; }}; true"
+    script = (f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null) && "
+              "{ kill -9 -$p 2>/dev/null; kill -9 $p 2>/dev/null; }; true")
     try:
         session.run(["sh", "-c", script], 10)
     except (KpipeError, OSError, EOFError):

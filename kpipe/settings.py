@@ -129,7 +129,8 @@ def effective(cwd: Path | None = None) -> dict[str, Setting]:
     files = [("system", cfg._system_path, cfg._system), ("user", cfg._user_path, cfg._user)]
     out: dict[str, Setting] = {}
     for key in KEYS:
-        value, source = BUILTIN[key], "built-in default" + (f" ({BUILTIN_MEANING[key]})" if key in BUILTIN_MEANING else "")
+        meaning = f" ({BUILTIN_MEANING[key]})" if key in BUILTIN_MEANING else ""
+        value, source = BUILTIN[key], "built-in default" + meaning
         for _, path, data in files:
             if key in data:
                 value, source = data[key], f"{path}"

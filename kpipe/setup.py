@@ -35,7 +35,8 @@ def foreign_arches_needed() -> list[str]:
 def missing_packages() -> list[str]:
     cp = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\n", *HOST_PACKAGES],
                         capture_output=True, text=True)
-    installed = {ln.split()[0] for ln in cp.stdout.splitlines() if len(ln.split()) > 1 and ln.split()[1].startswith("ii")}
+    installed = {ln.split()[0] for ln in cp.stdout.splitlines()
+                 if len(ln.split()) > 1 and ln.split()[1].startswith("ii")}
     return [p for p in HOST_PACKAGES if p not in installed]
 
 
@@ -67,4 +68,5 @@ def _host_packages() -> None:
     for c in cmds:
         note(f"setup: {shlex.join(c)}")
         proc.run(c, env={"DEBIAN_FRONTEND": "noninteractive"}, timeout=3600, what=c[0])
-    note(f"setup: installed {', '.join(missing) or 'no packages'}; foreign arches added: {', '.join(foreign) or 'none'}")
+    note(f"setup: installed {', '.join(missing) or 'no packages'}; "
+         f"foreign arches added: {', '.join(foreign) or 'none'}")

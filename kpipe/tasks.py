@@ -60,7 +60,9 @@ def _opts(arch: str | None = None, tree: str | None = None, base: str | None = N
     if range and not base and ".." in range:
         base = range.split("..", 1)[0]
     leak = settings.effective()["leak_scan"]
-    return Options(cases=tuple(case or ()), leak_scan=bool(leak.value), leak_scan_source=leak.source, range=range, profile=profile or "debug", arch=arch, tree=tree, base=base, series=series, patches=tuple(patch or ()),
+    return Options(cases=tuple(case or ()), leak_scan=bool(leak.value), leak_scan_source=leak.source, range=range,
+                   profile=profile or "debug", arch=arch, tree=tree, base=base, series=series,
+                   patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
                    expect=expect, selftests=selftests, extra_tests=tuple(extra_test or ()), out=out,
                    jobs=int(jobs or 0), boot_timeout=float(boot_timeout) if boot_timeout else None,
@@ -142,7 +144,8 @@ def fetch(c: Context, tree: str | None = None, base: str | None = None, quiet: b
     _run("fetch", lambda: commands.fetch(_opts(**args)), args, quiet)
 
 
-@task(auto_shortflags=False, iterable=["patch"], help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "range", "no_patches", "out", "quiet")})
+@task(auto_shortflags=False, iterable=["patch"],
+      help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "range", "no_patches", "out", "quiet")})
 def apply(c: Context, tree: str | None = None, base: str | None = None, series: str | None = None,
           patch: list[str] | None = None, no_patches: bool = False, out: str | None = None, quiet: bool = False,
           range: str | None = None) -> None:
@@ -154,7 +157,8 @@ def apply(c: Context, tree: str | None = None, base: str | None = None, series: 
 
 
 @task(auto_shortflags=False, iterable=["patch", "kconfig"], help={k: COMMON_HELP[k] for k in (
-    "arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "profile", "jobs", "out", "quiet")})
+    "arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "profile", "jobs", "out",
+    "quiet")})
 def build(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
           series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
           kconfig: list[str] | None = None, defconfig: str = "tinyconfig", jobs: int = 0, out: str | None = None,
@@ -186,7 +190,8 @@ def boot(c: Context, arch: str | None = None, accel: str = "auto", cmd: str | No
     _run("boot", lambda: commands.boot(_opts(**args), cmd, shell), {**args, "cmd": cmd, "shell": shell}, quiet)
 
 
-VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches", "kconfig", "defconfig", "profile", "accel", "expect",
+VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches", "kconfig", "defconfig", "profile",
+               "accel", "expect",
                "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
 
 
@@ -329,7 +334,8 @@ def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str
          quiet)
 
 
-@task(auto_shortflags=False, help={"arch": "x86_64, arm64 or all (default all)", "out": "where bench.json goes (default under the runs folder)",
+@task(auto_shortflags=False, help={"arch": "x86_64, arm64 or all (default all)",
+                                   "out": "where bench.json goes (default under the runs folder)",
             "quick": "skip the cold builds (warm, unchanged, premerge only)", "quiet": COMMON_HELP["quiet"],
             "profile": "debug (default), fast, or all (both, plus the debug/fast cost per phase)",
             "resume": "a stopped bench's folder: run only the steps whose rows its bench.json lacks",
@@ -375,7 +381,8 @@ def clean(c: Context, older_than: str | None = None, keep_last: str | None = Non
                                    "fast": "the fast tier only (builds, boots and downloads nothing; under 60 s)",
                                    "no_lint": "skip ruff and mypy (they run first otherwise)"})
 def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = False) -> None:
-    """Lint (ruff) and type-check (mypy --strict on kpipe/), then run the test suite (real git, real builds, real QEMU and SSH) from the kpipe checkout."""
+    """Lint (ruff) and type-check (mypy --strict on kpipe/), then run the test suite (real git, real builds,
+    real QEMU and SSH) from the kpipe checkout."""
     import shlex
     import sys
     from kpipe.kconfig import REPO_ROOT

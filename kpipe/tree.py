@@ -149,11 +149,13 @@ def open_user_tree(path: str, base: str = "HEAD") -> Tree:
     top = proc.run(["git", "-C", str(p), "rev-parse", "--show-toplevel"], env=READONLY_ENV, check=False)
     if top.returncode != 0 or Path(top.stdout.strip()).resolve() != p:
         raise UsageError(f"{p} is not the top of a git tree",
-                         fix="pass the top folder of a kernel git checkout (where `git rev-parse --show-toplevel` points)")
+                         fix="pass the top folder of a kernel git checkout "
+                             "(where `git rev-parse --show-toplevel` points)")
     rev = proc.run(["git", "-C", str(p), "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"],
                    env=READONLY_ENV, check=False)
     if rev.returncode != 0:
-        raise UsageError(f"--base {base} is not a commit in {p}", fix="pass --base with a commit, tag or branch of that tree")
+        raise UsageError(f"--base {base} is not a commit in {p}",
+                         fix="pass --base with a commit, tag or branch of that tree")
     sha = rev.stdout.strip()
     for must in ("Makefile", "Kconfig", "mm"):
         if proc.run(["git", "-C", str(p), "cat-file", "-e", f"{sha}:{must}"], env=READONLY_ENV, check=False).returncode:

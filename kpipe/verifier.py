@@ -551,7 +551,8 @@ def latency_regressions(base: list[TestResult], patched: list[TestResult]) -> li
                 out.append(f"{name}: median {pv['median_us']} us (range {pv['min_us']}-{pv['max_us']}) vs "
                            f"{bv['median_us']} us ({bv['min_us']}-{bv['max_us']}) on {vs} ({pv['size_mb']} MiB, "
                            f"{pv['moves']} moves each: ranges do not overlap, > {LATENCY_FACTOR:g}x)")
-        elif pv["median_us"] > LATENCY_FACTOR * bv["median_us"] and pv["median_us"] - bv["median_us"] > LATENCY_FLOOR_US:
+        elif pv["median_us"] > LATENCY_FACTOR * bv["median_us"] and \
+                pv["median_us"] - bv["median_us"] > LATENCY_FLOOR_US:
             out.append(f"{name}: {pv['median_us']} us vs {bv['median_us']} us on {vs} ({pv['size_mb']} MiB, "
                        f"> {LATENCY_FACTOR:g}x)")
     return out

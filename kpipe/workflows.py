@@ -144,7 +144,8 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
 
 # ---------------------------------------------------------------- bisect
 
-def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_bad: bool = False, series_mode: bool = False,
+def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_bad: bool = False,
+           series_mode: bool = False,
            repro: str = "") -> RunResult:
     from . import bisection
     started = time.monotonic()
@@ -189,7 +190,8 @@ def warnings(opts: Any, repro: str = "", allow_new_warnings: bool = False,
         with locked_checkout(tree, run_dir / "apply.log") as co:
             applied = apply(co, series, run_dir / "apply.log", timings)
             reqs = [compile_checks.request_for(a, applied.checkout, opts) for a in arches]
-            res = compile_checks.check_series(reqs, applied.checkout, series.touched, run_dir, tools, opts.jobs, timings)
+            res = compile_checks.check_series(reqs, applied.checkout, series.touched, run_dir, tools, opts.jobs,
+                                              timings)
         code, why = compile_checks.exit_code(res, allow_new_warnings)
         run.extra.warnings = res
         for w in why:

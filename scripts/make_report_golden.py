@@ -24,8 +24,10 @@ def main() -> None:
         {"file": "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch", "origin": "",
          "subject": "mm: Allow shmem mappings with MREMAP_DONTUNMAP", "author": "Brian Geffon <bgeffon@google.com>"},
         {"file": "uaf.patch", "origin": "",
-         "subject": "TEST MUTANT (never merge): mm/mremap: use-after-free in the DONTUNMAP path: KASAN reports it", "author": "kpipe tests <kpipe@localhost>"}]}
-    compilers = {"x86_64": "gcc (Debian 12.2.0-14+deb12u1) 12.2.0", "arm64": "aarch64-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0"}
+         "subject": "TEST MUTANT (never merge): mm/mremap: use-after-free in the DONTUNMAP path: KASAN reports it",
+         "author": "kpipe tests <kpipe@localhost>"}]}
+    compilers = {"x86_64": "gcc (Debian 12.2.0-14+deb12u1) 12.2.0",
+                 "arm64": "aarch64-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0"}
     for arch in ("x86_64", "arm64"):
         console = (DATA / "findings" / f"uaf-{arch}.log").read_text()
         ar = ArchResult(arch=arch, verdict="fail", exit_code=1,
