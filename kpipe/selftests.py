@@ -766,7 +766,8 @@ def run_selftests(session: Session, built: list[BuiltTest], out_dir: Path, suite
             why = (f"inconclusive: all {runs} runs timed out after {spec.timeout:g} s and the kernel reported "
                    f"nothing, even asked with SysRq each time: the known hang of the test itself "
                    f"({spec.known_hang})")
-            run = _Run(Status.ERROR, f"inconclusive: {runs} timeouts", f"TIMEOUT {runs} runs", [why])
+            run = _Run(Status.ERROR, f"inconclusive: {runs} timeouts",
+                       f"TIMEOUT {spec.timeout:g} seconds, {runs} runs, inconclusive", [why])
         res, run = _result(b, out_dir, suite, rel_to, output, run, cr.seconds or time.monotonic() - start)
         mine = [r for r in retried if r.startswith(f"{spec.name}: ")]
         res = replace(res, runs=runs + sum("refused its channel" in r for r in mine))
