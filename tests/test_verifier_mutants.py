@@ -94,7 +94,7 @@ def test_e2e_reworded_seed_is_judged_by_its_code(tmp_path):
     assert "let MREMAP_DONTUNMAP move memfd" in text
     reworded = tmp_path / "0001-reworded.patch"
     reworded.write_text(text)
-    ran = _verify(tmp_path, "x86_64", "--patch", str(reworded))
+    ran = _verify(tmp_path, "x86_64", "--patch", str(reworded), "--case", "move-*", "--case", "state-memfd-shared")
     assert ran.code == 0, ran
     kernel = ran.result["arches"]["x86_64"]["kernel"]
     assert kernel["policy"] == "anon+shmem" and kernel["policy_reason"].startswith("mm/mremap.c:"), kernel
