@@ -24,7 +24,7 @@ from .arches import Arch
 from .errors import BuildError, InfraError, KpipeError
 from .progress import note
 
-BUILD_RECIPE = 2     # bump when the way kernels are built changes, to invalidate old entries
+BUILD_RECIPE = 3     # bump when the way kernels are built changes, to invalidate old entries (3: .gcno kept)
 CONFIG_STAMP = ".kpipe-config.json"
 _ERROR_LINE = re.compile(r"^(\S+?:\d+:(\d+:)? (fatal )?error: .*|.*undefined reference to .*|make\[\d+\]: \*\*\* .*|"
                          r"\S+: error: .*)$")
