@@ -390,3 +390,19 @@ def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = F
                   pty=False)
             c.run(shlex.join([sys.executable, "-m", "mypy"]), pty=False)      # strict on kpipe/ (pyproject.toml)
         c.run(shlex.join(cmd + ["tests"]), pty=False)
+
+
+LAB_ACTIONS = ("up", "down", "status")
+
+
+@task(auto_shortflags=False, help={"action": "up (install if needed, start; idempotent), down (stop what up "
+                                             "started) or status", "quiet": COMMON_HELP["quiet"]})
+def lab(c: Context, action: str, quiet: bool = False) -> None:
+    """A single-machine LAVA lab (lava-server, PostgreSQL, one worker; 127.0.0.1 only) for
+    `kpipe lava --submit lab --wait`: `kpipe lab up|down|status`."""
+    from kpipe import lab as labmod
+    if action not in LAB_ACTIONS:
+        print(f"kpipe: error: lab {action!r}: use one of {', '.join(LAB_ACTIONS)}", file=sys.stderr)
+        raise Exit(code=2)
+    fn = {"up": labmod.up, "down": labmod.down, "status": labmod.status}[action]
+    _run("lab", fn, {"action": action}, quiet)
