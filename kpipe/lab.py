@@ -456,6 +456,7 @@ def up() -> int:
             note(f"lab: database set up and migrated ({time.monotonic() - t1:.1f} s)")
         _provision(state)
         cmds = _commands()
+        _ports_free()
         started = []
         for n in PROCESSES[:-1]:
             if _start(n, *cmds[n]):
@@ -478,6 +479,26 @@ def up() -> int:
     print(f"kpipe lab: up at {url()} in {time.monotonic() - t0:.1f} s (started: {', '.join(started) or 'none'}; "
           f"token: {token_file()}; user {USER})")
     return 0
+
+
+PORTS = {"gunicorn": (HTTP_PORT,), "publisher": (PUBLISHER_PORT, EVENT_PORT)}
+
+
+def _ports_free() -> None:
+    """A port of a part that is not running must be free (Debian's own lava-server units, started by systemd on
+    a machine that has it, listen on the same ports)."""
+    import socket
+    for name, ports in PORTS.items():
+        if _alive(name) is not None:
+            continue
+        for port in ports:
+            with socket.socket() as sk:
+                sk.settimeout(1)
+                if sk.connect_ex((HOST, port)) == 0:
+                    raise InfraError(f"{HOST}:{port} (the lab's {name}) is taken by another process",
+                                     fix="find it with `ss -ltnp`; if it is Debian's lava-server service: "
+                                         "systemctl disable --now lava-server-gunicorn lava-publisher "
+                                         "lava-scheduler")
 
 
 def _dead(name: str) -> bool:

@@ -306,8 +306,8 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
                            "run_local": "run each job here with lava-run and report as verify does",
-                           "submit": "EXPERIMENTAL: submit each job to this LAVA server with lavacli "
-                                     "(token: $LAVACLI_TOKEN or lavacli's config)",
+                           "submit": "submit each job to this LAVA server with lavacli (token: $LAVACLI_TOKEN "
+                                     "or lavacli's config), or to `lab`: the local lab of `kpipe lab up`",
                            "wait": "with --submit: wait for the jobs and collect their results"})
 def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
          series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
