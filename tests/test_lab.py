@@ -34,6 +34,14 @@ def _listening(port: int) -> bool:
         return s.connect_ex((lab.HOST, port)) == 0
 
 
+def _left_running(pg_was_ours: bool) -> list[str]:
+    """What of the lab still runs: a live pid file, a pid file at all, a port that answers."""
+    left = [f"{n} (pid {lab._alive(n)})" for n in lab.PROCESSES if lab._alive(n)]
+    left += [str(p) for p in (lab.lab_dir() / "run").glob("*.pid")]
+    ports = [lab.HTTP_PORT, lab.PUBLISHER_PORT, lab.EVENT_PORT] + ([5432] if pg_was_ours else [])
+    return left + [f"port {p}" for p in ports if _listening(p)]
+
+
 @pytest.fixture(scope="module")
 def lab_up():
     t0 = time.monotonic()
@@ -44,11 +52,13 @@ def lab_up():
         assert f"up at {lab.url()}" in out or f"already up at {lab.url()}" in out, out
         yield out
     finally:
+        pg_ours = bool(lab._state().get("pg_started"))
         code_d, out_d, secs_d = _lab("down", timeout=120)
         TIMES["lab down"] = secs_d
         TIMES["module"] = round(time.monotonic() - t0, 1)
         print("\ntest_lab times (s): " + ", ".join(f"{k} {v}" for k, v in TIMES.items()))
         assert code_d == 0, out_d
+        assert not _left_running(pg_ours), _left_running(pg_ours)
 
 
 def _submit(tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None, submit: str = "lab"):
@@ -121,13 +131,11 @@ def test_bad_token_is_exit_2_naming_the_authentication_failure(lab_up, tmp_path)
 
 
 def test_zz_down_leaves_nothing_running(lab_up):
-    """Last in the module (its name sorts last; pytest keeps file order anyway): down stops every part."""
+    """Last in the module: down stops every part (the fixture's own down then finds nothing, and checks again)."""
+    pg_ours = bool(lab._state().get("pg_started"))
     code, out, secs = _lab("down", timeout=120)
     TIMES["lab down (in test)"] = secs
     assert code == 0, out
-    assert not [n for n in lab.PROCESSES if lab._alive(n)]
-    assert not list((lab.lab_dir() / "run").glob("*.pid"))
-    for port in (lab.HTTP_PORT, lab.PUBLISHER_PORT, lab.EVENT_PORT):
-        assert not _listening(port), port
+    assert not _left_running(pg_ours), _left_running(pg_ours)
     code, out, _ = _lab("status")
     assert "kpipe lab: down" in out, out
