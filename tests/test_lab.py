@@ -128,6 +128,7 @@ def test_bad_token_is_exit_2_naming_the_authentication_failure(lab_up, tmp_path)
     assert bad not in said, ran
     real = lab.token_file().read_text().strip()
     assert real not in said
+    assert not (ran.out / "x86_64" / "job.yaml").exists(), "refused before anything was prepared"
 
 
 def test_zz_down_leaves_nothing_running(lab_up):

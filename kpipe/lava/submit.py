@@ -107,16 +107,33 @@ def _rewrite(job_path: Path, arch: str, tags: list[str] | None = None) -> Path:
     return out
 
 
+def _lab_url() -> str:
+    from .. import lab
+    return lab.url()
+
+
+def _target(url: str) -> tuple[str, tuple[str, str] | None, float, float]:
+    """(URL, credentials or None: lavacli's own, poll seconds, queue seconds) for --submit URL|lab."""
+    if url != LAB:
+        return url, None, POLL_SECONDS, QUEUE_SECONDS
+    from .. import lab
+    lab_url, user, token = lab.credentials()
+    return lab_url, (user, token), LAB_POLL_SECONDS, LAB_QUEUE_SECONDS
+
+
+def check_server(lava: Lava, url: str) -> None:
+    """Before anything is built: the server answers and takes the credentials (``system whoami``); an
+    InfraError naming a refused token otherwise."""
+    url, creds, _, _ = _target(url)
+    _lavacli(lava, url, "system", "whoami", timeout=60, credentials=creds)
+
+
 def submit_and_collect(prep: Prepared, written: WrittenJob, url: str, wait: bool) -> ArchResult:
     from .. import lava_install
     lava = lava_install.ensure()
-    creds: tuple[str, str] | None = None
-    poll, queue = POLL_SECONDS, QUEUE_SECONDS
-    tags = None
-    if url == LAB:
-        from .. import lab
-        url, user, token = lab.credentials()
-        creds, poll, queue, tags = (user, token), LAB_POLL_SECONDS, LAB_QUEUE_SECONDS, [prep.arch.name]
+    url, creds, poll, queue = _target(url)
+    # the local lab's devices are all of type qemu: the arch's tag picks the device (--submit lab or its URL)
+    tags = [prep.arch.name] if url.rstrip("/") == _lab_url() else None
 
     def cli(*args: str, timeout: float = 120) -> str:
         return _lavacli(lava, url, *args, timeout=timeout, credentials=creds)

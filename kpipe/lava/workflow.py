@@ -96,6 +96,10 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     try:
         with phase("lava-install", "lava-dispatcher (cached)", timings):
             lava_inst = lava_install.ensure(run_dir / "lava-install.log")
+        if submit:
+            from . import submit as submod
+            with phase("lava-server", f"{submit}: answers and takes the credentials", timings):
+                submod.check_server(lava_inst, submit)
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
         with locked_checkout(tree, run_dir / "apply.log") as co:
             applied = apply(co, series, run_dir / "apply.log", timings)
