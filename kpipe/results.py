@@ -131,6 +131,7 @@ class LavaInfo(Sparse):
         "mismatches", "errors"})
     server: str | None = None
     job_id: str | None = None
+    job_url: str | None = None                  # the job's page on the server (--submit)
     job_result: str | None = None
     error_type: str | None = None
     error_msg: str | None = None

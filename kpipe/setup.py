@@ -20,6 +20,8 @@ HOST_PACKAGES = (
     "git", "perl", "dropbear-bin", "xz-utils", "ca-certificates",
     # LAVA's dispatcher runs from a venv of its own (kpipe.lava_install)
     "python3-venv",
+    # the local LAVA lab (kpipe.lab, `kpipe lab up`): Debian's lava-server and its database (~26 s, 82 packages)
+    "lava-server", "postgresql",
     # compile checks (kpipe.compile_checks): sparse C=2 and a clang build of the touched objects
     "sparse", "clang",
     # the test suite loads report.html in a real headless browser (escaping check)

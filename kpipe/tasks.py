@@ -311,8 +311,8 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
 
 @task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
                            "run_local": "run each job here with lava-run and report as verify does",
-                           "submit": "EXPERIMENTAL: submit each job to this LAVA server with lavacli "
-                                     "(token: $LAVACLI_TOKEN or lavacli's config)",
+                           "submit": "submit each job to this LAVA server with lavacli (token: $LAVACLI_TOKEN "
+                                     "or lavacli's config), or to `lab`: the local lab of `kpipe lab up`",
                            "wait": "with --submit: wait for the jobs and collect their results"})
 def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
          series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
@@ -397,3 +397,19 @@ def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = F
                   pty=False)
             c.run(shlex.join([sys.executable, "-m", "mypy"]), pty=False)      # strict on kpipe/ (pyproject.toml)
         c.run(shlex.join(cmd + ["tests"]), pty=False)
+
+
+LAB_ACTIONS = ("up", "down", "status")
+
+
+@task(auto_shortflags=False, help={"action": "up (install if needed, start; idempotent), down (stop what up "
+                                             "started) or status", "quiet": COMMON_HELP["quiet"]})
+def lab(c: Context, action: str, quiet: bool = False) -> None:
+    """A single-machine LAVA lab (lava-server, PostgreSQL, one worker; 127.0.0.1 only) for
+    `kpipe lava --submit lab --wait`: `kpipe lab up|down|status`."""
+    from kpipe import lab as labmod
+    if action not in LAB_ACTIONS:
+        print(f"kpipe: error: lab {action!r}: use one of {', '.join(LAB_ACTIONS)}", file=sys.stderr)
+        raise Exit(code=2)
+    fn = {"up": labmod.up, "down": labmod.down, "status": labmod.status}[action]
+    _run("lab", fn, {"action": action}, quiet)

@@ -261,6 +261,18 @@ def test_captured_passing_log_gives_verifys_results(tmp_path):
     assert "Linux version" in (tmp_path / "dmesg.log").read_text()
 
 
+def test_captured_server_log_reads_as_lava_runs(tmp_path):
+    """The same job's log as lava-server keeps it (`lavacli jobs logs --raw`: a YAML list, `- {...}` per record,
+    captured from the local lab, tests/test_lab.py) gives the same results as lava-run's own log."""
+    log, ar = _collect(tmp_path, "server-pass-seed-x86_64.log")
+    assert log.job_result == "pass" and (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
+    (tmp_path / "local").mkdir()
+    _, local = _collect(tmp_path / "local", "pass-seed-x86_64.log")
+    assert ar.counts() == local.counts()
+    assert [(t.name, t.status) for t in ar.tests] == [(t.name, t.status) for t in local.tests]
+    assert ar.boot.lava.mismatches == [] and ar.boot.lava.results == local.boot.lava.results
+
+
 def test_a_case_lava_judged_differently_is_an_error_named(tmp_path):
     """The guest-side lava-test-case calls and kpipe's parser read the same TAP: a disagreement is a bug in
     one of them, reported on the case, never a silent pass."""

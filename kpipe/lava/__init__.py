@@ -5,6 +5,6 @@
   runner.py    lava-run on this machine
   logparse.py  LAVA's YAML log -> console lines, test blocks, LAVA results
   collect.py   parsed log -> kpipe's ArchResult (same parsers and verdict as verify)
-  submit.py    lavacli submission to a server (experimental)
+  submit.py    lavacli submission to a server (or the local lab: kpipe.lab)
   workflow.py  `kpipe lava`
 """

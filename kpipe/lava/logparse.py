@@ -1,4 +1,5 @@
-"""Reading a LAVA job log (lava-run's YAML records, one per line: ``{"dt": ..., "lvl": ..., "msg": ...}``).
+"""Reading a LAVA job log (lava-run's YAML records, one per line: ``{"dt": ..., "lvl": ..., "msg": ...}``; the
+server's copy, ``lavacli jobs logs --raw``, is the same records as a YAML list: ``- {...}``).
 
 What kpipe takes from it:
   * ``lvl: target`` lines: the guest's console. Kernel messages are scanned for findings (panic, Oops, BUG,
@@ -104,6 +105,8 @@ def parse(text: str, ready_marker: str = "KPIPE-GUEST-READY") -> LavaLog:
     scanner = Scanner("console")
     for raw in text.splitlines():
         raw = raw.strip()
+        if raw.startswith("- {"):         # lava-server's output.yaml (lavacli jobs logs --raw): a YAML list
+            raw = raw[2:]
         if not raw.startswith("{"):
             continue
         try:

@@ -2,7 +2,8 @@
 
   write only (default)   runs/<ts>-lava/<arch>/job.yaml, device.yaml (for lava-run), ramdisk.cpio.gz
   --run-local            each job through lava-run here; the log becomes result.json/junit/reports as `verify`
-  --submit URL [--wait]  lavacli submission (experimental): the job must reach files the lab can fetch
+  --submit URL [--wait]  lavacli submission: the job must reach files the lab can fetch
+  --submit lab [--wait]  the local lab (`kpipe lab up`): URL and token from the lab's own files
 """
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     started = time.monotonic()
     if wait and not submit:
         raise UsageError("--wait needs --submit URL", fix="pass --submit URL (a LAVA server) or drop --wait")
+    if submit == "lab":
+        from .. import lab
+        lab.credentials()                 # before anything is built: is there a local lab at all
     arches = resolve_arches(opts.arch)
     check_options(opts, arches)
     series = series_of(opts)
@@ -92,6 +96,10 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     try:
         with phase("lava-install", "lava-dispatcher (cached)", timings):
             lava_inst = lava_install.ensure(run_dir / "lava-install.log")
+        if submit:
+            from . import submit as submod
+            with phase("lava-server", f"{submit}: answers and takes the credentials", timings):
+                submod.check_server(lava_inst, submit)
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
         with locked_checkout(tree, run_dir / "apply.log") as co:
             applied = apply(co, series, run_dir / "apply.log", timings)

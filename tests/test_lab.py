@@ -1,0 +1,142 @@
+"""The local LAVA lab (kpipe.lab): a real lava-server, PostgreSQL, scheduler and worker on this machine, real
+lavacli submissions, real QEMU under the worker's lava-run. One lab for the module: `kpipe lab up` before the
+first test, `kpipe lab down` after the last (also when a test fails); the last test checks what down left.
+
+Kernels: the Debian 5.10 kernels of `kpipe lava` (patched and baseline), from kpipe's cache like the other
+LAVA tests. Budget: under ~6 minutes for the file (measured times are printed; `pytest -s` shows them).
+"""
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from kpipe import lab
+
+from kpipe_cli import invoke, results_by_name
+
+pytestmark = pytest.mark.e2e
+
+TIMES: dict[str, float] = {}
+
+
+def _lab(action: str, timeout: float = 900) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    ran = invoke("lab", action, timeout=timeout)
+    return ran.code, ran.stdout + ran.stderr, round(time.monotonic() - t0, 1)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((lab.HOST, port)) == 0
+
+
+def _left_running(pg_was_ours: bool) -> list[str]:
+    """What of the lab still runs: a live pid file, a pid file at all, a port that answers."""
+    left = [f"{n} (pid {lab._alive(n)})" for n in lab.PROCESSES if lab._alive(n)]
+    left += [str(p) for p in (lab.lab_dir() / "run").glob("*.pid")]
+    ports = [lab.HTTP_PORT, lab.PUBLISHER_PORT, lab.EVENT_PORT] + ([5432] if pg_was_ours else [])
+    return left + [f"port {p}" for p in ports if _listening(p)]
+
+
+@pytest.fixture(scope="module")
+def lab_up():
+    t0 = time.monotonic()
+    code, out, secs = _lab("up")
+    TIMES["lab up"] = secs
+    try:
+        assert code == 0, out
+        assert f"up at {lab.url()}" in out or f"already up at {lab.url()}" in out, out
+        yield out
+    finally:
+        pg_ours = bool(lab._state().get("pg_started"))
+        code_d, out_d, secs_d = _lab("down", timeout=120)
+        TIMES["lab down"] = secs_d
+        TIMES["module"] = round(time.monotonic() - t0, 1)
+        print("\ntest_lab times (s): " + ", ".join(f"{k} {v}" for k, v in TIMES.items()))
+        assert code_d == 0, out_d
+        assert not _left_running(pg_ours), _left_running(pg_ours)
+
+
+def _submit(tmp_path: Path, name: str, *args: str, env: dict[str, str] | None = None, submit: str = "lab"):
+    t0 = time.monotonic()
+    ran = invoke("lava", "--arch", "x86_64", "--selftests", "none", "--submit", submit, "--wait", *args,
+                 out=tmp_path / name, env=env, timeout=900)
+    TIMES[name] = round(time.monotonic() - t0, 1)
+    return ran
+
+
+def _counts(ran) -> dict:
+    return ran.result["arches"]["x86_64"]["counts"]
+
+
+def test_status_while_up(lab_up):
+    code, out, _ = _lab("status")
+    assert code == 0, out
+    assert f"kpipe lab: up ({lab.url()})" in out, out
+    for part in lab.PROCESSES:
+        assert f"{part:<10} running (pid " in out, out
+    assert f"{lab.WORKER}: Online" in out and str(lab.token_file()) in out, out
+    assert oct(lab.token_file().stat().st_mode & 0o777) == "0o600"
+    code, out, secs = _lab("up")                      # idempotent: finds it running
+    assert code == 0 and "already up" in out, out
+    TIMES["lab up (again)"] = secs
+
+
+def test_shipped_patch_through_the_lab_counts_as_run_local(lab_up, tmp_path):
+    """The seed patch's x86_64 job submitted to the lab: exit 0, the same verifier counts as lava-run here."""
+    t0 = time.monotonic()
+    local = invoke("lava", "--arch", "x86_64", "--selftests", "none", "--run-local", out=tmp_path / "local",
+                   timeout=900)
+    TIMES["run-local"] = round(time.monotonic() - t0, 1)
+    assert local.code == 0, local
+    ran = _submit(tmp_path, "lab-pass")
+    assert ran.code == 0, ran
+    assert _counts(ran) == _counts(local), (_counts(ran), _counts(local))
+    assert _counts(ran)["verifier"]["pass"] >= 30
+    info = ran.result["arches"]["x86_64"]["boot"]["lava"]
+    assert info["server"] == lab.url() and info["job_id"], info
+    assert info["job_url"] == f"{lab.url()}/scheduler/job/{info['job_id']}", info
+    assert info["job_result"] == "pass" and not info["mismatches"], info
+    TIMES["job latency (submit to finished)"] = info["lava_run_seconds"]
+    assert info["job_url"] in (ran.out / "summary.md").read_text()
+    job = (ran.out / "x86_64" / "job-submit.yaml").read_text()
+    assert "tags:\n- x86_64" in job, job
+
+
+def test_wrong_kernel_through_the_lab_is_exit_1(lab_up, tmp_path):
+    """The baseline 5.10 kernel under the patched policy: the shmem moves fail (EINVAL where ok is expected)."""
+    ran = _submit(tmp_path, "lab-fail", "--no-patches", "--expect", "anon+shmem")
+    assert ran.code == 1, ran
+    ar = ran.result["arches"]["x86_64"]
+    assert "verifier/move-memfd-shared" in ar["error"], ar["error"]
+    t = results_by_name(ran.result, "x86_64", "verifier")["move-memfd-shared"]
+    assert (t["status"], t["expected"], t["observed"]) == ("fail", "ok", "EINVAL")
+    assert ar["boot"]["lava"]["job_result"] == "pass"        # LAVA ran the job fine: the kernel is wrong
+
+
+def test_bad_token_is_exit_2_naming_the_authentication_failure(lab_up, tmp_path):
+    bad = "wrong-token-7c1d"
+    ran = _submit(tmp_path, "lab-badtoken", env={"LAVACLI_TOKEN": bad, "LAVACLI_USERNAME": lab.USER},
+                  submit=lab.url())
+    assert ran.code == 2, ran
+    said = ran.stdout + ran.stderr + (ran.out / "result.json").read_text()
+    assert "refused the credentials (authentication failed)" in said, ran
+    assert bad not in said, ran
+    real = lab.token_file().read_text().strip()
+    assert real not in said
+    assert not (ran.out / "x86_64" / "job.yaml").exists(), "refused before anything was prepared"
+
+
+def test_zz_down_leaves_nothing_running(lab_up):
+    """Last in the module: down stops every part (the fixture's own down then finds nothing, and checks again)."""
+    pg_ours = bool(lab._state().get("pg_started"))
+    code, out, secs = _lab("down", timeout=120)
+    TIMES["lab down (in test)"] = secs
+    assert code == 0, out
+    assert not _left_running(pg_ours), _left_running(pg_ours)
+    code, out, _ = _lab("status")
+    assert "kpipe lab: down" in out, out
