@@ -144,7 +144,8 @@ def _command(cmd: str) -> list[str]:
     for word in cmd.split(" "):
         if len(line) + len(word) + 2 > WIDTH and line.strip():
             out.append(line.rstrip() + " \\")
-            line = "      "
+            # a continuation needs no indent: a long word (a path) that would not fit indented starts the line
+            line = "      " if len(word) + 8 <= WIDTH else ""
         line += word + " "
     out.append(line.rstrip())
     return out

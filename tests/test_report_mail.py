@@ -47,3 +47,17 @@ def test_closes_and_warnings_delta_when_result_json_has_them() -> None:
     assert "\nCloses: https://lore.kernel.org/r/20210303175235.3308220-1-bgeffon@google.com\n" in text
     assert "  mm/mremap.c:502: [W=1] no previous prototype for 'f'" in text
     assert "not measured in this run" not in text.split("New warnings")[1].split("To reproduce")[0]
+
+
+def test_reproducer_keeps_72_columns_with_a_long_path() -> None:
+    """A run folder path of 65-70 characters (a pytest tmp path, a deep $KPIPE_RUNS) still fits: continuation
+    lines need no indent. Only a single word longer than the width stands alone on its line."""
+    from kpipe.report_mail import _command
+    path = "/tmp/pytest-of-root/pytest-49/test_verify_all_default_tree_p0/run"      # 65 characters
+    lines = _command(f"kpipe verify --arch all --tree debian:5.10 --out {path} --selftests a,b")
+    assert max(map(len, lines)) <= 72 and f"{path} \\" in lines, lines
+    assert " ".join(ln.rstrip(" \\").strip() for ln in lines).split() == \
+        f"kpipe verify --arch all --tree debian:5.10 --out {path} --selftests a,b".split()
+    huge = "/" + "x" * 90
+    lines = _command(f"kpipe verify --out {huge} --arch all")
+    assert [ln for ln in lines if len(ln) > 72] == [f"{huge} \\"], lines
