@@ -59,15 +59,21 @@ def _new_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path]
     return run, run_dir
 
 
+def _new_series_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path, Series]:
+    """A run of ``opts``' series: the run folder and the series, described in the result."""
+    series = series_of(opts)
+    run, run_dir = _new_run(workflow, opts, repro)
+    run.extra.series = series.describe()
+    return run, run_dir, series
+
+
 # ---------------------------------------------------------------- verify
 
 def verify(opts: Options, repro: str = "") -> RunResult:
     started = time.monotonic()
     arches = resolve_arches(opts.arch)
     check_options(opts, arches)             # a usage error before any fetch or build
-    series = series_of(opts)
-    run, run_dir = _new_run("verify", opts, repro)
-    run.extra.series = series.describe()
+    run, run_dir, series = _new_series_run("verify", opts, repro)
     timings: dict[str, float] = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
@@ -88,9 +94,7 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
     started = time.monotonic()
     arches = resolve_arches(opts.arch or "all")
     check_options(opts, arches)
-    series = series_of(opts)
-    run, run_dir = _new_run("premerge", opts, repro)
-    run.extra.series = series.describe()
+    run, run_dir, series = _new_series_run("premerge", opts, repro)
     timings: dict[str, float] = {}
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
@@ -175,15 +179,13 @@ def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_ba
     return _finish(run, run_dir, started)
 
 
-def warnings(opts: Any, repro: str = "", allow_new_warnings: bool = False,
-                      tools: tuple[str, ...] = compile_checks.TOOLS) -> Any:
+def warnings(opts: Options, repro: str = "", allow_new_warnings: bool = False,
+             tools: tuple[str, ...] = compile_checks.TOOLS) -> RunResult:
     """`kpipe warnings`: only the compile checks (no boot), every arch asked (default all)."""
     from .pipeline import apply
     started = time.monotonic()
     arches = resolve_arches(opts.arch or "all")
-    series = series_of(opts)
-    run, run_dir = _new_run("warnings", opts, repro)
-    run.extra.series = series.describe()
+    run, run_dir, series = _new_series_run("warnings", opts, repro)
     timings: dict[str, float] = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
