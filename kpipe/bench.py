@@ -193,9 +193,10 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
 def _binaries(arch_dir: Path, src: Path, touched: list[str]) -> list[tuple[Path, list[str]]]:
     """The verifier and the selftest binaries kpipe ran in ``arch_dir``, each with the arguments kpipe gave it."""
     from . import selftests
-    from .verifier import BINARY_NAME
-    out = [(arch_dir / "bin" / "verifier" / BINARY_NAME, ["-e", "verifier-expect.txt"])]
-    for spec in selftests.plan(src, touched, "all-relevant"):
+    from .suite import choose
+    suite = choose(None, touched).suite
+    out = [(arch_dir / "bin" / "verifier" / suite.binary, ["-e", "verifier-expect.txt"])]
+    for spec in selftests.plan(src, touched, "all-relevant", suite.selftests):
         binary = arch_dir / "bin" / "selftests" / spec.binary_name
         if not spec.skip and binary.is_file():
             out.append((binary, list(spec.args)))

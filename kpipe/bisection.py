@@ -15,10 +15,11 @@ from .arches import Arch
 from .checkout import Checkout
 from .errors import EXIT_MEANING, UsageError
 from .patches import Series
-from .pipeline import Options, locked_checkout, series_of
+from .pipeline import Options, locked_checkout, run_suite, series_of
 from .progress import note
 from .results import ArchResult, BisectOutcome, BisectStep, Commit
 from .runner import run_variant, step_mark, worst
+from .suite import Suite
 from .tree import Tree, git, open_tree
 
 
@@ -33,15 +34,15 @@ def _step(arches: list[Arch], tree: Tree, series: Series, opts: Options, co: Che
         why = f"exit {code} ({EXIT_MEANING.get(code, '?')})"
     note(f"bisect step {n}: {label}: exit {code} -> {mark}" + (f" ({why})" if why else ""))
     return BisectStep(exit_code=code, mark=mark, verdict={0: "pass", 1: "fail"}.get(code, "error"), why=why,
-                      dir=str(sdir), policies=matching_policies(results),
+                      dir=str(sdir), policies=matching_policies(results, run_suite(opts)),
                       policy=next((r.kernel.policy for r in results.values() if r.kernel.policy), ""))
 
 
-def matching_policies(results: dict[str, ArchResult]) -> list[str]:
-    """The verifier policies under which every case the kernel answered (an errno or ok, not a skip) is what
-    that policy expects: which --expect describes this kernel."""
-    from .verifier import POLICIES, load_expectations
-    exp = load_expectations()
+def matching_policies(results: dict[str, ArchResult], suite: Suite) -> list[str]:
+    """The suite's verifier policies under which every case the kernel answered (an errno or ok, not a skip) is
+    what that policy expects: which --expect describes this kernel."""
+    from .verifier import load_expectations
+    exp = load_expectations(suite)
     seen: dict[str, str] = {}
     for r in results.values():
         for t in r.tests:
@@ -53,7 +54,7 @@ def matching_policies(results: dict[str, ArchResult]) -> list[str]:
     def answer(expected: str | None) -> str | None:      # "xfail:VMLCK": the known failure's own code
         return expected.split(":", 1)[1] if expected and expected.startswith("xfail:") else expected
 
-    return [p for p in POLICIES if all(answer(exp.column(p).get(c)) in (o, None) for c, o in seen.items())]
+    return [p for p in exp.policies if all(answer(exp.column(p).get(c)) in (o, None) for c, o in seen.items())]
 
 
 def _endpoint_problem(which: str, rev: str, st: BisectStep, want: str) -> str:

@@ -10,7 +10,7 @@ from . import cache, image, qemu
 from .arches import Arch, resolve_arches
 from .build import Kernel, cached_kernel
 from .errors import EXIT_PASS, InfraError, TaskOutcome
-from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of
+from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of, with_suite
 from .profiles import Profile, get_profile
 from .progress import note
 
@@ -62,6 +62,7 @@ def build(opts: Options) -> int:
     tree = resolve_tree(opts, run_dir / "fetch.log")
     with locked_checkout(tree, run_dir / "apply.log") as co:
         series = series_of(opts)
+        opts = with_suite(opts, series)
         a = apply(co, series, run_dir / "apply.log")
         for arch in arches:
             k, cfg = build_kernel(arch, a, opts, run_dir / arch.name / "build.log", touched=series.touched)

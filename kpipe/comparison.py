@@ -130,7 +130,7 @@ def judge_premerge_arch(b: ArchResult, p: ArchResult, expectations: verifier.Exp
     b_runs = {f"{t.suite}/{t.name}": t.runs for t in b.tests}
     retried = [f"{t.suite}/{t.name} ({t.runs} runs)" for t in p.tests
                if t.runs > 1 and b_runs.get(f"{t.suite}/{t.name}", 1) == 1]
-    slower = verifier.latency_regressions(b.tests, p.tests) if both_ran else []
+    slower = verifier.latency_regressions(b.tests, p.tests, expectations.suite.pause) if both_ran else []
     reasons = []
     if regressed:
         reasons.append(f"regressed: {', '.join(regressed)}")

@@ -3,7 +3,7 @@
 The series declares its intent through the patches kpipe knows (recognised by ``git patch-id --stable``: a
 reworded or re-dated seed, or one applied at an offset, still counts), a ``Kpipe-Expect: POLICY`` trailer in a
 patch, or ``--expect``; a series with none of them (and no patches at all) intends the base tree's rule. The code's
-rule (kpipe/verifier.py POLICY_RULES, read from the patched mm/mremap.c) is then checked against that intent:
+rule (the suite's [policy] rules, read from the patched tree, e.g. mm/mremap.c) is then checked against that intent:
 
 - both known and equal: the policy, with both reasons;
 - both known and different: the series' intent, and the report says the code's rule departs from it (the cases
@@ -20,11 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .verifier import MREMAP_SOURCE, POLICIES, check_policy, policy_from_source
+from .suite import Suite
+from .verifier import check_policy, load_expectations, policy_from_source
 
-REPO_PATCHES = Path(__file__).resolve().parent.parent / "patches"
-# patches whose intent kpipe knows: file under patches/ -> the policy a tree carrying it must show
-KNOWN_PATCHES = {"0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch": "anon+shmem"}
 TRAILER = re.compile(r"^Kpipe-Expect:\s*(\S+)\s*$", re.M | re.I)
 
 
@@ -36,13 +34,12 @@ def patch_id(text: str) -> str | None:
     return out[0] if cp.returncode == 0 and out else None
 
 
-def known_ids() -> dict[str, tuple[str, str]]:
-    """patch-id -> (policy, patch file) of the patches kpipe knows."""
+def known_ids(suite: Suite) -> dict[str, tuple[str, str]]:
+    """patch-id -> (policy, patch file name) of the patches the suite knows."""
     out = {}
-    for name, policy in KNOWN_PATCHES.items():
-        path = REPO_PATCHES / name
+    for path, policy in suite.known_patches.items():
         if path.is_file() and (pid := patch_id(path.read_text(errors="replace"))):
-            out[pid] = (policy, name)
+            out[pid] = (policy, path.name)
     return out
 
 
@@ -52,45 +49,53 @@ class Intent:
     why: str
 
 
-def declared(patch_texts: Sequence[tuple[str, str]], base_code: str | None) -> Intent:
-    """What the series intends: ``patch_texts`` are (name, text) in order; ``base_code`` the base tree's
-    mm/mremap.c (None: unreadable). A trailer wins over a known patch, the last of each over earlier ones."""
-    ids = known_ids()
+def declared(patch_texts: Sequence[tuple[str, str]], base_code: str | None, suite: Suite) -> Intent:
+    """What the series intends: ``patch_texts`` are (name, text) in order; ``base_code`` the base tree's copy of
+    the suite's policy source (None: unreadable). A trailer wins over a known patch, the last of each over
+    earlier ones."""
+    ids = known_ids(suite)
+    policies = load_expectations(suite).policies
     policy, why = None, ""
     for name, text in patch_texts:
         if (pid := patch_id(text)) and pid in ids:
             policy, why = ids[pid][0], f"{name} is {ids[pid][1]} by patch-id ({pid[:12]})"
     for name, text in patch_texts:
         for m in TRAILER.finditer(text):
-            policy, why = check_policy(m.group(1)), f"{name} declares `Kpipe-Expect: {m.group(1)}`"
-    if policy is None and not patch_texts and base_code is not None:
+            policy, why = check_policy(m.group(1), policies), f"{name} declares `Kpipe-Expect: {m.group(1)}`"
+    if policy is None and not patch_texts and base_code is not None and suite.rules:
         try:
-            base, base_why = policy_from_source(base_code)
+            base, base_why = policy_from_source(base_code, suite)
         except UsageError:
             return Intent(None, "")
         return Intent(base, f"no patches: the base tree's rule ({base_why})")
     return Intent(policy, why)
 
 
-def choose(source: Path, override: str | None, intent: Intent) -> tuple[str, str]:
-    """(policy, reason) from --expect, the series' intent and the code's rule (see the module's docstring)."""
+def choose(source: Path, override: str | None, intent: Intent, suite: Suite) -> tuple[str, str]:
+    """(policy, reason) from --expect, the series' intent and the code's rule (see the module's docstring); a
+    suite with one policy and no rules: that policy."""
+    policies = load_expectations(suite).policies
     if override:
-        return check_policy(override), "--expect"
+        return check_policy(override, policies), "--expect"
+    if not suite.rules and len(policies) == 1:
+        return next(iter(policies)), f"suite {suite.name} has one policy"
+    src = suite.policy_source
     try:
-        code = (Path(source) / MREMAP_SOURCE).read_text(errors="replace")
+        code = (Path(source) / src).read_text(errors="replace") if src else None
+        unreadable = "" if src else f"suite {suite.name} has no rule to read the policy from the tree"
     except OSError as e:
-        code, unreadable = None, f"cannot read {MREMAP_SOURCE}: {e.strerror or e}"
+        code, unreadable = None, f"cannot read {src}: {e.strerror or e}"
     code_rule: tuple[str, str] | None = None
     if code is not None:
         try:
-            code_rule = policy_from_source(code)
+            code_rule = policy_from_source(code, suite)
         except UsageError as e:
             unreadable = e.message
     if intent.policy is None:
         if code_rule is None:
             raise UsageError(f"cannot tell the expectation policy: {unreadable}, and the series declares no "
                              f"intent (no patch kpipe knows by patch-id, no `Kpipe-Expect: POLICY` trailer)",
-                             fix=f"pass --expect POLICY (one of: {', '.join(POLICIES)}), or add a "
+                             fix=f"pass --expect POLICY (one of: {', '.join(policies)}), or add a "
                                  f"`Kpipe-Expect: POLICY` trailer to the patch that changes the rule")
         return code_rule
     if code_rule is None:
@@ -114,8 +119,11 @@ def series_texts(patches: Sequence[object]) -> list[tuple[str, str]]:
     return out
 
 
-def base_source(checkout: Path, base: str) -> str | None:
-    """The base commit's mm/mremap.c in the checkout (None when git cannot show it)."""
-    cp = subprocess.run(["git", "-C", str(checkout), "show", f"{base}:{MREMAP_SOURCE}"], capture_output=True,
+def base_source(checkout: Path, base: str, suite: Suite) -> str | None:
+    """The base commit's copy of the suite's policy source in the checkout (None when git cannot show it or the
+    suite has none)."""
+    if not suite.policy_source:
+        return None
+    cp = subprocess.run(["git", "-C", str(checkout), "show", f"{base}:{suite.policy_source}"], capture_output=True,
                         text=True, timeout=60, check=False)
     return cp.stdout if cp.returncode == 0 else None

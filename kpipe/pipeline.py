@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 from . import build as buildmod
 from . import cache, instrument, kconfig
+from . import suite as suitemod
 from .arches import Arch
 from .errors import UsageError
 from .checkout import Checkout, open_checkout, tree_hash
@@ -18,6 +19,7 @@ from .patches import Applied, Series, apply_series, load_series
 from .profiles import get_profile
 from .progress import note, phase
 from .results import ConfigInfo
+from .suite import Suite
 from .tree import Tree, open_tree
 
 
@@ -48,6 +50,20 @@ class Options:
     cases: tuple[str, ...] = ()            # --case: only these verifier cases (names or globs); () all
     leak_scan: bool = True                 # the kmemleak scan after the tests (debug profile)
     leak_scan_source: str = "built-in default"
+    suite: str | None = None               # --suite NAME|PATH; after with_suite() the chosen suite's folder
+    suite_reason: str = ""                 # why that suite (with_suite)
+
+
+def run_suite(opts: Options) -> Suite:
+    """The run's suite: the one with_suite() chose (or --suite, or the default when nothing chose one)."""
+    return suitemod.get(opts.suite)
+
+
+def with_suite(opts: Options, series: Series) -> Options:
+    """Choose the run's suite once, from --suite or the files the series touches, so that every stage and both
+    sides of a premerge or bisection use the same one."""
+    choice = suitemod.choose(opts.suite, series.touched)
+    return replace(opts, suite=str(choice.suite.root), suite_reason=opts.suite_reason or choice.why)
 
 
 def runs_root_and_source() -> tuple[Path, str]:
@@ -117,11 +133,24 @@ def apply(co: Checkout, series: Series, log: Path | None, timings: dict[str, flo
 
 
 def fragments_for(arch: Arch, opts: Options, extra_optional: tuple[Path, ...] = ()) -> list[Path]:
-    """layers.toml's layers, the profile's essential and optional layers, ``extra_optional`` (the selftest
-    collections' own config files), then --kconfig files (they win)."""
+    """layers.toml's layers, the suites' kconfig needs, the profile's essential and optional layers,
+    ``extra_optional`` (the selftest collections' own config files), then --kconfig files (they win)."""
     prof = get_profile(opts.profile)
-    return (kconfig.default_fragments(arch) + list(prof.layers_for(arch)) + list(prof.optional) + list(extra_optional)
-            + [Path(k) for k in opts.kconfigs])
+    return (kconfig.default_fragments(arch) + suite_fragments(opts) + list(prof.layers_for(arch))
+            + list(prof.optional) + list(extra_optional) + [Path(k) for k in opts.kconfigs])
+
+
+def run_suites(opts: Options) -> list[Suite]:
+    """Every shipped suite, and the run's own when it is not one of them (a --suite PATH): the kernel is
+    configured for all of them, so that it does not depend on which suite runs (one kernel per tree, series
+    and profile, whatever --suite says)."""
+    shipped = suitemod.check_shipped()
+    mine = run_suite(opts)
+    return shipped + ([mine] if mine.root not in {s.root for s in shipped} else [])
+
+
+def suite_fragments(opts: Options) -> list[Path]:
+    return list(dict.fromkeys(p for s in run_suites(opts) for p in s.kconfig))
 
 
 @dataclass(frozen=True)
@@ -138,21 +167,26 @@ class ConfigReport:
                           optional_missing=kconfig.format_missing(list(self.optional_missing)))
 
 
-def selftest_layers(src: Path) -> tuple[Path, ...]:
-    """The config files of every selftest collection kpipe's catalogue can run from this tree (vm or mm, memfd).
-    Not only those a run picks: the kernel must not depend on --selftests or on what a series touches, or the
-    baseline, the patched kernel and a `--selftests none` loop would each cost a cold build."""
+def selftest_layers(src: Path, suites: list[Suite]) -> tuple[Path, ...]:
+    """The config files of every selftest collection the suites' catalogues can run from this tree (vm or mm,
+    memfd). Not only those a run picks: the kernel must not depend on --selftests, --suite or on what a series
+    touches, or the baseline, the patched kernel and a `--selftests none` loop would each cost a cold build."""
     from . import selftests
-    try:
-        return selftests.collection_configs(src, selftests.plan(src, [], ",".join(selftests.catalogue_names())))
-    except UsageError:          # a tree without selftests: nothing to merge
-        return ()
+    out: list[Path] = []
+    for s in suites:
+        cat = s.selftests
+        try:
+            names = ",".join(selftests.catalogue_names(cat))
+            out += selftests.collection_configs(src, selftests.plan(src, [], names, cat)) if names else ()
+        except UsageError:          # a tree without selftests: nothing to merge
+            return ()
+    return tuple(dict.fromkeys(out))
 
 
 def merged_config(arch: Arch, opts: Options, src: Path) -> tuple["kconfig.MergedConfig", frozenset[str]]:
     """Every layer merged (the selftest collections' own config files of ``src`` as an optional layer), and the
     symbols only optional layers ask for."""
-    extra_optional = selftest_layers(src)
+    extra_optional = selftest_layers(src, run_suites(opts))
     fragments = [kconfig.parse_fragment(p) for p in fragments_for(arch, opts, extra_optional)]
     optional = kconfig.optional_symbols(fragments, get_profile(opts.profile).optional + tuple(extra_optional))
     return kconfig.merge(fragments), optional

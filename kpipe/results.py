@@ -71,9 +71,11 @@ class KernelInfo(Sparse):
     debian_version: str | None = None
     release: str | None = None         # uname -r of the built kernel
     profile: str | None = None         # debug | fast
+    suite: str | None = None           # the suite whose verifier and selftests ran (suites/<name>)
+    suite_reason: str | None = None    # why that suite (--suite, the files the series touches, the default)
     policy: str | None = None          # the verifier's expectation column
-    policy_reason: str | None = None   # why that column (read from the tree's mm/mremap.c, or --expect)
-    tree_bugs: list[str] | None = None  # known bugs read from the tree's mm/mremap.c (kpipe/treebugs.py): xfail
+    policy_reason: str | None = None   # why that column (read from the suite's policy source, or --expect)
+    tree_bugs: list[str] | None = None  # the suite's known tree bugs read from its policy source: xfail
 
 
 @dataclass

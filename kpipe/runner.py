@@ -21,11 +21,12 @@ from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH,
 from .findings import BLOCKED_KINDS, FATAL_KINDS, blocked_task_name, describe, not_seen_on, summarize
 from .findings import strip_timestamp as strip
 from .patches import Applied, Series
-from .pipeline import Options, apply, build_kernel
+from .pipeline import Options, apply, build_kernel, run_suite
 from .profiles import get_profile
 from .progress import note, phase
 from .results import (RUN_ERROR_KINDS, ArchResult, BootInfo, BuildInfo, Finding, HangProbe, KernelInfo, KmemleakInfo,
                       Status)
+from .suite import Suite
 from .tree import Tree
 
 # Which exit code wins when arches disagree: a patch that does not apply or a build failure says the most.
@@ -51,6 +52,7 @@ class Prepared:
     tests: list[selftests.BuiltTest]
     ar: ArchResult
     dir: Path
+    suite: Suite
 
 
 class _VerifierOptions(TypedDict, total=False):
@@ -75,11 +77,13 @@ def check_options(opts: Options, arches: list[Arch]) -> None:
     --expect, --profile, --selftests names, --extra-test files. Under `git bisect run` such an error would be the
     same on every commit (exit 128 stops the bisection); a selftest the catalogue knows but a commit's tree lacks
     is a condition of that commit (found in the run: 125, skip)."""
+    suite = run_suite(opts)
+    expectations = verifier.load_expectations(suite)
     if opts.expect:
-        verifier.check_policy(opts.expect)
+        expectations.check(opts.expect)
     get_profile(opts.profile)
-    selftests.check_choice(opts.selftests)
-    verifier.select(verifier.load_expectations(), opts.cases)
+    selftests.check_choice(opts.selftests, suite.selftests)
+    verifier.select(expectations, opts.cases)
     for name in opts.extra_tests:
         f = Path(name)
         if not f.is_file():
@@ -108,7 +112,9 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     ar.logs["build"] = str(log)
     src = applied.checkout.path
     touched = series.touched if touched is None else touched
-    specs = selftests.plan(src, touched, opts.selftests)
+    suite = run_suite(opts)
+    ar.kernel.suite, ar.kernel.suite_reason = suite.name, opts.suite_reason or "the default suite"
+    specs = selftests.plan(src, touched, opts.selftests, suite.selftests)
     kernel, cfg = build_kernel(arch, applied, opts, log, ar.phases, touched=touched)
     remember_kernel(kernel, cfg.profile)
     ar.kernel.release, ar.kernel.profile = kernel.release, cfg.profile
@@ -119,14 +125,16 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
         initrd = image.build_image(arch, adir / "image.log")
         ph.update(f"{arch.name} {'cached' if initrd.cached else 'built'}")
     with phase("userspace", f"{arch.name} verifier + selftests", ar.phases):
-        declared = intent.declared(intent.series_texts(series.patches), intent.base_source(src, applied.base))
-        policy, ar.kernel.policy_reason = intent.choose(src, opts.expect, declared)
-        if (bugs := treebugs.detect_in_tree(src)) is not None:
+        declared = intent.declared(intent.series_texts(series.patches), intent.base_source(src, applied.base, suite),
+                                   suite)
+        policy, ar.kernel.policy_reason = intent.choose(src, opts.expect, declared, suite)
+        if (bugs := treebugs.detect_in_tree(src, suite)) is not None:
             ar.kernel.tree_bugs = treebugs.describe(bugs)
-        vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log")
+        vbin = verifier.build_verifier(arch, kernel.headers, adir / "bin" / "verifier", adir / "userspace.log",
+                                       suite=suite)
         specs = selftests.skip_unconfigured(specs, kconfig.parse_dotconfig(kernel.config),
                                             {m.symbol: m.reason for m in cfg.optional_missing})
-        ar.config.selftests = selftests.selection_report(src, touched, specs)
+        ar.config.selftests = selftests.selection_report(src, touched, specs, suite.selftests)
         tests = selftests.build_selftests(specs, arch, src, kernel.headers, adir / "bin" / "selftests",
                                          adir / "userspace.log")
         if opts.extra_tests:
@@ -135,7 +143,7 @@ def prepare_arch(arch: Arch, applied: Applied, series: Series, opts: Options, ad
     if opts.test_timeout:
         tests = [replace(t, spec=replace(t.spec, timeout=opts.test_timeout)) for t in tests]
     ar.kernel.policy = policy
-    return Prepared(get_profile(opts.profile).guest_arch(arch), kernel, initrd, vbin, policy, tests, ar, adir)
+    return Prepared(get_profile(opts.profile).guest_arch(arch), kernel, initrd, vbin, policy, tests, ar, adir, suite)
 
 
 HANG_SYSRQ_KEYS = "wl"        # SysRq: show blocked (D state) tasks, then a backtrace of every CPU
@@ -155,7 +163,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     at all is an infrastructure error (exit 2)."""
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
-    expectations = verifier.select(verifier.load_expectations(), opts.cases)
+    expectations = verifier.select(verifier.load_expectations(prep.suite), opts.cases)
     if ar.kernel.tree_bugs is not None:
         expectations = treebugs.apply(expectations, prep.policy, ar.kernel.tree_bugs)
     t_boot = time.monotonic()
@@ -184,7 +192,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                         vopts["only"] = True
                     ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
                                                       adir, **vopts)
-                    ar.pause = verifier.pause_summary(ar.tests)
+                    ar.pause = verifier.pause_summary(ar.tests, expectations.suite.pause)
                 if prep.tests:          # a wedged kernel stops them: the session's abort_check
                     with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
                         ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,

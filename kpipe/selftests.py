@@ -1,7 +1,7 @@
 """The target tree's own selftests: pick the relevant ones, build them static per arch, run them one by one
 in the guest, and keep every output verbatim plus a KTAP file wrapped the way the kselftest runner does.
 
-  plan(tree, touched_files, choice)            -> [SelftestSpec]   (the catalogue is data: CATALOGUE)
+  plan(tree, touched_files, choice, catalogue) -> [SelftestSpec]   (the catalogue is the suite's data)
   build_selftests(specs, arch, tree, headers, out_dir, log) -> [BuiltTest]
   build_extra_tests(files, arch, headers, out_dir, log)     -> [BuiltTest]   (--extra-test FILE)
   run_selftests(session, built, out_dir, suite)             -> [TestResult]
@@ -21,7 +21,7 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from . import cache, proc, toolchain
 from .elf import read_elf
@@ -30,6 +30,8 @@ from .guest import ChannelRefused
 from .ktap import looks_like_ktap, parse_document
 from .progress import note
 from .results import Status, TestResult
+from .suite import CatalogueEntry, KnownHang
+from .suite import Selftests as Catalogue
 
 if TYPE_CHECKING:
     from .arches import Arch
@@ -41,7 +43,8 @@ SELFTESTS = "tools/testing/selftests"
 KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
 
 # ---------------------------------------------------------------------------------------------------------
-# The catalogue (data): which of the tree's own selftests are relevant, with their arguments and timeouts.
+# The catalogue (the suite's selftests.toml): which of the tree's own selftests are relevant, with their
+# arguments and timeouts.
 # How they are built is the tree's business: each is a target of its collection's Makefile
 # (tools/testing/selftests/<collection>/Makefile), built static, out of tree (OUTPUT=), cross for arm64.
 # Each entry's variants are tried in order; the first whose collection has <target>.c and whose Makefile names
@@ -51,67 +54,6 @@ KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
 # in the tree's source (``file`` has no ``fixed_by``): a timeout on which the kernel reports nothing (no hung or
 # blocked task, no lockup, even when asked with SysRq) is retried, up to ``tries`` runs, and the result says so.
 # ---------------------------------------------------------------------------------------------------------
-class KnownHang(TypedDict):
-    file: str                      # the test's source, relative to tools/testing/selftests
-    fixed_by: str                  # a string the fixed source has
-    tries: int
-    why: str
-
-
-class CatalogueVariant(TypedDict):
-    target: str                    # <collection>/<binary>; "{mm}" is the tree's vm/ or mm/
-    args: NotRequired[list[str]]
-    known_hang: NotRequired[KnownHang]
-
-
-class CatalogueEntry(TypedDict):
-    name: str
-    timeout: int
-    needs: NotRequired[list[str]]
-    variants: list[CatalogueVariant]
-
-
-UFFD_NO_WAKE: KnownHang = {
-    "file": "vm/userfaultfd.c", "fixed_by": "wake_range", "tries": 3,
-    "why": "this tree's vm/userfaultfd.c does not UFFDIO_WAKE after a UFFDIO_COPY that lost a race (-EEXIST), so "
-           "in the racing bounce a faulting thread can sleep forever in user space, more often with 2 CPUs "
-           "(upstream fixed the test: 'userfaultfd/selftests: wake after copy failure', wake_range())"}
-CATALOGUE: list[CatalogueEntry] = [
-    {"name": "mremap_dontunmap", "timeout": 120, "variants": [{"target": "{mm}/mremap_dontunmap"}]},
-    {"name": "mremap_test", "timeout": 300, "variants": [{"target": "{mm}/mremap_test"}]},
-    {"name": "userfaultfd-anon", "timeout": 300, "needs": ["USERFAULTFD"], "variants": [
-        {"target": "mm/uffd-stress", "args": ["anon", "16", "4"]},
-        {"target": "vm/userfaultfd", "args": ["anon", "16", "4"], "known_hang": UFFD_NO_WAKE}]},
-    {"name": "userfaultfd-shmem", "timeout": 300, "needs": ["USERFAULTFD", "SHMEM"], "variants": [
-        {"target": "mm/uffd-stress", "args": ["shmem", "16", "4"]},
-        {"target": "vm/userfaultfd", "args": ["shmem", "16", "4"], "known_hang": UFFD_NO_WAKE}]},
-    {"name": "uffd-unit-tests", "timeout": 600, "needs": ["USERFAULTFD"],
-     "variants": [{"target": "{mm}/uffd-unit-tests"}]},
-    {"name": "map_fixed_noreplace", "timeout": 60, "variants": [{"target": "{mm}/map_fixed_noreplace"}]},
-    {"name": "mlock2-tests", "timeout": 120, "needs": ["PROC_PAGE_MONITOR"],
-     "variants": [{"target": "{mm}/mlock2-tests"}]},
-    {"name": "memfd_test", "timeout": 120, "needs": ["MEMFD_CREATE"], "variants": [{"target": "memfd/memfd_test"}]},
-]
-
-# Which tests a touched file makes relevant (fnmatch patterns on paths relative to the tree).
-RELEVANCE: list[tuple[str, tuple[str, ...]]] = [
-    ("mm/mremap.c", ("mremap_dontunmap", "mremap_test", "userfaultfd-anon", "userfaultfd-shmem",
-                     "uffd-unit-tests", "map_fixed_noreplace", "memfd_test", "mlock2-tests")),
-    ("mm/userfaultfd.c", ("userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests")),
-    ("fs/userfaultfd.c", ("userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests")),
-    ("include/*/userfaultfd*.h", ("userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests")),
-    ("mm/shmem.c", ("userfaultfd-shmem", "memfd_test", "mremap_dontunmap")),
-    ("mm/memfd.c", ("memfd_test",)),
-    ("mm/mlock.c", ("mlock2-tests",)),
-    ("mm/mmap.c", ("map_fixed_noreplace", "mremap_dontunmap", "mremap_test", "mlock2-tests")),
-    ("mm/vma.c", ("map_fixed_noreplace", "mremap_dontunmap", "mremap_test")),
-    ("include/uapi/linux/mman.h", ("mremap_dontunmap", "mremap_test", "map_fixed_noreplace")),
-    ("include/uapi/asm-generic/mman*.h", ("mremap_dontunmap", "mremap_test", "map_fixed_noreplace")),
-]
-DEFAULT_SET = ("mremap_dontunmap", "map_fixed_noreplace", "userfaultfd-anon")
-
-
-
 @dataclass(frozen=True)
 class SelftestSpec:
     name: str                      # unique run name: userfaultfd-shmem
@@ -125,8 +67,8 @@ class SelftestSpec:
     skip: str = ""                 # non-empty: not runnable here, the reason (sources absent)
     binary_name: str = ""          # file name of the binary (shared by runs of one binary)
     needs: tuple[str, ...] = ()    # kconfig symbols (no CONFIG_) the test cannot run without
-    why: str = ""                  # why it was chosen (kpipe's map, the tree's MAINTAINERS, --selftests)
-    known_hang: str = ""           # a user-space hang of this tree's test on a correct kernel (why), see CATALOGUE
+    why: str = ""                  # why it was chosen (the suite's map, the tree's MAINTAINERS, --selftests)
+    known_hang: str = ""           # a user-space hang of this tree's test on a correct kernel (why), see the catalogue
     tries: int = 1                 # runs allowed when a timeout is that known hang
 
 
@@ -150,8 +92,8 @@ def find_selftest_dir(tree: Path) -> Path:
                      fix="point kpipe at a full kernel source tree, or run with --selftests none")
 
 
-def catalogue_names() -> list[str]:
-    return [e["name"] for e in CATALOGUE]
+def catalogue_names(cat: Catalogue) -> list[str]:
+    return cat.names()
 
 
 def _makefile_builds(coll_dir: Path, binary: str) -> bool:
@@ -195,27 +137,27 @@ def _known_hang(base: Path, hang: KnownHang | None) -> KnownHang | None:
     return None if hang["fixed_by"] in text else hang
 
 
-def _relevance(touched_files: list[str]) -> dict[str, list[str]]:
-    """kpipe's own map: catalogue name -> why (the touched file and the pattern that made it relevant)."""
+def _relevance(touched_files: list[str], cat: Catalogue) -> dict[str, list[str]]:
+    """the suite's map: catalogue name -> why (the touched file and the pattern that made it relevant)."""
     why: dict[str, list[str]] = {}
     for f in touched_files:
         f = f.removeprefix("./")
-        for pattern, names in RELEVANCE:
+        for pattern, names in cat.relevance:
             if fnmatch.fnmatch(f, pattern):
                 for n in names:
-                    why.setdefault(n, []).append(f"kpipe's map: {f} ({pattern})")
+                    why.setdefault(n, []).append(f"the suite's map: {f} ({pattern})")
         if f.startswith(SELFTESTS + "/"):
             stem = Path(f).stem
-            for e in CATALOGUE:
+            for e in cat.catalogue:
                 if any(v["target"].rsplit("/", 1)[1] == stem for v in e["variants"]):
                     why.setdefault(e["name"], []).append(f"the series changes its source {f}")
     return why
 
 
-def _maintainers_choice(tree: Path, touched_files: list[str], mmdir: str
+def _maintainers_choice(tree: Path, touched_files: list[str], mmdir: str, cat: Catalogue
                         ) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
     """The tree's MAINTAINERS: sections covering a touched file that list selftest paths. Returns catalogue
-    name -> why, and the collections such sections name that kpipe's catalogue has no tests of."""
+    name -> why, and the collections such sections name that the suite's catalogue has no tests of."""
     from . import maintainers
     sections = maintainers.load(tree)
     why: dict[str, list[str]] = {}
@@ -228,7 +170,7 @@ def _maintainers_choice(tree: Path, touched_files: list[str], mmdir: str
                     continue            # the whole selftests tree (the framework's own section)
                 reason = f"MAINTAINERS {sec.title!r} covers {f} and lists {pat}"
                 hit = False
-                for e in CATALOGUE:
+                for e in cat.catalogue:
                     for v in e["variants"]:
                         src = f"{maintainers.SELFTESTS}{v['target'].replace('{mm}', mmdir)}.c"
                         if maintainers.matches(pat, src) and (Path(tree) / src).is_file():
@@ -237,44 +179,45 @@ def _maintainers_choice(tree: Path, touched_files: list[str], mmdir: str
                 if not hit:
                     uncovered.setdefault(pat, []).append(reason)
     return why, [{"collection": pat[len(maintainers.SELFTESTS):].split("/")[0], "why": w, "tests": [],
-                  "note": f"kpipe's catalogue has no test matching {pat}: not run"} for pat, w in uncovered.items()]
+                  "note": f"the suite's catalogue has no test matching {pat}: not run"} for pat, w in uncovered.items()]
 
 
-def relevant_names(touched_files: list[str]) -> list[str]:
-    """Catalogue names relevant to the touched files by kpipe's own map (in catalogue order); DEFAULT_SET when
-    none map."""
-    wanted = set(_relevance(touched_files)) or set(DEFAULT_SET)
-    return [n for n in catalogue_names() if n in wanted]
+def relevant_names(touched_files: list[str], cat: Catalogue) -> list[str]:
+    """Catalogue names relevant to the touched files by the suite's map (in catalogue order); the suite's
+    default set when none map."""
+    wanted = set(_relevance(touched_files, cat)) or set(cat.default_set)
+    return [n for n in catalogue_names(cat) if n in wanted]
 
 
-def choose(tree: Path, touched_files: list[str], mmdir: str) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """``all-relevant``: catalogue name -> why, from kpipe's map and the tree's MAINTAINERS; plus the
+def choose(tree: Path, touched_files: list[str], mmdir: str, cat: Catalogue
+           ) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """``all-relevant``: catalogue name -> why, from the suite's map and the tree's MAINTAINERS; plus the
     collections MAINTAINERS names that kpipe cannot run (reported, never silently dropped)."""
-    why = _relevance(touched_files)
-    m_why, uncovered = _maintainers_choice(tree, touched_files, mmdir)
+    why = _relevance(touched_files, cat)
+    m_why, uncovered = _maintainers_choice(tree, touched_files, mmdir, cat)
     for n, w in m_why.items():
         why.setdefault(n, []).extend(w)
     if not why:
-        why = {n: ["no file of the series maps to a selftest: kpipe's default mm set"] for n in DEFAULT_SET}
-    return {n: "; ".join(dict.fromkeys(why[n])) for n in catalogue_names() if n in why}, uncovered
+        why = {n: ["no file of the series maps to a selftest: the suite's default set"] for n in cat.default_set}
+    return {n: "; ".join(dict.fromkeys(why[n])) for n in catalogue_names(cat) if n in why}, uncovered
 
 
-def check_choice(choice: str) -> list[str]:
-    """The names a ``--selftests a,b,c`` choice asks for; UsageError for a name kpipe's catalogue does not know
+def check_choice(choice: str, cat: Catalogue) -> list[str]:
+    """The names a ``--selftests a,b,c`` choice asks for; UsageError for a name the suite's catalogue does not know
     (the same on every tree and commit). all-relevant and none ask for no name."""
     choice = (choice or "all-relevant").strip()
     if choice in ("all-relevant", "none"):
         return []
     names = [n.strip() for n in choice.split(",") if n.strip()]
-    unknown = [n for n in names if n not in catalogue_names()]
+    unknown = [n for n in names if n not in catalogue_names(cat)]
     if unknown or not names:
         raise UsageError(f"unknown selftest name(s) in --selftests {choice!r}: {', '.join(unknown) or '(empty)'}",
-                         fix="use all-relevant, none, or a comma list of: " + ", ".join(catalogue_names()))
+                         fix="use all-relevant, none, or a comma list of: " + ", ".join(catalogue_names(cat)))
     return names
 
 
-def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> list[SelftestSpec]:
-    """The selftests to run: ``all-relevant`` (from the touched files: kpipe's map and the tree's MAINTAINERS),
+def plan(tree: Path, touched_files: list[str], choice: str, cat: Catalogue) -> list[SelftestSpec]:
+    """The selftests to run: ``all-relevant`` (from the touched files: the suite's map and the tree's MAINTAINERS),
     ``none``, or ``a,b,c``. Each spec says why it was chosen."""
     tree = Path(tree)
     choice = (choice or "all-relevant").strip()
@@ -282,14 +225,15 @@ def plan(tree: Path, touched_files: list[str], choice: str = "all-relevant") -> 
         return []
     mmdir = find_selftest_dir(tree).name
     if choice == "all-relevant":
-        why, _ = choose(tree, touched_files, mmdir)
+        why, _ = choose(tree, touched_files, mmdir, cat)
     else:
-        why = {n: "asked for with --selftests" for n in check_choice(choice)}
-    by_name = {e["name"]: e for e in CATALOGUE}
+        why = {n: "asked for with --selftests" for n in check_choice(choice, cat)}
+    by_name = {e["name"]: e for e in cat.catalogue}
     return [replace(_spec_for(by_name[n], tree, mmdir), why=w) for n, w in why.items()]
 
 
-def selection_report(tree: Path, touched_files: list[str], specs: list[SelftestSpec]) -> list[dict[str, Any]]:
+def selection_report(tree: Path, touched_files: list[str], specs: list[SelftestSpec], cat: Catalogue
+                     ) -> list[dict[str, Any]]:
     """Per collection: which tests run and why each was chosen; collections the tree's MAINTAINERS names for
     the series that kpipe has no tests of are listed too (for the reports)."""
     out: dict[str, dict[str, Any]] = {}
@@ -302,7 +246,7 @@ def selection_report(tree: Path, touched_files: list[str], specs: list[SelftestS
         mmdir = find_selftest_dir(tree).name
     except UsageError:
         return list(out.values())
-    _, uncovered = _maintainers_choice(Path(tree), touched_files, mmdir)
+    _, uncovered = _maintainers_choice(Path(tree), touched_files, mmdir, cat)
     return list(out.values()) + uncovered
 
 

@@ -33,7 +33,8 @@ COMMON_HELP = {
     "profile": "debug (default: SLUB, SMP, KASAN, DEBUG_VM, lockdep, hang detectors) or fast (tinyconfig, 1 vCPU); "
                "see kconfigs/profiles.toml (KPIPE_PROFILE)",
     "accel": "auto (probe KVM with a timeout, else TCG), kvm or tcg",
-    "expect": "verifier policy: anon-only, anon+shmem or upstream (default: from kernel version and series)",
+    "expect": "the suite's verifier policy, e.g. anon-only, anon+shmem or upstream for mremap-dontunmap (default: "
+              "read from the tree's code and the series)",
     "selftests": "all-relevant (default), none, or a comma list of selftest names",
     "extra_test": "a C file or static binary to push and run like a selftest (repeatable)",
     "out": "output folder (default $KPIPE_RUNS/<timestamp>-<task>, with a `latest` link; $KPIPE_RUNS defaults "
@@ -43,6 +44,8 @@ COMMON_HELP = {
     "quiet": "no progress lines",
     "kernel_arg": "append this to the guest kernel command line (repeatable), e.g. oops=panic",
     "test_timeout": "seconds each test may run (the verifier, each selftest and extra test)",
+    "suite": "the suite of checks: a shipped name (mremap-dontunmap, ...) or the PATH of a suite folder; default: "
+             "the shipped suite the series' touched files select (see suites/README.md)",
     "case": "run only this verifier case (repeatable; a name or a glob such as 'plain-*'): a quick loop on one "
             "behaviour; the verdict covers only the cases run",
 }
@@ -55,12 +58,13 @@ def _opts(arch: str | None = None, tree: str | None = None, base: str | None = N
           selftests: str = "all-relevant", extra_test: list[str] | None = None, out: str | None = None,
           jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
           test_timeout: str | None = None, profile: str | None = None, range: str | None = None,
-          case: list[str] | None = None) -> Options:
+          case: list[str] | None = None, suite: str | None = None) -> Options:
     from kpipe import settings
     if range and not base and ".." in range:
         base = range.split("..", 1)[0]
     leak = settings.effective()["leak_scan"]
-    return Options(cases=tuple(case or ()), leak_scan=bool(leak.value), leak_scan_source=leak.source, range=range,
+    return Options(suite=suite, cases=tuple(case or ()), leak_scan=bool(leak.value), leak_scan_source=leak.source,
+                   range=range,
                    profile=profile or "debug", arch=arch, tree=tree, base=base, series=series,
                    patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
@@ -191,7 +195,7 @@ def boot(c: Context, arch: str | None = None, accel: str = "auto", cmd: str | No
 
 
 VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches", "kconfig", "defconfig", "profile",
-               "accel", "expect",
+               "accel", "expect", "suite",
                "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
 
 
@@ -206,7 +210,7 @@ def verify(c: Context, arch: str | None = None, tree: str | None = None, base: s
            out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
            test_timeout: str | None = None, bisect_exit_codes: bool = False, quiet: bool = False,
            profile: str | None = None, range: str | None = None, report: str | None = None,
-           case: list[str] | None = None) -> None:
+           case: list[str] | None = None, suite: str | None = None) -> None:
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -214,7 +218,7 @@ def verify(c: Context, arch: str | None = None, tree: str | None = None, base: s
                             kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            case=case))
+                            case=case, suite=suite))
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _check_report(report)
     _run("verify", lambda: _mail(workflows.verify(_opts(**args), repro), report),
@@ -233,14 +237,15 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
              boot_timeout: str | None = None, quiet: bool = False, expect: str | None = None, no_patches: bool = False,
              kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
              range: str | None = None, no_warnings: bool = False,
-             allow_new_warnings: bool = False, report: str | None = None, require_coverage: bool = False) -> None:
+             allow_new_warnings: bool = False, report: str | None = None, require_coverage: bool = False,
+             suite: str | None = None) -> None:
     """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
     from kpipe import workflows
     from kpipe.cli import reproducer
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
                             defconfig=defconfig, accel=accel, selftests=selftests, extra_test=extra_test, out=out,
                             jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout,
-                            profile=profile, range=range))
+                            profile=profile, range=range, suite=suite))
     args["arch"] = args["arch"] or "all"
     import dataclasses
     repro = reproducer("premerge", _resolved({**args, "no_warnings": no_warnings,
@@ -290,7 +295,7 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
            out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, build_failure_is_bad: bool = False,
            series_mode: bool = False, quiet: bool = False, base: str | None = None, no_patches: bool = False,
            kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
-           range: str | None = None, case: list[str] | None = None) -> None:
+           range: str | None = None, case: list[str] | None = None, suite: str | None = None) -> None:
     """Bisect in kpipe's own checkout: both endpoints verified first, then each step verifies incrementally."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -299,7 +304,7 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             build_failure_is_bad=build_failure_is_bad, series_mode=series_mode,
                             kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            case=case))
+                            case=case, suite=suite))
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
     repro = reproducer("bisect", _resolved(args))
     # workflows.bisect types good and bad as str, but takes None for a missing one (bisection.bisect_commits
@@ -320,14 +325,15 @@ def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str
          expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
          out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
          test_timeout: str | None = None, quiet: bool = False, profile: str | None = None, range: str | None = None,
-         run_local: bool = False, submit: str | None = None, wait: bool = False) -> None:
+         run_local: bool = False, submit: str | None = None, wait: bool = False, suite: str | None = None) -> None:
     """The same kernels and tests as LAVA v2 jobs (one per arch): write, --run-local with lava-run, or --submit."""
     from kpipe.cli import reproducer
     from kpipe.lava import workflow
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
                             kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range))
+                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
+                            suite=suite))
     extra = dict(run_local=run_local, submit=submit, wait=wait)
     repro = reproducer("lava", _resolved({**args, **extra}))
     _run("lava", lambda: workflow.lava(_opts(**args), run_local, submit, wait, repro).exit_code, {**args, **extra},

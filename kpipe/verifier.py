@@ -1,7 +1,7 @@
-"""The static C verifier (verify/*.c): build it for an arch, pick the expectation policy, run it in the
-guest, and turn its TAP into results.
+"""A suite's static C verifier (suites/<name>/verify/*.c with the shared harness in suites/lib): build it for an
+arch, pick the expectation policy, run it in the guest, and turn its TAP into results.
 
-The expectations are data (verify/expectations.toml): one expected outcome per case and policy. The
+The expectations are the suite's data (its expectations.toml): one expected outcome per case and policy. The
 binary gets the chosen policy's column as a ``case=expected`` file and judges each case itself; this
 module re-judges every case against the same table, so a case the binary left out, a crash, a timeout or
 a binary run with the wrong expectations never passes silently.
@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
+from collections.abc import Iterable
 
 from . import cache, proc, toolchain
 from .arches import Arch
@@ -24,15 +25,13 @@ from .errors import BuildError, InfraError, UsageError
 from .ktap import parse_document
 from .progress import note
 from .results import Status, TestResult
+from .suite import LIB_DIR, Pause, Suite
+from .suite import get as get_suite
 
 if TYPE_CHECKING:
     from .selftests import Session
 
-VERIFY_DIR = Path(__file__).resolve().parent.parent / "verify"
-EXPECTATIONS = VERIFY_DIR / "expectations.toml"
-BINARY_NAME = "mremap_dontunmap"
-POLICIES = ("anon-only", "anon+shmem", "upstream")
-SUITE = "verifier"
+SUITE = "verifier"                  # the results' suite name, whichever suite's verifier ran
 REMOTE_DIR = "/tmp/kpipe-verify"
 CFLAGS = ("-std=c11", "-O2", "-Wall", "-Wextra", "-static", "-pthread")
 
@@ -55,11 +54,15 @@ class Case:
 @dataclass(frozen=True)
 class Expectations:
     path: Path
-    policies: dict[str, str]        # policy -> what it means
-    cases: dict[str, Case] = field(default_factory=dict)   # in file order
+    policies: dict[str, str]        # policy -> what it means (in file order)
+    cases: dict[str, Case]          # in file order
+    suite: Suite
+
+    def check(self, policy: str) -> str:
+        return check_policy(policy, self.policies)
 
     def column(self, policy: str) -> dict[str, str]:
-        check_policy(policy)
+        self.check(policy)
         return {name: c.outcomes[policy] for name, c in self.cases.items()}
 
 
@@ -76,28 +79,35 @@ def select(ex: Expectations, patterns: tuple[str, ...]) -> Expectations:
     return replace(ex, cases={n: c for n, c in ex.cases.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)})
 
 
-def check_policy(policy: str) -> str:
-    if policy not in POLICIES:
-        raise UsageError(f"unknown expectation policy {policy!r}; the policies are {', '.join(POLICIES)}",
-                         fix=f"use one of: {', '.join(POLICIES)} (--expect POLICY)")
+def check_policy(policy: str, policies: Iterable[str]) -> str:
+    names = list(policies)
+    if policy not in names:
+        raise UsageError(f"unknown expectation policy {policy!r}; the policies are {', '.join(names)}",
+                         fix=f"use one of: {', '.join(names)} (--expect POLICY)")
     return policy
 
 
-def load_expectations(path: Path | None = None) -> Expectations:
-    """Read and validate the expectations file (default verify/expectations.toml)."""
-    path = Path(path) if path is not None else EXPECTATIONS
+def load_expectations(suite: Suite | None = None, path: Path | None = None) -> Expectations:
+    """Read and validate a suite's expectations file (default: the default suite's); ``path`` reads another
+    file against the suite's rules."""
+    suite = suite or get_suite()
+    path = Path(path) if path is not None else suite.expectations
     fix = f"edit {path}: see the comment at its top for the format"
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"expectations file not found: {path}",
-                         fix="pass an existing file, or use the default verify/expectations.toml") from None
+                         fix=f"pass an existing file, or use the suite's {suite.expectations}") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"expectations file {path} is not valid TOML: {e}", fix=fix) from None
     policies = data.get("policies", {})
-    if set(policies) != set(POLICIES):
-        raise UsageError(f"{path}: [policies] must list exactly {', '.join(POLICIES)}; it lists "
-                         f"{', '.join(policies) or 'nothing'}", fix=fix)
+    policy_names = tuple(policies)
+    if not policy_names:
+        raise UsageError(f"{path}: [policies] lists no policy", fix=fix)
+    named = {r.policy for r in suite.rules} | set(suite.known_patches.values())
+    if stray := sorted(named - set(policy_names)):
+        raise UsageError(f"{path}: [policies] lacks {', '.join(stray)}, which suite {suite.name}'s rules or known "
+                         f"patches name; it lists {', '.join(policy_names)}", fix=fix)
     raw = data.get("cases")
     if not isinstance(raw, dict) or not raw:
         raise UsageError(f"{path}: no [cases.NAME] tables", fix=fix)
@@ -107,9 +117,9 @@ def load_expectations(path: Path | None = None) -> Expectations:
         if not _CASE_NAME.match(name) or not isinstance(t, dict):
             problems.append(f"[cases.{name}]: bad case name or not a table")
             continue
-        unknown = set(t) - {"description", "requires", "xfail", *POLICIES}
-        missing = [p for p in POLICIES if p not in t]
-        bad = [f"{p} = {t[p]!r}" for p in POLICIES if p in t and not _OUTCOME.match(str(t[p]))]
+        unknown = set(t) - {"description", "requires", "xfail", *policy_names}
+        missing = [p for p in policy_names if p not in t]
+        bad = [f"{p} = {t[p]!r}" for p in policy_names if p in t and not _OUTCOME.match(str(t[p]))]
         if unknown:
             problems.append(f"[cases.{name}]: unknown keys {', '.join(sorted(unknown))}")
         if missing:
@@ -121,82 +131,78 @@ def load_expectations(path: Path | None = None) -> Expectations:
         if not isinstance(reasons, dict):
             problems.append(f"[cases.{name}]: xfail must be a table of policy = reason")
             reasons = {}
-        for p in POLICIES:
+        for p in policy_names:
             xf = str(t.get(p, "")).startswith(XFAIL_PREFIX)
             if xf and not str(reasons.get(p, "")).strip():
                 problems.append(f"[cases.{name}]: {p} is an expected failure without a reason "
                                 f"(add {p!r} to [cases.{name}.xfail])")
             if not xf and p in reasons:
                 problems.append(f"[cases.{name}.xfail]: a reason for {p}, whose outcome is not xfail:CODE")
-        for p in set(reasons) - set(POLICIES):
+        for p in set(reasons) - set(policy_names):
             problems.append(f"[cases.{name}.xfail]: unknown policy {p!r}")
-        cases[name] = Case(name, str(t.get("description", "")), {p: str(t.get(p, "")) for p in POLICIES},
+        cases[name] = Case(name, str(t.get("description", "")), {p: str(t.get(p, "")) for p in policy_names},
                            str(t.get("requires", "")), {str(k): str(v) for k, v in reasons.items()})
     for c in cases.values():
         if c.requires and c.requires not in cases:
             problems.append(f"[cases.{c.name}]: requires unknown case {c.requires!r}")
     if problems:
         raise UsageError(f"{path}: {len(problems)} problem(s) in the expectations", detail=problems, fix=fix)
-    return Expectations(path, {p: str(policies[p]) for p in POLICIES}, cases)
+    return Expectations(path, {p: str(policies[p]) for p in policy_names}, cases, suite)
 
 
-# What mm/mremap.c refuses under MREMAP_DONTUNMAP decides the policy: the rule is read from the built tree,
-# not guessed from the kernel version or the series' subjects (a reworded or already-merged seed is judged
-# by its code). Whitespace and comments are ignored; exactly one rule must be found.
-POLICY_RULES = (
-    ("upstream", "the 5.13 rewrite: refuse only VM_DONTEXPAND | VM_PFNMAP",
-     re.compile(r"MREMAP_DONTUNMAP\s*\)?\s*&&\s*\(?\s*vma->vm_flags\s*&\s*\(\s*VM_DONTEXPAND\s*\|\s*VM_PFNMAP\s*\)")),
-    ("anon+shmem", "the seed patch's rule: refuse what is neither anonymous nor shmem",
-     re.compile(r"MREMAP_DONTUNMAP\s*\)?\s*&&\s*!\s*\(\s*vma_is_anonymous\s*\(\s*vma\s*\)\s*\|\|\s*"
-                r"vma_is_shmem\s*\(\s*vma\s*\)\s*\)")),
-    ("anon-only", "the 5.7 rule: refuse anything not private anonymous",
-     re.compile(r"MREMAP_DONTUNMAP\s*\)?\s*&&\s*\(\s*!\s*vma_is_anonymous\s*\(\s*vma\s*\)\s*\|\|\s*"
-                r"vma->vm_flags\s*&\s*VM_SHARED\s*\)")),
-)
-MREMAP_SOURCE = "mm/mremap.c"
-
+# What the suite's policy source (mm/mremap.c for the seed's suite) refuses decides the policy: the rule is read
+# from the built tree, not guessed from the kernel version or the series' subjects (a reworded or already-merged
+# patch is judged by its code). Whitespace and comments are ignored; exactly one rule must be found.
 
 def _strip_comments(code: str) -> str:
     code = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), code, flags=re.S)
     return re.sub(r"//[^\n]*", "", code)
 
 
-def policy_from_source(code: str) -> tuple[str, str]:
-    """(policy, why) from the text of mm/mremap.c; UsageError when no rule or more than one is found."""
+def policy_from_source(code: str, suite: Suite) -> tuple[str, str]:
+    """(policy, why) from the text of the suite's policy source; UsageError when no rule or more than one is
+    found."""
     code = _strip_comments(code)
     found = []
-    for policy, what, rx in POLICY_RULES:
-        m = rx.search(code)
+    src = suite.policy_source
+    for rule in suite.rules:
+        m = rule.pattern.search(code)
         if m:
             line = code.count("\n", 0, m.start()) + 1
-            found.append((policy, f"{MREMAP_SOURCE}:{line} carries {what} "
-                                  f"(`{' '.join(m.group(0).split())}`)"))
-    fix = f"pass --expect POLICY (one of: {', '.join(POLICIES)})"
+            found.append((rule.policy, f"{src}:{line} carries {rule.what} "
+                                       f"(`{' '.join(m.group(0).split())}`)"))
+    fix = f"pass --expect POLICY (one of: {', '.join(load_expectations(suite).policies)})"
     if not found:
-        raise UsageError(f"cannot tell the expectation policy: {MREMAP_SOURCE} has none of the known "
-                         f"MREMAP_DONTUNMAP rules (5.7, the seed patch, the 5.13 rewrite)", fix=fix)
+        raise UsageError(f"cannot tell the expectation policy: {src} has none of suite {suite.name}'s "
+                         f"{suite.policy_what}", fix=fix)
     if len(found) > 1:
-        raise UsageError(f"cannot tell the expectation policy: {MREMAP_SOURCE} carries several MREMAP_DONTUNMAP "
-                         f"rules", detail=[w for _, w in found], fix=fix)
+        raise UsageError(f"cannot tell the expectation policy: {src} carries several of suite {suite.name}'s "
+                         f"{suite.policy_what}", detail=[w for _, w in found], fix=fix)
     return found[0]
 
 
-def choose_policy(source: Path | None, override: str | None) -> tuple[str, str]:
-    """(policy, how it was chosen): --expect wins; otherwise the MREMAP_DONTUNMAP rule that the tree's
-    mm/mremap.c (``source`` is the tree's root) carries."""
+def choose_policy(source: Path | None, override: str | None, suite: Suite) -> tuple[str, str]:
+    """(policy, how it was chosen): --expect wins; otherwise the rule that the tree's policy source (``source``
+    is the tree's root) carries; a suite with a single policy and no rules: that policy."""
+    policies = load_expectations(suite).policies
     if override:
-        return check_policy(override), "--expect"
-    path = Path(source or ".") / MREMAP_SOURCE
+        return check_policy(override, policies), "--expect"
+    if not suite.rules and len(policies) == 1:
+        return next(iter(policies)), f"suite {suite.name} has one policy"
+    fix = f"pass --expect POLICY (one of: {', '.join(policies)})"
+    if not suite.policy_source:
+        raise UsageError(f"suite {suite.name} has several policies and no rule to read one from the tree", fix=fix)
+    path = Path(source or ".") / suite.policy_source
     try:
         code = path.read_text(errors="replace")
     except OSError as e:
         raise UsageError(f"cannot read {path} to choose the expectation policy: {e.strerror or e}",
-                         fix=f"pass --expect POLICY (one of: {', '.join(POLICIES)})") from None
-    return policy_from_source(code)
+                         fix=fix) from None
+    return policy_from_source(code, suite)
 
 
 def expect_file_text(expectations: Expectations, policy: str) -> str:
-    lines = [f"# kpipe verifier expectations, policy {policy}: {expectations.policies[check_policy(policy)]}",
+    lines = [f"# kpipe verifier expectations, policy {policy}: {expectations.policies[expectations.check(policy)]}",
              f"# from {expectations.path}"]
     lines += [f"{name}={value}" for name, value in expectations.column(policy).items()]
     return "\n".join(lines) + "\n"
@@ -207,7 +213,8 @@ def expect_file_text(expectations: Expectations, policy: str) -> str:
 def _digest_files(paths: list[Path], root: Path) -> str:
     h = hashlib.sha256()
     for p in paths:
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+        h.update(str(p.relative_to(root) if p.is_relative_to(root) else p.name).encode() + b"\0" + p.read_bytes()
+                 + b"\0")
     return h.hexdigest()
 
 
@@ -215,37 +222,39 @@ def _headers_digest(include: Path) -> str:
     return _digest_files(sorted(p for p in include.rglob("*") if p.is_file()), include)
 
 
-def verifier_sources() -> tuple[list[Path], list[Path]]:
-    """(the .c files, the .h files) of the verifier."""
-    return sorted(VERIFY_DIR.glob("*.c")), sorted(VERIFY_DIR.glob("*.h"))
+def verifier_sources(suite: Suite) -> tuple[list[Path], list[Path]]:
+    """(the .c files, the .h files) of a suite's verifier: its own, then the shared harness (suites/lib)."""
+    return (sorted(suite.sources.glob("*.c")) + sorted(LIB_DIR.glob("*.c")),
+            sorted(suite.sources.glob("*.h")) + sorted(LIB_DIR.glob("*.h")))
 
 
-def build_verifier(arch: Arch, headers: Path, out_dir: Path, log: Path | None = None) -> Path:
-    """Build the verifier static for ``arch`` against the uapi headers in ``headers``/include; returns
-    out_dir/mremap_dontunmap. Cached by the content of the sources, the headers and the compiler."""
+def build_verifier(arch: Arch, headers: Path, out_dir: Path, log: Path | None = None, *, suite: Suite) -> Path:
+    """Build the suite's verifier static for ``arch`` against the uapi headers in ``headers``/include; returns
+    out_dir/<binary>. Cached by the content of the sources, the headers and the compiler."""
     include = Path(headers) / "include"
     if not (include / "linux" / "userfaultfd.h").is_file():
         raise InfraError(f"installed uapi headers not found: {include}/linux/userfaultfd.h is missing",
                          fix="build the kernel first: its headers_install output is the headers folder")
-    sources, local_headers = verifier_sources()
-    if not sources:
-        raise InfraError(f"no verifier sources in {VERIFY_DIR}", fix="restore verify/*.c from the repository")
+    sources, local_headers = verifier_sources(suite)
+    if not [s for s in sources if s.parent == suite.sources]:
+        raise InfraError(f"no verifier sources in {suite.sources}", fix="restore the suite's *.c from the repository")
     start = time.monotonic()
-    key = cache.key_of("verifier", toolchain.compiler(arch.cc).ident, CFLAGS,
-                       _digest_files(sources + local_headers, VERIFY_DIR), _headers_digest(include))
+    binary = suite.binary
+    key = cache.key_of("verifier", toolchain.compiler(arch.cc).ident, CFLAGS, binary,
+                       _digest_files(sources + local_headers, suite.sources), _headers_digest(include))
     entry = cache.cache_dir("verifier") / key
 
     def make(tmp: Path) -> dict[str, Any]:
-        _compile(arch, include, sources, tmp / BINARY_NAME, log)
+        _compile(arch, include, sources, tmp / binary, log, suite.sources)
         return {"arch": arch.name, "cc": arch.cc, "headers": str(include)}
 
     _, hit = cache.cached_entry(entry, cache.cache_dir("verifier") / f"{key}.lock", "verifier build", make)
     built = not hit
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dest = out_dir / BINARY_NAME
-    tmp_dest = out_dir / f".{BINARY_NAME}.tmp"
-    shutil.copy2(entry / BINARY_NAME, tmp_dest)
+    dest = out_dir / binary
+    tmp_dest = out_dir / f".{binary}.tmp"
+    shutil.copy2(entry / binary, tmp_dest)
     tmp_dest.chmod(0o755)
     tmp_dest.replace(dest)
     how = f"built in {time.monotonic() - start:.1f} s" if built else "cached"
@@ -256,9 +265,9 @@ def build_verifier(arch: Arch, headers: Path, out_dir: Path, log: Path | None = 
     return dest
 
 
-def _compile(arch: Arch, include: Path, sources: list[Path], out: Path, log: Path | None) -> None:
-    cmd = [arch.cc, *CFLAGS, "-isystem", str(include), *map(str, sources), "-o", str(out)]
-    cp = proc.run(cmd, cwd=VERIFY_DIR, timeout=300, check=False, what=arch.cc)
+def _compile(arch: Arch, include: Path, sources: list[Path], out: Path, log: Path | None, cwd: Path) -> None:
+    cmd = [arch.cc, *CFLAGS, "-I", str(LIB_DIR), "-isystem", str(include), *map(str, sources), "-o", str(out)]
+    cp = proc.run(cmd, cwd=cwd, timeout=300, check=False, what=arch.cc)
     output = ((cp.stdout or "") + (cp.stderr or "")).strip()
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -440,12 +449,12 @@ def run_verifier(session: Session, binary: Path, policy: str, expectations: Expe
     """Push the binary and the policy's expectation file, run it, keep the TAP verbatim in
     out_dir/verifier.tap, and return one result per case. ``only``: ``expectations`` is a selection
     (``select``): the binary runs those cases by name."""
-    check_policy(policy)
+    expectations.check(policy)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     expect_local = out_dir / "verifier-expect.txt"
     expect_local.write_text(expect_file_text(expectations, policy))
-    remote_bin, remote_expect = f"{remote_dir}/{BINARY_NAME}", f"{remote_dir}/expect.txt"
+    remote_bin, remote_expect = f"{remote_dir}/{Path(binary).name}", f"{remote_dir}/expect.txt"
     prep = session.run(["mkdir", "-p", remote_dir], timeout=30)
     if prep.exit_status != 0:
         raise InfraError(f"cannot create {remote_dir} in the guest (exit {prep.exit_status})",
@@ -469,7 +478,7 @@ def run_verifier(session: Session, binary: Path, policy: str, expectations: Expe
 
 # --------------------------------------------------------------------------------------------- latency
 
-# latency-* (verify/state.c): LAT_MOVES DONTUNMAP moves of a 2 MiB-aligned heap (the PMD move), the median as
+# latency-* (the seed suite's state.c): LAT_MOVES DONTUNMAP moves of a 2 MiB-aligned heap (the PMD move), the median as
 # latency_us and the range; older binaries printed one sample (latency_us and size_mb only)
 _LATENCY = re.compile(r"\blatency_us=(\d+)(?:\s+min_us=(\d+)\s+max_us=(\d+)\s+moves=(\d+))?.*?\bsize_mb=(\d+)")
 _VMPTE = re.compile(r"\bvmpte_max_kb=(-?\d+)|VmPTE ([+-]\d+) kB across the move \((\d+) PMDs")
@@ -478,12 +487,6 @@ LATENCY_FACTOR = 2.0            # premerge flags a patched move more than this m
 # same kernel's 256 MiB move measured 24 ms on an idle TCG host and 140 ms on a loaded one (one sample only:
 # with a range from repeated moves the rule is non-overlapping ranges, as LKP compares)
 LATENCY_FLOOR_US = 20000
-PAUSE_CASES = ("latency-anon", "latency-memfd")
-FAST_PATH_CASES = ("pmd-anon", "pmd-memfd", "pmd-thp-anon")
-GC_MINOR_CASE = "gc-uffd-minor-memfd"
-GC_MINOR_NOTE = ("the GC flow on a memfd heap (userfaultfd MINOR + UFFDIO_CONTINUE) cannot run on this kernel: "
-                 "UFFD_FEATURE_MINOR_SHMEM arrives in 5.14, so 5.10 (with or without the seed) never proves it; "
-                 "6.12 does")
 
 
 def latencies(tests: list[TestResult]) -> dict[str, tuple[int, int]]:
@@ -508,11 +511,12 @@ def pause_stats(tests: list[TestResult]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def fast_path(tests: list[TestResult]) -> dict[str, dict[str, Any]]:
-    """pmd-* case -> its status and the VmPTE growth across the 2 MiB-aligned move (0: the PMD move ran)."""
+def fast_path(tests: list[TestResult], pause: Pause) -> dict[str, dict[str, Any]]:
+    """The suite's fast-path case -> its status and the VmPTE growth across the 2 MiB-aligned move (0: the PMD
+    move ran)."""
     out: dict[str, dict[str, Any]] = {}
     for t in tests:
-        if t.suite == SUITE and t.name in FAST_PATH_CASES:
+        if t.suite == SUITE and t.name in pause.fast_path_cases:
             v: dict[str, Any] = {"status": t.status.value, "observed": t.observed}
             if (pm := _VMPTE.search(t.detail or "")) and pm.group(2) is not None:
                 v.update(vmpte_kb=int(pm.group(2)), pmds=int(pm.group(3)))
@@ -520,28 +524,29 @@ def fast_path(tests: list[TestResult]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def pause_summary(tests: list[TestResult]) -> dict[str, Any]:
+def pause_summary(tests: list[TestResult], pause: Pause) -> dict[str, Any]:
     """What result.json's ``pause`` holds and the reports show: the GC pause (latency-*) and which path the
-    aligned move took (pmd-*)."""
-    out: dict[str, Any] = {"latency": pause_stats(tests), "fast_path": fast_path(tests)}
+    aligned move took (the suite's fast-path cases)."""
+    out: dict[str, Any] = {"latency": pause_stats(tests), "fast_path": fast_path(tests, pause)}
     for t in tests:
-        if t.suite == SUITE and t.name == GC_MINOR_CASE:
+        if pause.gc_case and t.suite == SUITE and t.name == pause.gc_case:
             out["gc_minor"] = {"status": t.status.value,
-                               "note": GC_MINOR_NOTE if t.status == Status.SKIP else (t.detail or "")[:200]}
+                               "note": pause.gc_note if t.status == Status.SKIP else (t.detail or "")[:200]}
     return out
 
 
-def latency_regressions(base: list[TestResult], patched: list[TestResult]) -> list[str]:
+def latency_regressions(base: list[TestResult], patched: list[TestResult], pause: Pause) -> list[str]:
     """The latency cases measured on both kernels (same size) whose patched move is slower: with ranges
     (repeated moves) when the ranges do not overlap (patched min > baseline max) and the median is more than
     LATENCY_FACTOR times the baseline's; with single samples > LATENCY_FACTOR times and > LATENCY_FLOOR_US.
-    A patched memfd heap whose move the baseline refuses is compared with the baseline's anon heap (same
-    size, the same PMD move: the seed claims shmem moves as fast)."""
+    A patched case whose move the baseline refuses is compared with the baseline's stand-in case (the suite's
+    ``pause.stand_in``: for the seed, a memfd heap with the anon heap of the same size and the same PMD move)."""
     b, p = pause_stats(base), pause_stats(patched)
     ok = Status.PASS.value
     out = []
     for name in sorted(p):
-        ref = name if name in b else ("latency-anon" if name == "latency-memfd" and "latency-anon" in b else "")
+        stand_in = pause.stand_in.get(name, "")
+        ref = name if name in b else (stand_in if stand_in in b else "")
         if not ref or p[name]["status"] != ok or b[ref]["status"] != ok or b[ref]["size_mb"] != p[name]["size_mb"]:
             continue
         pv, bv = p[name], b[ref]

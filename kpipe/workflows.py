@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from . import compile_checks, report, verifier
-from .arches import resolve_arches
+from .arches import Arch, resolve_arches
 from .errors import EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, KpipeError
 from .patches import Series
-from .pipeline import Options, locked_checkout, new_run_dir, resolve_tree, series_of
+from .pipeline import Options, locked_checkout, new_run_dir, resolve_tree, run_suite, series_of, with_suite
 from .progress import note, phase
 from .results import ArchResult, PremergeArch, RunResult
 from .comparison import compare, expected_flip, judge_premerge_arch  # noqa: F401
@@ -59,12 +59,18 @@ def _new_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path]
     return run, run_dir
 
 
-def _new_series_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult, Path, Series]:
-    """A run of ``opts``' series: the run folder and the series, described in the result."""
+def _new_series_run(workflow: str, opts: Options, repro: str, arches: list[Arch] | None = None
+                    ) -> tuple[RunResult, Path, Series, Options]:
+    """A run of ``opts``' series: the series read, the run's suite chosen from it (``opts`` returned with it),
+    every option checked against ``arches`` and that suite before anything is fetched or built, the run
+    folder, and the series described in the result."""
     series = series_of(opts)
+    opts = with_suite(opts, series)
+    if arches is not None:
+        check_options(opts, arches)
     run, run_dir = _new_run(workflow, opts, repro)
     run.extra.series = series.describe()
-    return run, run_dir, series
+    return run, run_dir, series, opts
 
 
 # ---------------------------------------------------------------- verify
@@ -72,8 +78,7 @@ def _new_series_run(workflow: str, opts: Options, repro: str) -> tuple[RunResult
 def verify(opts: Options, repro: str = "") -> RunResult:
     started = time.monotonic()
     arches = resolve_arches(opts.arch)
-    check_options(opts, arches)             # a usage error before any fetch or build
-    run, run_dir, series = _new_series_run("verify", opts, repro)
+    run, run_dir, series, opts = _new_series_run("verify", opts, repro, arches)
     timings: dict[str, float] = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
@@ -93,8 +98,7 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
 
     started = time.monotonic()
     arches = resolve_arches(opts.arch or "all")
-    check_options(opts, arches)
-    run, run_dir, series = _new_series_run("premerge", opts, repro)
+    run, run_dir, series, opts = _new_series_run("premerge", opts, repro, arches)
     timings: dict[str, float] = {}
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
@@ -116,7 +120,7 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
         extra_code = e.exit_code
         cp = []
     base, patched = variants
-    expectations = verifier.load_expectations()
+    expectations = verifier.load_expectations(run_suite(opts))
     per_arch: dict[str, PremergeArch] = {}
     for a in arches:
         b, p = base.results.get(a.name), patched.results.get(a.name)
@@ -154,6 +158,7 @@ def bisect(opts: Options, good: str | None, bad: str | None, build_failure_is_ba
     from . import bisection
     started = time.monotonic()
     arches = resolve_arches(opts.arch)
+    opts = with_suite(opts, series_of(opts))
     check_options(opts, arches)
     run, run_dir = _new_run("bisect", opts, repro)
     timings: dict[str, float] = {}
@@ -185,7 +190,7 @@ def warnings(opts: Options, repro: str = "", allow_new_warnings: bool = False,
     from .pipeline import apply
     started = time.monotonic()
     arches = resolve_arches(opts.arch or "all")
-    run, run_dir, series = _new_series_run("warnings", opts, repro)
+    run, run_dir, series, opts = _new_series_run("warnings", opts, repro)
     timings: dict[str, float] = {}
     try:
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from kpipe import results as R
 from kpipe.bisection import matching_policies
-from kpipe.verifier import POLICIES, load_expectations
+from kpipe.suite import get as get_suite
+from kpipe.verifier import load_expectations
+
+SEED = get_suite()
+POLICIES = tuple(load_expectations(SEED).policies)
 
 
 def _kernel_as(policy: str) -> dict:
@@ -24,8 +28,8 @@ def _kernel_as(policy: str) -> dict:
 
 def test_each_policy_is_recognised_from_a_kernel_that_follows_it():
     for p in POLICIES:
-        assert p in matching_policies(_kernel_as(p)), p
-    assert matching_policies(_kernel_as("anon-only")) == ["anon-only"]
+        assert p in matching_policies(_kernel_as(p), SEED), p
+    assert matching_policies(_kernel_as("anon-only"), SEED) == ["anon-only"]
 
 
 def test_a_known_failure_seen_as_a_failure_under_another_policy_still_matches_its_own():
@@ -35,4 +39,4 @@ def test_a_known_failure_seen_as_a_failure_under_another_policy_still_matches_it
     ar = results["x86_64"]
     ar.tests = [R.TestResult(t.suite, t.name, R.Status.FAIL if t.status == R.Status.XFAIL else t.status, "EINVAL",
                              t.observed) for t in ar.tests]
-    assert "anon+shmem" in matching_policies(results)
+    assert "anon+shmem" in matching_policies(results, SEED)

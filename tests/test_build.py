@@ -39,7 +39,7 @@ def test_every_requested_symbol_is_set(kernels, arch):
     for frag in kconfig.default_fragments(ARCHES[arch]):
         for sym, want in kconfig.parse_fragment(frag).values.items():
             assert actual.get(sym, "n") == want, f"CONFIG_{sym}: requested {want}, got {actual.get(sym, 'n')} ({frag.name})"
-    feature = kconfig.parse_fragment(REPO_ROOT / "kconfigs" / "mremap-dontunmap.config").values
+    feature = kconfig.parse_fragment(REPO_ROOT / "suites" / "mremap-dontunmap" / "mremap-dontunmap.config").values
     for sym in ("SHMEM", "TMPFS", "MEMFD_CREATE", "USERFAULTFD", "HUGETLBFS", "SYSVIPC", "DEVMEM"):
         assert feature[sym] == "y" and actual[sym] == "y"
     assert kernels[arch].image.is_file() and kernels[arch].headers.joinpath("include/linux/mman.h").is_file()

@@ -220,7 +220,7 @@ int main(void)
 }
 """
 
-# Two cases on kpipe's real verifier harness (verify/harness.c): the first never returns, the second passes.
+# Two cases on kpipe's real verifier harness (suites/lib/harness.c): the first never returns, the second passes.
 # The harness's per-case limit (-t, as the verifier is run) must kill the first and still run the second.
 STUCK_CASE_C = r"""
 #define _GNU_SOURCE

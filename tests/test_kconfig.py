@@ -125,9 +125,13 @@ def test_text_and_key_are_deterministic(tmp_path):
 def test_default_fragments_per_arch():
     for arch in ARCHES.values():
         paths = K.default_fragments(arch)
-        assert [p.name for p in paths] == ["base.config", arch.kconfig_fragment, "mremap-dontunmap.config"]
+        assert [p.name for p in paths] == ["base.config", arch.kconfig_fragment]
         assert all(p.is_file() for p in paths)
         K.merge([K.parse_fragment(p) for p in paths])      # every shipped fragment parses
+        # the run's suite adds its own needs right after them (the seed suite's by default)
+        from kpipe.pipeline import Options, fragments_for
+        got = fragments_for(arch, Options(profile="fast"))
+        assert [str(p.relative_to(K.REPO_ROOT)) for p in got][2:] == ["suites/mremap-dontunmap/mremap-dontunmap.config"]
 
 
 def test_default_fragments_missing_files(tmp_path):
@@ -143,7 +147,7 @@ def test_default_fragments_missing_files(tmp_path):
 
 def test_shipped_feature_fragment_requests_what_the_issue_names():
     want = {"SHMEM", "TMPFS", "MEMFD_CREATE", "USERFAULTFD", "HUGETLBFS", "SYSVIPC", "DEVMEM"}
-    feature = K.parse_fragment(K.REPO_ROOT / "kconfigs/mremap-dontunmap.config").values
+    feature = K.parse_fragment(K.REPO_ROOT / "suites/mremap-dontunmap/mremap-dontunmap.config").values
     assert all(feature.get(s) == "y" for s in want)
 
 

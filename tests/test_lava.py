@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kpipe.suite import get as get_suite
 from kpipe.verifier import load_expectations
 import yaml
 
@@ -229,7 +230,7 @@ def _prep(tmp_path, policy="anon+shmem", selftest_names=(), arch_name="x86_64"):
     tests = [BuiltTest(SelftestSpec(name=n, sources=(f"vm/{n}.c",), timeout=120, binary_name=n, collection="vm"),
                        tmp_path / n) for n in selftest_names]
     return Prepared(arch, None, None, tmp_path / "mremap_dontunmap", policy, tests, ArchResult(arch=arch_name),
-                    tmp_path)
+                    tmp_path, get_suite())
 
 
 def _collect(tmp_path, name, **kw):

@@ -18,9 +18,21 @@ from kpipe.errors import InfraError, UsageError
 from kpipe.guest import ChannelRefused
 from kpipe.ktap import parse_document
 from kpipe.results import Status
-from kpipe.selftests import (CATALOGUE, DEFAULT_SET, BuiltTest, SelftestSpec, build_extra_tests, selection_report,
-                             build_selftests, find_selftest_dir, plan, read_elf, run_selftests,
-                             status_from_exit)
+from kpipe import selftests
+from kpipe.selftests import (BuiltTest, SelftestSpec, build_extra_tests, build_selftests, find_selftest_dir,
+                             read_elf, run_selftests, status_from_exit)
+from kpipe.suite import get as get_suite
+
+SEED = get_suite().selftests          # the seed suite's catalogue
+CATALOGUE, DEFAULT_SET = SEED.catalogue, SEED.default_set
+
+
+def plan(tree, touched, choice="all-relevant"):
+    return selftests.plan(tree, touched, choice, SEED)
+
+
+def selection_report(tree, touched, specs):
+    return selftests.selection_report(tree, touched, specs, SEED)
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 ALL_510 = "mremap_dontunmap,userfaultfd-anon,userfaultfd-shmem,map_fixed_noreplace,memfd_test,mlock2-tests"
@@ -439,13 +451,13 @@ def test_maintainers_sections_and_matching():
 def test_choice_from_maintainers_and_kpipes_map(tmp_path):
     tree = _fake_mm_tree(tmp_path)
     (tree / "MAINTAINERS").write_text(_MAINTAINERS)
-    # fs/userfaultfd.c: kpipe's map and the USERFAULTFD section agree; the reasons say both
+    # fs/userfaultfd.c: the suite's map and the USERFAULTFD section agree; the reasons say both
     by = {s.name: s for s in plan(tree, ["fs/userfaultfd.c"])}
     assert set(by) == {"userfaultfd-anon", "userfaultfd-shmem", "uffd-unit-tests"}
-    assert "kpipe's map: fs/userfaultfd.c" in by["uffd-unit-tests"].why
+    assert "the suite's map: fs/userfaultfd.c" in by["uffd-unit-tests"].why
     assert "MAINTAINERS 'USERFAULTFD' covers fs/userfaultfd.c and lists tools/testing/selftests/mm/uffd-*.[ch]" \
         in by["uffd-unit-tests"].why
-    # a file only MAINTAINERS ties to a test (kpipe's map knows nothing of mm/uffd_helpers.c... but mm/ is mapped
+    # a file only MAINTAINERS ties to a test (the suite's map knows nothing of mm/uffd_helpers.c... but mm/ is mapped
     # by nothing of kpipe's): the section's selftests are chosen
     (tree / "MAINTAINERS").write_text(_MAINTAINERS.replace("F:\tfs/userfaultfd.c", "F:\tmm/uffd_helpers.c"))
     by = {s.name: s for s in plan(tree, ["mm/uffd_helpers.c"])}
@@ -454,8 +466,8 @@ def test_choice_from_maintainers_and_kpipes_map(tmp_path):
     # a section whose selftests kpipe cannot run is reported, not dropped
     specs = plan(tree, ["mm/hmm.c"])
     rep = selection_report(tree, ["mm/hmm.c"], specs)
-    assert rep[-1]["note"] == "kpipe's catalogue has no test matching tools/testing/selftests/mm/*hmm*: not run"
-    assert "default mm set" in rep[0]["why"][0]
+    assert rep[-1]["note"] == "the suite's catalogue has no test matching tools/testing/selftests/mm/*hmm*: not run"
+    assert "the suite's default set" in rep[0]["why"][0]
     assert [s.why for s in plan(tree, [], "mremap_test")] == ["asked for with --selftests"]
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from kpipe import treebugs
+from kpipe.suite import get as get_suite
 from kpipe.verifier import load_expectations, policy_from_source
+
+SEED = get_suite()
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES: dict[str, str] = {}
@@ -36,20 +39,20 @@ def _patched(code: str, patch: Path) -> str:
 
 
 def test_510_carries_the_partial_mlock_bug_and_612_the_fix():
-    (f,) = treebugs.detect(_mremap("debian-5.10"))
+    (f,) = treebugs.detect(_mremap("debian-5.10"), SEED)
     assert f.bug.name == "dontunmap-partial-mlock" and "VM_LOCKED_CLEAR_MASK" in f.where
-    assert treebugs.detect(_mremap("debian-6.12")) == []
+    assert treebugs.detect(_mremap("debian-6.12"), SEED) == []
 
 
 def test_the_backport_is_upstreams_rule_on_510s_move_vma():
     code = _patched(_mremap("debian-5.10"), BACKPORT)
-    assert policy_from_source(code)[0] == "upstream"
-    assert [f.bug.name for f in treebugs.detect(code)] == ["dontunmap-partial-mlock"]
+    assert policy_from_source(code, SEED)[0] == "upstream"
+    assert [f.bug.name for f in treebugs.detect(code, SEED)] == ["dontunmap-partial-mlock"]
 
 
 def test_a_found_bug_is_an_xfail_under_any_policy_and_a_fixed_one_is_ok():
     exp = load_expectations()
-    found = treebugs.describe(treebugs.detect(_mremap("debian-5.10")))
+    found = treebugs.describe(treebugs.detect(_mremap("debian-5.10"), SEED))
     up = treebugs.apply(exp, "upstream", found)
     assert up.cases["mlock-part-anon"].outcomes["upstream"] == "xfail:VMLCK"
     assert "read from mm/mremap.c:" in up.cases["mlock-part-anon"].xfail["upstream"]

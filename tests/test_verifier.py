@@ -18,8 +18,14 @@ from kpipe import proc
 from kpipe.arches import get_arch
 from kpipe.errors import BuildError, InfraError, UsageError
 from kpipe.results import Status
-from kpipe.verifier import (POLICIES, VERIFY_DIR, build_verifier, choose_policy,
-                            expect_file_text, load_expectations, parse_tap, run_verifier)
+from kpipe.suite import LIB_DIR
+from kpipe.suite import get as get_suite
+from kpipe.verifier import (build_verifier, choose_policy, expect_file_text, load_expectations, parse_tap,
+                            run_verifier)
+
+SEED = get_suite()
+VERIFY_DIR = SEED.sources
+POLICIES = tuple(load_expectations(SEED).policies)
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 SHMEM_MOVES = ["move-anon-shared", "move-devzero-shared", "move-memfd-shared", "move-memfd-private",
@@ -88,25 +94,25 @@ def test_bad_expectation_files_are_usage_errors(tmp_path):
     f = tmp_path / "e.toml"
     f.write_text(good.replace('"upstream" = "EFAULT"', "", 1))
     with pytest.raises(UsageError) as e:
-        load_expectations(f)
+        load_expectations(path=f)
     assert any("arg-past-vma-end" in d and "no outcome for upstream" in d for d in e.value.detail)
     f.write_text(good.replace('"anon-only" = "EFAULT"', '"anon-only" = "maybe"', 1))
     with pytest.raises(UsageError) as e:
-        load_expectations(f)
+        load_expectations(path=f)
     assert any("bad outcome anon-only = 'maybe'" in d for d in e.value.detail)
     f.write_text(good.replace('"anon-only" = "EFAULT"', '"anon_only" = "EFAULT"', 1))
     with pytest.raises(UsageError) as e:
-        load_expectations(f)
+        load_expectations(path=f)
     assert any("unknown keys anon_only" in d for d in e.value.detail)
     f.write_text(good.replace('requires = "move-anon-shared"', 'requires = "move-nothing"', 1))
     with pytest.raises(UsageError) as e:
-        load_expectations(f)
+        load_expectations(path=f)
     assert any("requires unknown case 'move-nothing'" in d for d in e.value.detail)
     f.write_text("[cases\n")
     with pytest.raises(UsageError, match="not valid TOML"):
-        load_expectations(f)
+        load_expectations(path=f)
     with pytest.raises(UsageError, match="not found"):
-        load_expectations(tmp_path / "missing.toml")
+        load_expectations(path=tmp_path / "missing.toml")
 
 
 def test_expect_file_text(exp):
@@ -146,32 +152,32 @@ def _tree(tmp_path, body: str) -> Path:
 def test_policy_comes_from_the_code(tmp_path):
     for body, want in ((RULE_57, "anon-only"), (RULE_SEED, "anon+shmem"), (RULE_612, "upstream"),
                        (RULE_NEWEST, "upstream")):
-        policy, why = choose_policy(_tree(tmp_path, body), None)
+        policy, why = choose_policy(_tree(tmp_path, body), None, SEED)
         assert policy == want and why.startswith("mm/mremap.c:6 carries "), (policy, why)
     assert "`MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma))`" in \
-        choose_policy(_tree(tmp_path, RULE_SEED), None)[1]
+        choose_policy(_tree(tmp_path, RULE_SEED), None, SEED)[1]
     # the rule in a comment does not count; the seed rule in the code does
-    policy, _ = choose_policy(_tree(tmp_path, "/* was: " + RULE_57.replace("*/", "") + " */\n" + RULE_SEED), None)
+    policy, _ = choose_policy(_tree(tmp_path, "/* was: " + RULE_57.replace("*/", "") + " */\n" + RULE_SEED), None, SEED)
     assert policy == "anon+shmem"
     # --expect wins, and says so
-    assert choose_policy(_tree(tmp_path, RULE_57), "upstream") == ("upstream", "--expect")
+    assert choose_policy(_tree(tmp_path, RULE_57), "upstream", SEED) == ("upstream", "--expect")
     with pytest.raises(UsageError) as e:
-        choose_policy(tmp_path, "anon")
+        choose_policy(tmp_path, "anon", SEED)
     assert "anon-only, anon+shmem, upstream" in e.value.fix and e.value.exit_code == 2
     # no rule, two rules, no file: usage errors that say to pass --expect
-    with pytest.raises(UsageError, match="none of the known") as e:
-        choose_policy(_tree(tmp_path, "return 0;\n"), None)
+    with pytest.raises(UsageError, match="none of suite mremap-dontunmap's") as e:
+        choose_policy(_tree(tmp_path, "return 0;\n"), None, SEED)
     assert "--expect" in e.value.fix
     with pytest.raises(UsageError, match="several") as e:
-        choose_policy(_tree(tmp_path, RULE_57 + RULE_612), None)
+        choose_policy(_tree(tmp_path, RULE_57 + RULE_612), None, SEED)
     with pytest.raises(UsageError, match="cannot read"):
-        choose_policy(tmp_path / "nowhere", None)
+        choose_policy(tmp_path / "nowhere", None, SEED)
 
 
 def test_policy_of_the_real_510_tree(tree_src):
     """The Debian 5.10 scratch checkout (read only; the fixture fetches it, so this is e2e): whichever patch
     state it is in, the rule found is one of the two 5.10 ones and names its line."""
-    policy, why = choose_policy(tree_src, None)
+    policy, why = choose_policy(tree_src, None, SEED)
     assert policy in ("anon-only", "anon+shmem") and re.match(r"mm/mremap\.c:\d+ carries ", why), (policy, why)
 
 
@@ -324,8 +330,8 @@ def fake_harness(tmp_path_factory):
     d = tmp_path_factory.mktemp("harness")
     (d / "fake.c").write_text("#include <signal.h>\n" + HARNESS_FAKE)
     binary = d / "fake"
-    proc.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-static", "-I", str(VERIFY_DIR),
-              str(VERIFY_DIR / "harness.c"), str(d / "fake.c"), "-o", str(binary)], timeout=120)
+    proc.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-static", "-I", str(LIB_DIR),
+              str(LIB_DIR / "harness.c"), str(d / "fake.c"), "-o", str(binary)], timeout=120)
     return binary, d
 
 
@@ -384,14 +390,14 @@ def test_build_for_each_arch_static_and_cached(kernels, private_cache, tmp_path,
                 if not (headers / "include" / sub).exists():
                     shutil.copytree(src, headers / "include" / sub)
         t = time.monotonic()
-        b = build_verifier(get_arch(arch), headers, tmp_path / arch, log=tmp_path / f"{arch}.log")
+        b = build_verifier(get_arch(arch), headers, tmp_path / arch, log=tmp_path / f"{arch}.log", suite=SEED)
         first = time.monotonic() - t
         assert b == tmp_path / arch / "mremap_dontunmap" and os.access(b, os.X_OK)
         assert _elf(b) == (ELF_MACHINE[arch], False), "must be a static binary for the arch"
         log = (tmp_path / f"{arch}.log").read_text()
         assert f"-isystem {headers}/include" in log and "-static" in log
         t = time.monotonic()
-        again = build_verifier(get_arch(arch), headers, tmp_path / f"{arch}-again", log=tmp_path / f"{arch}.log")
+        again = build_verifier(get_arch(arch), headers, tmp_path / f"{arch}-again", log=tmp_path / f"{arch}.log", suite=SEED)
         second = time.monotonic() - t
         assert again.read_bytes() == b.read_bytes() and "cached" in (tmp_path / f"{arch}.log").read_text()
         print(f"\n[measure] verifier build {arch}: {first:.2f} s cold, {second:.2f} s cached")
@@ -407,15 +413,15 @@ def test_build_for_each_arch_static_and_cached(kernels, private_cache, tmp_path,
 def test_build_errors(kernels, private_cache, tmp_path):
     x86 = get_arch("x86_64")
     with pytest.raises(InfraError) as e:
-        build_verifier(replace(x86, cross_compile="no-such-cross-"), kernels["x86_64"].headers, tmp_path)
+        build_verifier(replace(x86, cross_compile="no-such-cross-"), kernels["x86_64"].headers, tmp_path, suite=SEED)
     assert "no-such-cross-gcc" in e.value.message and "invoke setup" in e.value.fix and e.value.exit_code == 2
     with pytest.raises(InfraError, match="uapi headers not found"):
-        build_verifier(x86, tmp_path / "nothing", tmp_path)
+        build_verifier(x86, tmp_path / "nothing", tmp_path, suite=SEED)
     broken = tmp_path / "broken"
     (broken / "include" / "linux").mkdir(parents=True)
     (broken / "include" / "linux" / "userfaultfd.h").write_text("#error this header is broken on purpose\n")
     with pytest.raises(BuildError) as e:
-        build_verifier(x86, broken, tmp_path / "out", log=tmp_path / "b.log")
+        build_verifier(x86, broken, tmp_path / "out", log=tmp_path / "b.log", suite=SEED)
     assert "does not compile for x86_64" in e.value.message
     assert any("broken on purpose" in d for d in e.value.detail)
     assert "broken on purpose" in (tmp_path / "b.log").read_text()
@@ -432,7 +438,7 @@ def host_binary(tmp_path_factory, kernels):
     d = tmp_path_factory.mktemp("hostbin")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KPIPE_CACHE", str(d / "cache"))
-        return build_verifier(get_arch("x86_64"), kernels["x86_64"].headers, d / "out")
+        return build_verifier(get_arch("x86_64"), kernels["x86_64"].headers, d / "out", suite=SEED)
 
 
 def test_host_run_upstream_passes(host_binary, tmp_path, exp):
@@ -505,7 +511,7 @@ def test_e2e_510_unpatched(kernels, arch, tmp_path, exp):
     k = kernels[arch]
     a = get_arch(arch)
     t = time.monotonic()
-    binary = build_verifier(a, k.headers, tmp_path / "bin", log=tmp_path / "build.log")
+    binary = build_verifier(a, k.headers, tmp_path / "bin", log=tmp_path / "build.log", suite=SEED)
     print(f"\n[measure] verifier build {arch}: {time.monotonic() - t:.2f} s")
     initrd = build_image(a, log=tmp_path / "image.log")
     with boot(a, k.image, initrd, tmp_path / "run") as guest:

@@ -15,8 +15,14 @@ from kpipe import proc
 from kpipe.errors import UsageError
 from kpipe.results import ArchResult, Status
 from kpipe.results import TestResult as Result
-from kpipe.verifier import POLICIES, VERIFY_DIR, load_expectations, parse_tap, run_verifier
 from kpipe.workflows import expected_flip
+from kpipe.suite import LIB_DIR
+from kpipe.suite import get as get_suite
+from kpipe.verifier import load_expectations, parse_tap, run_verifier
+
+SEED = get_suite()
+VERIFY_DIR = SEED.sources
+POLICIES = tuple(load_expectations(SEED).policies)
 
 STATE_PREFIXES = ("state-", "mlock-", "uffd-", "geom-", "fork-", "pmd-", "latency-", "replace-", "backforth-", "size-",
                   "gc-mt-")
@@ -53,16 +59,16 @@ def test_xfail_needs_a_reason_and_a_code(tmp_path):
     f = tmp_path / "e.toml"
     f.write_text(good.replace('[cases.mlock-part-anon.xfail]\n"anon-only"', '[cases.mlock-part-anon.xfail]\n"x"', 1))
     with pytest.raises(UsageError) as e:
-        load_expectations(f)
+        load_expectations(path=f)
     assert any("anon-only is an expected failure without a reason" in d for d in e.value.detail)
     assert any("unknown policy 'x'" in d for d in e.value.detail)
     f.write_text(good.replace('"anon-only" = "xfail:VMLCK"', '"anon-only" = "xfail:"', 1))
     with pytest.raises(UsageError) as e:
-        load_expectations(f)
+        load_expectations(path=f)
     assert any("bad outcome anon-only = 'xfail:'" in d for d in e.value.detail)
     f.write_text(good.replace('"anon-only" = "xfail:VMLCK"', '"anon-only" = "ok"', 1))
     with pytest.raises(UsageError) as e:
-        load_expectations(f)
+        load_expectations(path=f)
     assert any("a reason for anon-only, whose outcome is not xfail:CODE" in d for d in e.value.detail)
 
 
@@ -74,8 +80,8 @@ def _one(name: str, observed: str, expected: str, point: str) -> str:
 
 
 def _only(exp, name):
-    from kpipe.verifier import Expectations
-    return Expectations(exp.path, exp.policies, {name: exp.cases[name]})
+    from dataclasses import replace
+    return replace(exp, cases={name: exp.cases[name]})
 
 
 def test_xfail_is_reported_with_its_reason(exp):
@@ -129,8 +135,8 @@ int main(int argc, char **argv) { return harness_main(argc, argv, cases, 4, "fak
 def test_harness_xfail_and_error(tmp_path):
     (tmp_path / "fake.c").write_text(FAKE)
     binary = tmp_path / "fake"
-    proc.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-static", "-I", str(VERIFY_DIR),
-              str(VERIFY_DIR / "harness.c"), str(tmp_path / "fake.c"), "-o", str(binary)], timeout=120)
+    proc.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-static", "-I", str(LIB_DIR),
+              str(LIB_DIR / "harness.c"), str(tmp_path / "fake.c"), "-o", str(binary)], timeout=120)
     (tmp_path / "e.txt").write_text("known=xfail:VMLCK\nother=xfail:VMLCK\nfixed=xfail:VMLCK\nerror=ok\n")
     cp = subprocess.run([binary, "-e", tmp_path / "e.txt"], capture_output=True, text=True, timeout=60)
     out = cp.stdout
@@ -190,7 +196,8 @@ def host_state_binary(tmp_path_factory):
     d = tmp_path_factory.mktemp("statebin")
     binary = d / "mremap_dontunmap"
     proc.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-pthread",
-              *map(str, sorted(VERIFY_DIR.glob("*.c"))), "-o", str(binary)], timeout=300)
+              "-I", str(LIB_DIR), *map(str, sorted(VERIFY_DIR.glob("*.c")) + sorted(LIB_DIR.glob("*.c"))), "-o",
+              str(binary)], timeout=300)
     return binary
 
 
@@ -238,8 +245,8 @@ def test_latency_regression_rule():
             out.append(Result("verifier", "latency-memfd", Status.SKIP, observed="EINVAL", detail="move rejected"))
         return out
     assert latencies(run(24000)) == {"latency-anon": (24000, 256)}
-    assert latency_regressions(run(24000), run(30000, 29000)) == []          # memfd: vs the baseline anon, < 2x
-    (msg,) = latency_regressions(run(24000), run(60000))
+    assert latency_regressions(run(24000), run(30000, 29000), SEED.pause) == []          # memfd: vs the baseline anon, < 2x
+    (msg,) = latency_regressions(run(24000), run(60000), SEED.pause)
     assert msg.startswith("latency-anon: 60000 us vs 24000 us")
-    assert latency_regressions(run(8000), run(24000)) == []                  # 3x, but under the 20 ms floor
-    assert latency_regressions(run(24000, mb=64), run(60000)) == []         # not the same size
+    assert latency_regressions(run(8000), run(24000), SEED.pause) == []                  # 3x, but under the 20 ms floor
+    assert latency_regressions(run(24000, mb=64), run(60000), SEED.pause) == []         # not the same size

@@ -126,7 +126,7 @@ def to_arch_result(prep: Prepared, log: LavaLog, accel: str, accel_reason: str, 
     ar.logs.update({"lava": str(adir / "lava.log"), "serial": str(adir / "serial.log"),
                     "dmesg": str(adir / "dmesg.log")})
     (adir / "serial.log").write_text("".join(ln + "\n" for ln in log.target))
-    expectations = verifier.load_expectations()
+    expectations = verifier.load_expectations(prep.suite)
     started = log.block("verifier") is not None or any(log.block(b.spec.name) for b in prep.tests)
     tests: list[TestResult] = []
     if started:

@@ -16,7 +16,7 @@ from .. import proc, qemu, verifier, workflows
 from ..accel import choose_accel
 from ..arches import resolve_arches
 from ..errors import KpipeError, UsageError
-from ..pipeline import Options, apply, locked_checkout, resolve_tree, series_of
+from ..pipeline import Options, apply, locked_checkout, resolve_tree, series_of, with_suite
 from ..runner import check_options
 from ..progress import note, phase
 from ..results import ArchResult, RunResult
@@ -36,7 +36,7 @@ def _verifier_timeout(opts: Options) -> float:
 def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod.WrittenJob:
     """job.yaml, device.yaml and ramdisk.cpio.gz in the arch's folder; validated when the dispatcher is there."""
     adir = prep.dir
-    expectations = verifier.load_expectations()
+    expectations = verifier.load_expectations(prep.suite)
     vto = _verifier_timeout(opts)
     runnable = [b for b in prep.tests if b.binary is not None and not b.spec.skip]
     payload = ramdisk.Payload(
@@ -88,8 +88,9 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
         from .. import lab
         lab.credentials()                 # before anything is built: is there a local lab at all
     arches = resolve_arches(opts.arch)
-    check_options(opts, arches)
     series = series_of(opts)
+    opts = with_suite(opts, series)
+    check_options(opts, arches)
     run, run_dir = workflows._new_run("lava", opts, repro)
     timings: dict[str, float] = {}
     preps: dict[str, tuple[Prepared, jobmod.WrittenJob]] = {}
