@@ -32,3 +32,12 @@ def test_612_passes_everything_under_upstream(tmp_path):
     assert all(t["status"] in ("pass", "skip") for t in verifier.values())
     selftests = results_by_name(r.result, "x86_64", "selftests")
     assert selftests, "the mm selftests of a 6.12 tree ran"
+
+
+def test_612_passes_the_memfd_seals_suite(tmp_path):
+    """The second suite on 6.12 (the kernel of the test above, from the cache): sealing's one rule holds."""
+    r = invoke("verify", "--tree", "debian:6.12", "--no-patches", "--arch", "x86_64", "--profile", "fast",
+               "--suite", "memfd-seals", "--selftests", "none", out=tmp_path / "v", timeout=3600)
+    assert r.code == 0, r
+    verifier = results_by_name(r.result, "x86_64", "verifier")
+    assert len(verifier) == 12 and all(t["status"] == "pass" for t in verifier.values()), verifier
