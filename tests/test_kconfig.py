@@ -131,7 +131,8 @@ def test_default_fragments_per_arch():
         # the run's suite adds its own needs right after them (the seed suite's by default)
         from kpipe.pipeline import Options, fragments_for
         got = fragments_for(arch, Options(profile="fast"))
-        assert [str(p.relative_to(K.REPO_ROOT)) for p in got][2:] == ["suites/mremap-dontunmap/mremap-dontunmap.config"]
+        assert [str(p.relative_to(K.REPO_ROOT)) for p in got][2:] == ["suites/mremap-dontunmap/mremap-dontunmap.config",
+                                                                      "suites/memfd-seals/memfd-seals.config"]
 
 
 def test_default_fragments_missing_files(tmp_path):

@@ -53,9 +53,9 @@ def test_fragment_order_profile_after_layers_user_last():
     arch = get_arch("x86_64")
     paths = fragments_for(arch, Options(kconfigs=("/tmp/mine.config",)), (Path("/t/vm/config"),))
     names = [p.name for p in paths]
-    assert names[:3] == ["base.config", "x86_64.config", "mremap-dontunmap.config"]
-    assert names[3:] == ["debug.config", "debug-x86_64.config", "debug-extra.config", "config", "mine.config"]
-    assert [p.name for p in fragments_for(arch, Options(profile="fast"))][3:] == []
+    assert names[:4] == ["base.config", "x86_64.config", "mremap-dontunmap.config", "memfd-seals.config"]
+    assert names[4:] == ["debug.config", "debug-x86_64.config", "debug-extra.config", "config", "mine.config"]
+    assert [p.name for p in fragments_for(arch, Options(profile="fast"))][4:] == []
 
 
 def test_an_option_an_essential_fragment_also_asks_for_stays_essential(tmp_path):
