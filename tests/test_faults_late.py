@@ -351,8 +351,8 @@ def test_wrong_host_key_is_refused(temps_before, tagged, tmp_path, monkeypatch, 
 def test_crashing_and_hanging_tests_fail_and_the_run_goes_on(temps_before, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    stuck = compile_static(src, "stuck_case", REPO_ROOT / "verify" / "harness.c",
-                           c_file(src, "stuck_case.c", STUCK_CASE_C), include=REPO_ROOT / "verify")
+    stuck = compile_static(src, "stuck_case", REPO_ROOT / "suites" / "lib" / "harness.c",
+                           c_file(src, "stuck_case.c", STUCK_CASE_C), include=REPO_ROOT / "suites" / "lib")
     extra = [c_file(src, "segv.c", SEGV_C), c_file(src, "hang.c", HANG_C), c_file(src, "hangfork.c", HANGFORK_C),
              stuck, c_file(src, "leftovers.c", LEFTOVERS_C)]
     tag, out = f"tests-{uuid.uuid4().hex[:8]}", tmp_path / "run"

@@ -13,7 +13,7 @@ from kpipe import intent
 from kpipe.errors import UsageError
 from kpipe.suite import get as get_suite
 
-SEED = get_suite()
+SUITE = get_suite()
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
@@ -40,7 +40,7 @@ def _tree(name: str, *patches: Path) -> Path:
 
 def _choose(tree: Path, *patches: Path, texts: list[tuple[str, str]] | None = None) -> tuple[str, str]:
     texts = texts if texts is not None else [(p.name, p.read_text()) for p in patches]
-    return intent.choose(tree, None, intent.declared(texts, None, SEED), SEED)
+    return intent.choose(tree, None, intent.declared(texts, None, SUITE), SUITE)
 
 
 def test_a_reworded_seed_is_known_by_patch_id():
@@ -69,6 +69,6 @@ def test_a_trailer_declares_the_intent_and_the_code_is_checked_against_it():
 
 def test_no_patches_intend_the_base_rule_and_an_unknown_patch_is_read_from_the_code():
     base = SOURCES["debian-6.12"]
-    assert intent.choose(_tree("debian-6.12"), None, intent.declared([], base, SEED), SEED)[0] == "upstream"
+    assert intent.choose(_tree("debian-6.12"), None, intent.declared([], base, SUITE), SUITE)[0] == "upstream"
     policy, why = _choose(_tree("debian-5.10", BACKPORT), BACKPORT)        # not a patch kpipe knows
     assert policy == "upstream" and why.startswith("mm/mremap.c:")

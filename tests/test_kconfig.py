@@ -15,6 +15,8 @@ from kpipe import kconfig as K
 from kpipe import proc
 from kpipe.arches import ARCHES, get_arch
 from kpipe.errors import ConfigError, InfraError, UsageError
+from kpipe.suite import get as get_suite
+from kpipe.suite import shipped_names
 
 SRC = Path("/nonexistent")    # the real Debian 5.10 tree: set by the needs_tree fixture
 
@@ -251,7 +253,9 @@ def olddefconfig():
 
 
 def shipped(arch) -> list[K.Fragment]:
-    return [K.parse_fragment(p) for p in K.default_fragments(arch)]
+    """The layers, then every shipped suite's kconfig: what the pipeline merges before a user's --kconfig."""
+    suites = [p for name in shipped_names() for p in get_suite(name).kconfig]
+    return [K.parse_fragment(p) for p in [*K.default_fragments(arch), *dict.fromkeys(suites)]]
 
 
 @pytest.mark.usefixtures("needs_tree")
