@@ -23,10 +23,11 @@ import jinja2
 from . import cache, proc
 from .arches import Arch
 from .cpio import CpioWriter, write_gz
+from .datadirs import data_dir
 from .elf import read_elf
 from .errors import InfraError, UsageError
 
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "vm_images"
+RECIPE_DIR = data_dir("vm_images")
 IMAGE_FORMAT = 1          # bump when the way images are assembled changes
 INITRD_NAME = "initrd.cpio.gz"
 

@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .arches import Arch
+from .datadirs import data_dir
 from . import proc
 from .errors import ConfigError, InfraError, UsageError
 
@@ -176,7 +177,7 @@ def merge(fragments: list[Fragment]) -> MergedConfig:
 
 def default_fragments(arch: Arch, repo_root: Path | None = None) -> list[Path]:
     """The shipped layers (kconfigs/layers.toml) for this arch, in merge order."""
-    kdir = (repo_root or REPO_ROOT) / "kconfigs"
+    kdir = (repo_root / "kconfigs") if repo_root else data_dir("kconfigs")
     layers_file = kdir / LAYERS_FILE
     try:
         layers = tomllib.loads(layers_file.read_text())["layers"]

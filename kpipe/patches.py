@@ -25,12 +25,12 @@ from typing import Any, Callable
 import git as gitpython
 
 from .checkout import Checkout, is_clean, read_state, reset_to, write_state
+from .datadirs import data_dir
 from .errors import PatchError, UsageError
 from .progress import note
 from .tree import git
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SERIES = REPO_ROOT / "patches" / "series"
+DEFAULT_SERIES = data_dir("patches") / "series"
 FIXED_DATE = {"GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"}
 
 

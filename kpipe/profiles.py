@@ -9,9 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from .arches import Arch
+from .datadirs import data_dir
 from .errors import InfraError, UsageError
 
-KCONFIG_DIR = Path(__file__).resolve().parents[1] / "kconfigs"
+KCONFIG_DIR = data_dir("kconfigs")
 PROFILES_FILE = KCONFIG_DIR / "profiles.toml"
 DEFAULT_PROFILE = "debug"
 

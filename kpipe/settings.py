@@ -163,6 +163,11 @@ def describe(cwd: Path | None = None) -> list[str]:
         cache, why = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kpipe"), \
             "built-in default ($XDG_CACHE_HOME/kpipe)"
     lines.append(f"{'cache':<9} {str(cache):<40} from {why}")
+    from .datadirs import data_root, installed
+    from .suite import shipped_names
+    where = "the installed package" if installed() else "the kpipe checkout"
+    lines.append(f"{'data':<9} {str(data_root()):<40} from {where} (kconfigs, vm_images, suites, patches)")
+    lines.append(f"{'suites':<9} {', '.join(shipped_names()):<40} from {data_root() / 'suites'}")
     lines.append("config files (later wins): " + "; ".join(
         f"{name} {path if path and os.path.isfile(path) else prefix + 'kpipe.yaml (none)'}"
         for name, path, prefix in (("system", cfg._system_path, cfg._system_prefix),

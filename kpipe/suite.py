@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 from .errors import InfraError, UsageError
+from .datadirs import data_dir
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = data_dir("suites")
 LIB_DIR = SUITES_DIR / "lib"
 DEFAULT = "mremap-dontunmap"
 SUITE_FILE = "suite.toml"

@@ -391,13 +391,18 @@ def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = F
     real QEMU and SSH) from the kpipe checkout."""
     import shlex
     import sys
-    from kpipe.kconfig import REPO_ROOT
+    from kpipe.datadirs import checkout_root
+    root = checkout_root()
+    if root is None:
+        print("kpipe: error: `kpipe test` runs the tests of a kpipe checkout; this kpipe is installed without them\n"
+              "  fix: clone kpipe and run ./kpipe-setup test there", file=sys.stderr)
+        raise Exit(code=2)
     cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=10"]
     if fast:
         cmd += ["-m", "not e2e"]
     if k:
         cmd += ["-k", k]
-    with c.cd(str(REPO_ROOT)):
+    with c.cd(str(root)):
         if not no_lint:
             c.run(shlex.join([sys.executable, "-m", "ruff", "check", "kpipe", "tests", "tasks.py", "scripts"]),
                   pty=False)
