@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .results import Finding
+from .results import Finding, KmemleakInfo
 
 if TYPE_CHECKING:
     from .guest import GuestSession
@@ -97,27 +97,43 @@ def _off(line: str, detail: list[str]) -> Finding:
     return Finding(kind="kmemleak_off", source="kmemleak", line=line, context=tuple(detail))
 
 
-def scan(session: "GuestSession", run_dir: Path, release: str) -> KmemleakReport:
-    """Scan twice, read the report, write it to kmemleak.log, judge each object."""
-    t0 = time.monotonic()
-    script = (f"f={KMEMLEAK}; [ -e $f ] || {{ echo '{ABSENT}'; exit 3; }}; "
-              f"echo scan > $f || {{ echo '{SCAN_FAILED}'; exit 4; }}; sleep {SCAN_GAP}; "
-              f"echo scan > $f || {{ echo '{SCAN_FAILED}'; exit 4; }}; cat $f")
-    res = session.run(["sh", "-c", script], timeout=SCAN_TIMEOUT)
-    report = KmemleakReport(seconds=round(time.monotonic() - t0, 2))
-    (run_dir / "kmemleak.log").write_text(res.stdout + (f"\n--- stderr\n{res.stderr}" if res.stderr else ""))
-    if res.timed_out or res.exit_status != 0:
-        why = ("its debugfs file is missing (DEBUG_FS not mounted, or kmemleak off at boot)" if ABSENT in res.stdout
-               else "writing 'scan' failed (kmemleak has turned itself off)" if SCAN_FAILED in res.stdout
-               else f"the scan did not finish within {SCAN_TIMEOUT:.0f} s" if res.timed_out
-               else f"exit {res.exit_status}")
-        report.findings.append(_off(f"kmemleak: no leak report: {why}", [res.stderr.strip()[-300:]]))
+# both scans and the read, as one shell line: kpipe's guest runs it over SSH, a LAVA job in its kmemleak step
+SCAN_SCRIPT = (f"f={KMEMLEAK}; [ -e $f ] || {{ echo '{ABSENT}'; exit 3; }}; "
+               f"echo scan > $f || {{ echo '{SCAN_FAILED}'; exit 4; }}; sleep {SCAN_GAP}; "
+               f"echo scan > $f || {{ echo '{SCAN_FAILED}'; exit 4; }}; cat $f")
+
+
+def judge(stdout: str, stderr: str, exit_status: int | None, timed_out: bool, release: str,
+          seconds: float) -> KmemleakReport:
+    """The scan's output -> leaks (known false positives set apart), or kmemleak_off saying why there is no
+    report. ``exit_status`` None: the scan never ended."""
+    report = KmemleakReport(seconds=round(seconds, 2))
+    if timed_out or exit_status != 0:
+        why = ("its debugfs file is missing (DEBUG_FS not mounted, or kmemleak off at boot)" if ABSENT in stdout
+               else "writing 'scan' failed (kmemleak has turned itself off)" if SCAN_FAILED in stdout
+               else f"the scan did not finish within {SCAN_TIMEOUT:.0f} s" if timed_out
+               else f"exit {exit_status}")
+        report.findings.append(_off(f"kmemleak: no leak report: {why}", [stderr.strip()[-300:]]))
         return report
     known = load_known()
-    for f in objects(res.stdout):
+    for f in objects(stdout):
         reason = known_reason(f, release, known)
         if reason is None:
             report.findings.append(f)
         else:
             report.known.append(f"{f.line} {' <- '.join(backtrace(f)[:3])}: known ({reason})")
     return report
+
+
+def info(report: KmemleakReport, log: Path) -> KmemleakInfo:
+    """What the reports say of a scan that ran."""
+    leaks = [f for f in report.findings if f.kind == "kmemleak"]
+    return KmemleakInfo(seconds=report.seconds, leaks=len(leaks), known=report.known or None, log=str(log))
+
+
+def scan(session: "GuestSession", run_dir: Path, release: str) -> KmemleakReport:
+    """Scan twice, read the report, write it to kmemleak.log, judge each object."""
+    t0 = time.monotonic()
+    res = session.run(["sh", "-c", SCAN_SCRIPT], timeout=SCAN_TIMEOUT)
+    (run_dir / "kmemleak.log").write_text(res.stdout + (f"\n--- stderr\n{res.stderr}" if res.stderr else ""))
+    return judge(res.stdout, res.stderr, res.exit_status, res.timed_out, release, time.monotonic() - t0)

@@ -261,9 +261,7 @@ def scan_kmemleak(guest: qemu.Guest, ar: ArchResult, adir: Path) -> list[Finding
     except InfraError as e:
         rep = kmemleak.KmemleakReport(findings=[Finding(kind="kmemleak_off", source="kmemleak",
                                                         line=f"kmemleak: no leak report: {e.message}")])
-    leaks = [f for f in rep.findings if f.kind == "kmemleak"]
-    ar.boot.kmemleak = KmemleakInfo(seconds=rep.seconds, leaks=len(leaks), known=rep.known or None,
-                                    log=str(adir / "kmemleak.log"))
+    ar.boot.kmemleak = kmemleak.info(rep, adir / "kmemleak.log")
     ar.logs["kmemleak"] = str(adir / "kmemleak.log")
     return rep.findings
 

@@ -19,7 +19,7 @@ from kpipe.suite import get as get_suite
 from kpipe.verifier import load_expectations
 import yaml
 
-from kpipe import qemu
+from kpipe import kmemleak, qemu
 from kpipe.arches import ARCHES
 from kpipe.cpio import read_names, write_gz
 from kpipe.lava import collect, job as jobmod, logparse, ramdisk
@@ -28,10 +28,11 @@ from kpipe.results import ArchResult, Status
 from kpipe.selftests import BuiltTest, SelftestSpec
 from kpipe.workflows import Prepared
 
-from kpipe_cli import invoke, results_by_name
+from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, invoke, results_by_name
 
 DATA = Path(__file__).resolve().parent / "data" / "lava"
 SEED = "patches/0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
+FAULTS = REPO_ROOT / "tests" / "patches" / "debug" / "boot-faults.patch"
 
 
 def golden_spec(arch_name: str) -> jobmod.JobSpec:
@@ -134,13 +135,29 @@ def test_ramdisk_is_one_archive_cpio_extracts_whole(tmp_path):
     assert (x / "bin/busybox").read_bytes() == b"\x7fELF fake"
     assert (x / "kpipe/selftests/userfaultfd").read_bytes() == b"selftest"
     assert os.access(x / "kpipe/run-selftests.sh", os.X_OK)
+    assert "kpipe/run-kmemleak.sh" not in names                  # leak scan off: no step, no script
+    out = ramdisk.write_ramdisk(base, replace(payload, leak_scan=True), tmp_path / "ramdisk-leak.cpio.gz")
+    names = read_names(out)
+    assert names["kpipe/kmemleak-scan.sh"][3].decode() == kmemleak.SCAN_SCRIPT + "\n"   # verify's own scan lines
+    assert b"sh /kpipe/kmemleak-scan.sh" in names["kpipe/run-kmemleak.sh"][3]
+
+
+def test_job_with_the_leak_scan_runs_it_after_the_tests_and_before_the_kernel_log():
+    plain = jobmod.job_dict(golden_spec("arm64"))
+    job = jobmod.job_dict(replace(golden_spec("arm64"), leak_scan=True))
+    steps = [d["name"] for a in job["actions"] if "test" in a for d in a["test"]["definitions"]]
+    assert steps == ["verifier", "selftests", "kmemleak", "kernel-log"], steps
+
+    def test_seconds(j):
+        return next(a["test"]["timeout"]["seconds"] for a in j["actions"] if "test" in a)
+    assert test_seconds(job) - test_seconds(plain) == int(kmemleak.SCAN_TIMEOUT)
 
 
 # ------------------------------------------------------------------------------------------------ e2e
 
-def _lava_cli(tmp_path, name, *args):
+def _lava_cli(tmp_path, name, *args, env=None):
     out = tmp_path / name
-    ran = invoke("lava", "--run-local", *args, out=out, timeout=1500)
+    ran = invoke("lava", "--run-local", *args, out=out, timeout=1500, env=env)
     return ran
 
 
@@ -153,8 +170,16 @@ def _counts(result: dict, arch: str) -> dict:
 def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, tmp_path):
     """The seed patch's job under real lava-run: exit 0, and the same cases with the same statuses as verify."""
     sel = ("--selftests", "mremap_dontunmap")
-    lava = _lava_cli(tmp_path, "lava", "--arch", arch_name, *sel)
+    # arm64's job also scans for leaks (as verify's zero-findings run does): a correct kernel leaks nothing
+    leak_env = LEAK_SCAN_ON if arch_name == "arm64" else None
+    lava = _lava_cli(tmp_path, "lava", "--arch", arch_name, *sel, env=leak_env)
     assert lava.code == 0, lava
+    kml = lava.result["arches"][arch_name]["boot"].get("kmemleak")
+    if leak_env:
+        assert kml and kml["leaks"] == 0 and "not_scanned" not in kml, kml
+        assert (lava.out / arch_name / "kmemleak.log").is_file()
+    else:
+        assert kml == {"not_scanned": "leak_scan is off (environment KPIPE_LEAK_SCAN)"}, kml
     ver = invoke("verify", "--arch", arch_name, *sel, out=tmp_path / "verify", timeout=1500)
     assert ver.code == 0, ver
     assert _counts(lava.result, arch_name) == _counts(ver.result, arch_name)
@@ -170,6 +195,26 @@ def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, tmp_
         assert (lava.out / arch_name / f).is_file(), f
     job = yaml.safe_load((lava.out / arch_name / "job.yaml").read_text())
     assert "-no-reboot" in job["context"]["extra_options"]
+
+
+@pytest.mark.e2e
+def test_leaked_object_is_a_kernel_failure_under_lava_run_too(tmp_path):
+    """The boot-fault kernel whose every shmem DONTUNMAP move leaks a vm_area_struct (tests/test_boot_faults.py
+    builds it: cached), as a LAVA job: its tests pass and LAVA calls the job complete, but the job's kmemleak
+    step reports the leak and kpipe judges it as verify does: exit 1, a kmemleak finding with its backtrace."""
+    ran = _lava_cli(tmp_path, "leak", "--arch", "arm64", "--selftests", "none", "--accel", "tcg",
+                    "--patch", SEED, "--patch", str(FAULTS), "--kernel-arg", "kpipe_fault=leak", env=LEAK_SCAN_ON)
+    assert ran.code == 1, ran
+    ar = ran.result["arches"]["arm64"]
+    leaks = [f for f in ar["findings"] if f["kind"] == "kmemleak"]
+    assert leaks and any("vm_area_dup" in ln for ln in leaks[0]["context"]), ar["findings"]
+    assert ar["boot"]["kmemleak"]["leaks"] == len(leaks), ar["boot"]
+    assert not [t for t in ar["tests"] if t["status"] in ("fail", "error")]     # only the leak says it
+    assert ar["boot"]["lava"]["job_result"] == "pass", ar["boot"]["lava"]
+    assert "unreferenced object" in (ran.out / "arm64" / "kmemleak.log").read_text()
+    job = yaml.safe_load((ran.out / "arm64" / "job.yaml").read_text())
+    names = [d["name"] for a in job["actions"] if "test" in a for d in a["test"]["definitions"]]
+    assert names == ["verifier", "kmemleak", "kernel-log"], names
 
 
 @pytest.mark.e2e

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import selftests, verifier
+from .. import kmemleak, selftests, verifier
 from ..findings import scan_text
-from ..results import ArchResult, BootInfo, LavaInfo, Status, TestResult
+from ..results import ArchResult, BootInfo, Finding, KmemleakInfo, LavaInfo, Status, TestResult
 from ..runner import Prepared, judge
 from .logparse import LavaLog
 
@@ -120,8 +120,25 @@ def cross_check(tests: list[TestResult], log: LavaLog) -> tuple[list[TestResult]
     return out, mismatches
 
 
+def kmemleak_result(prep: Prepared, log: LavaLog, leak_scan: bool, not_scanned: str
+                    ) -> tuple[list[Finding], KmemleakInfo | None]:
+    """The job's kmemleak step judged as `verify` judges its scan; why there was none when the kernel has it."""
+    if not leak_scan:
+        return [], KmemleakInfo(not_scanned=not_scanned) if not_scanned else None
+    blk = log.block("kmemleak")
+    if blk is None:
+        return [], KmemleakInfo(not_scanned=f"the LAVA job ended before the scan ({_why(log)})")
+    path = prep.dir / "kmemleak.log"
+    path.write_text(blk.text + ("--- stderr\n" + "\n".join(blk.err) + "\n" if blk.err else ""))
+    rep = kmemleak.judge(blk.text, "\n".join(blk.err), blk.exit if blk.ended else None, blk.timed_out or not blk.ended,
+                         prep.ar.kernel.release or "", blk.seconds)
+    prep.ar.logs["kmemleak"] = str(path)
+    return rep.findings, kmemleak.info(rep, path)
+
+
 def to_arch_result(prep: Prepared, log: LavaLog, accel: str, accel_reason: str, verifier_timeout: float,
-                   lava_exit: int, lava_seconds: float, timed_out: bool) -> ArchResult:
+                   lava_exit: int, lava_seconds: float, timed_out: bool, leak_scan: bool = False,
+                   leak_not_scanned: str = "") -> ArchResult:
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"lava": str(adir / "lava.log"), "serial": str(adir / "serial.log"),
                     "dmesg": str(adir / "dmesg.log")})
@@ -139,13 +156,15 @@ def to_arch_result(prep: Prepared, log: LavaLog, accel: str, accel_reason: str, 
     if dm is not None:
         (adir / "dmesg.log").write_text(dm.text)
         findings += scan_text(dm.text, "dmesg")
-    ar.findings += findings
+    leaks, leak_info = kmemleak_result(prep, log, leak_scan, leak_not_scanned)
+    ar.findings += findings + leaks
     panic = next((f for f in findings if f.kind == "panic"), None)
     ar.boot = BootInfo(seconds=log.boot_seconds, accel=accel, accel_reason=accel_reason,
                        findings=[f"{f.source}: {f.kind}: {f.line}" for f in ar.findings],
                        lava=LavaInfo(job_result=log.job_result, error_type=log.error_type, error_msg=log.error_msg,
                                      lava_run_exit=lava_exit, lava_run_seconds=lava_seconds, timed_out=timed_out,
-                                     results=len(log.results), mismatches=mismatches, errors=log.errors[-5:]))
+                                     results=len(log.results), mismatches=mismatches, errors=log.errors[-5:]),
+                       kmemleak=leak_info)
     ar.phases["lava-run"] = lava_seconds
     judge(ar)
     if panic is not None:

@@ -20,6 +20,7 @@ import yaml
 from ..arches import Arch
 from ..errors import InfraError
 from ..findings import PATTERNS
+from ..kmemleak import SCAN_TIMEOUT
 from ..qemu_cmdline import kernel_cmdline
 from .ramdisk import PROMPT, render
 
@@ -48,6 +49,7 @@ class JobSpec:
     selftests: tuple[str, ...]
     boot_timeout: int
     test_timeout: int              # the verifier's + every selftest's timeout
+    leak_scan: bool = False        # a kmemleak step after the tests
 
 
 class WrittenJob(TypedDict):
@@ -59,6 +61,8 @@ class WrittenJob(TypedDict):
     accel_reason: str
     timeout: int               # the job's own timeout (seconds)
     verifier_timeout: float
+    leak_scan: bool            # the job scans for kmemleak's leaks after the tests
+    leak_not_scanned: str      # why it does not, on a kernel built with kmemleak ("" otherwise)
 
 
 def extra_options(arch: Arch, accel: str) -> list[str]:
@@ -84,9 +88,9 @@ def dmesg_pattern() -> str:
 
 def spec_for(arch: Arch, accel: str, kernel: Path, ramdisk: Path, kernel_args: tuple[str, ...], release: str,
              kernel_key: str, profile: str, policy: str, selftests: tuple[str, ...], boot_timeout: float,
-             test_timeout: float) -> JobSpec:
+             test_timeout: float, leak_scan: bool = False) -> JobSpec:
     return JobSpec(arch, accel, Path(kernel), Path(ramdisk), kernel_cmdline(arch, kernel_args), release, kernel_key,
-                   profile, policy, selftests, int(boot_timeout), int(test_timeout))
+                   profile, policy, selftests, int(boot_timeout), int(test_timeout), leak_scan)
 
 
 def job_dict(spec: JobSpec, urls: dict[str, str] | None = None) -> dict[str, Any]:
@@ -98,7 +102,7 @@ def job_dict(spec: JobSpec, urls: dict[str, str] | None = None) -> dict[str, Any
 def job_yaml(spec: JobSpec, urls: dict[str, str] | None = None) -> str:
     a = spec.arch
     urls = urls or {"kernel": spec.kernel.resolve().as_uri(), "ramdisk": spec.ramdisk.resolve().as_uri()}
-    test = spec.test_timeout + DMESG_SECONDS + SLACK_SECONDS
+    test = spec.test_timeout + DMESG_SECONDS + SLACK_SECONDS + (int(SCAN_TIMEOUT) if spec.leak_scan else 0)
     timeouts = {"deploy": DEPLOY_SECONDS, "boot": spec.boot_timeout, "test": test, "action": 120,
                 "connection": 60}
     timeouts["job"] = DEPLOY_SECONDS + spec.boot_timeout + test + SLACK_SECONDS
@@ -107,6 +111,9 @@ def job_yaml(spec: JobSpec, urls: dict[str, str] | None = None) -> str:
     if spec.selftests:
         definitions.append({"name": "selftests", "step": "/kpipe/run-selftests.sh",
                             "description": "the tree's selftests: " + ", ".join(spec.selftests)})
+    if spec.leak_scan:
+        definitions.append({"name": "kmemleak", "step": "/kpipe/run-kmemleak.sh",
+                            "description": "kmemleak after the tests: two scans, every unreferenced object"})
     definitions.append({"name": "kernel-log", "step": "/kpipe/run-dmesg.sh",
                         "description": "dmesg after the tests: panic, Oops, BUG, WARNING, KASAN, hung task, RCU stall"})
     arch_ctx = {"name": a.name, "lava_arch": a.debian_arch, "machine": a.qemu_machine, "cpu": a.qemu_cpu,

@@ -12,6 +12,7 @@ use would lose everything after the base image. This module copies the base imag
   /kpipe/selftests/<binary>   the built selftests (vm/mremap_dontunmap shares the verifier's name)
   /kpipe/selftests.list       name, timeout, binary, args per line
   /kpipe/run-*.sh             the test steps (templates beside this file)
+  /kpipe/kmemleak-scan.sh     kmemleak's scans, the same lines `kpipe verify` runs over SSH (leak scan on)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import jinja2
 
+from .. import kmemleak
 from ..cpio import CpioWriter
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -43,6 +45,7 @@ class Payload:
     dmesg_pattern: str
     ready_marker: str = "KPIPE-GUEST-READY"
     hugepages: int = 16
+    leak_scan: bool = False          # kmemleak's two scans and report after the tests (run-kmemleak.sh)
 
 
 def _env() -> jinja2.Environment:
@@ -86,6 +89,9 @@ def write_ramdisk(base_initrd: Path, payload: Payload, dest: Path) -> Path:
         "kpipe/run-selftests.sh": render("run-selftests.sh"),
         "kpipe/run-dmesg.sh": render("run-dmesg.sh", pattern=payload.dmesg_pattern),
     }
+    if payload.leak_scan:
+        scripts["kpipe/run-kmemleak.sh"] = render("run-kmemleak.sh", timeout=int(kmemleak.SCAN_TIMEOUT))
+        scripts["kpipe/kmemleak-scan.sh"] = kmemleak.SCAN_SCRIPT + "\n"
     tmp = dest.with_name(dest.name + ".tmp")
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
         names = set()

@@ -168,7 +168,7 @@ def submit_and_collect(prep: Prepared, written: WrittenJob, url: str, wait: bool
     note(f"lava: {prep.arch.name} job {job_id} {show.get('health', '?')} after {seconds} s (submit to finished)")
     log = logparse.parse(text, prep.initrd.ready_marker or "KPIPE-GUEST-READY")
     ar = collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
-                                0, seconds, False)
+                                0, seconds, False, written["leak_scan"], written["leak_not_scanned"])
     if ar.boot.lava is not None:
         ar.boot.lava.server, ar.boot.lava.job_id, ar.boot.lava.job_url = where.server, job_id, link
     ar.phases["lava-job"] = seconds

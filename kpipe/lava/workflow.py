@@ -12,7 +12,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .. import proc, qemu, verifier, workflows
+from .. import kmemleak, proc, qemu, verifier, workflows
 from ..accel import choose_accel
 from ..arches import resolve_arches
 from ..errors import KpipeError, UsageError
@@ -39,12 +39,16 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
     expectations = verifier.load_expectations(prep.suite)
     vto = _verifier_timeout(opts)
     runnable = [b for b in prep.tests if b.binary is not None and not b.spec.skip]
+    has_kmemleak = kmemleak.enabled(prep.kernel.config)
+    not_scanned = f"leak_scan is off ({opts.leak_scan_source})" if has_kmemleak and not opts.leak_scan else ""
+    leak_scan = has_kmemleak and opts.leak_scan
     payload = ramdisk.Payload(
         verifier=prep.verifier_bin, expect_text=verifier.expect_file_text(expectations, prep.policy),
         verifier_timeout=int(vto), case_timeout=int(max(5, min(30, vto / 6))),
         selftests=tuple((b.spec.name, int(b.spec.timeout), b.binary, tuple(b.spec.args)) for b in runnable
                         if b.binary is not None),     # true of every runnable test; narrows Path | None
-        dmesg_pattern=jobmod.dmesg_pattern(), ready_marker=prep.initrd.ready_marker or "KPIPE-GUEST-READY")
+        dmesg_pattern=jobmod.dmesg_pattern(), ready_marker=prep.initrd.ready_marker or "KPIPE-GUEST-READY",
+        leak_scan=leak_scan)
     with phase("lava-job", f"{prep.arch.name} ramdisk + job", prep.ar.phases):
         rd = ramdisk.write_ramdisk(prep.initrd.path, payload, adir / "ramdisk.cpio.gz")
         accel, reason = choose_accel(prep.arch, opts.accel, prep.kernel.image)
@@ -52,7 +56,7 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
         spec = jobmod.spec_for(prep.arch, accel, prep.kernel.image, rd, opts.kernel_args, prep.kernel.release,
                                prep.kernel.key, prep.ar.kernel.profile or opts.profile, prep.policy,
                                tuple(b.spec.name for b in runnable),
-                               qemu.boot_timeout(prep.arch, accel, opts.boot_timeout), test_timeout)
+                               qemu.boot_timeout(prep.arch, accel, opts.boot_timeout), test_timeout, leak_scan)
         text = jobmod.job_yaml(spec)
         job_path = adir / "job.yaml"
         job_path.write_text(text)
@@ -63,7 +67,7 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
     timeout = jobmod.job_dict(spec)["timeouts"]["job"]["seconds"]
     note(f"lava: {prep.arch.name} job {job_path} ({'validated' if lava else 'not validated'}; accel {accel})")
     return {"job": job_path, "device": device_path, "ramdisk": rd, "accel": accel, "accel_reason": reason,
-            "timeout": timeout, "verifier_timeout": vto}
+            "timeout": timeout, "verifier_timeout": vto, "leak_scan": leak_scan, "leak_not_scanned": not_scanned}
 
 
 def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchResult:
@@ -74,7 +78,8 @@ def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchRes
         ph.update(f"{prep.arch.name} lava-run exit {lr.exit_code} in {lr.seconds:.1f}s, "
                   f"{len(log.results)} LAVA results, job {log.job_result or '?'}")
     return collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
-                                  lr.exit_code, lr.seconds, lr.timed_out)
+                                  lr.exit_code, lr.seconds, lr.timed_out, written["leak_scan"],
+                                  written["leak_not_scanned"])
 
 
 def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None, wait: bool = False,
