@@ -143,6 +143,7 @@ class LavaInfo(Sparse):
     results: int | None = None                  # LAVA's own result count
     mismatches: list[str] | None = None         # where LAVA's results and kpipe's disagree
     errors: list[str] | None = None
+    stopped: str | None = None                  # kpipe ended the job on a kernel report (lava --run-local)
 
 
 @dataclass

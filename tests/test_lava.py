@@ -218,6 +218,26 @@ def test_leaked_object_is_a_kernel_failure_under_lava_run_too(tmp_path):
 
 
 @pytest.mark.e2e
+def test_lockup_before_userspace_ends_the_job_within_30s_of_the_report(tmp_path):
+    """The boot-fault kernel whose first exec spins with preemption off: the soft lockup is reported ~28 s into
+    the boot and repeated; lava-run alone would wait for the boot timeout. kpipe follows the job's log as verify
+    follows its console and ends the job STUCK_GRACE after the report: exit 1 with the lockup, at once."""
+    ran = _lava_cli(tmp_path, "lockup", "--arch", "arm64", "--selftests", "none", "--accel", "tcg",
+                    "--patch", SEED, "--patch", str(FAULTS), "--kernel-arg", "kpipe_fault=lockup")
+    assert ran.code == 1, ran
+    ar = ran.result["arches"]["arm64"]
+    lockups = [f for f in ar["findings"] if f["kind"] == "soft_lockup"]
+    assert lockups and "[init:1]" in lockups[0]["line"], ar["findings"]
+    lava = ar["boot"]["lava"]
+    assert "soft_lockup before the guest was ready" in lava["stopped"], lava
+    assert ar["boot"]["verdict_after_fatal_s"] <= 30, ar["boot"]
+    job = yaml.safe_load((ran.out / "arm64" / "job.yaml").read_text())
+    boot_timeout = next(a["boot"]["timeout"]["seconds"] for a in job["actions"] if "boot" in a)
+    assert lava["lava_run_seconds"] < boot_timeout, (lava, boot_timeout)
+    assert ar["tests"] == [] and "soft_lockup" in ar["error"], ar["error"]
+
+
+@pytest.mark.e2e
 def test_kernel_panic_at_boot_is_a_kernel_failure_within_seconds(tmp_path):
     """No init: the kernel panics at boot. LAVA calls that an Infrastructure error; kpipe says exit 1 (the
     kernel), at once (panic=-1 + QEMU -no-reboot), not at LAVA's boot timeout."""

@@ -100,20 +100,31 @@ def _dt(s: object) -> datetime | None:
         return None
 
 
+def record(raw: str) -> dict[str, Any] | None:
+    """One line of a job log as its record (lava-run's ``{...}``, the server's ``- {...}``); None otherwise."""
+    raw = raw.strip()
+    if raw.startswith("- {"):         # lava-server's output.yaml (lavacli jobs logs --raw): a YAML list
+        raw = raw[2:]
+    if not raw.startswith("{"):
+        return None
+    try:
+        rec = yaml.load(raw, Loader=_Loader)
+    except yaml.YAMLError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def is_step_output(line: str) -> bool:
+    """A line kpipe's test steps print (KPIPE|..., KPIPE-BEGIN/END): the tests' output, never a kernel report."""
+    return bool(_OUT.match(line) or _BEGIN.match(line) or _END.match(line))
+
+
 def parse(text: str, ready_marker: str = "KPIPE-GUEST-READY") -> LavaLog:
     log = LavaLog()
     scanner = Scanner("console")
     for raw in text.splitlines():
-        raw = raw.strip()
-        if raw.startswith("- {"):         # lava-server's output.yaml (lavacli jobs logs --raw): a YAML list
-            raw = raw[2:]
-        if not raw.startswith("{"):
-            continue
-        try:
-            rec = yaml.load(raw, Loader=_Loader)
-        except yaml.YAMLError:
-            continue
-        if not isinstance(rec, dict):
+        rec = record(raw)
+        if rec is None:
             continue
         log.records += 1
         lvl, msg, dt = rec.get("lvl"), rec.get("msg"), _dt(rec.get("dt", ""))

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 
 from .. import proc
 from ..errors import InfraError
+from .watch import ConsoleWatch, Stop
+
+POLL = 1.0                  # seconds between two looks at the job's log
 
 if TYPE_CHECKING:
     from ..lava_install import Lava
@@ -25,10 +28,13 @@ class LavaRun:
     exit_code: int            # lava-run's own exit (0 even when test cases fail)
     seconds: float
     timed_out: bool
+    stopped: Stop | None = None     # kpipe ended the job on a kernel report (watch.ConsoleWatch)
 
 
-def run_job(lava: Lava, job_path: Path, device_path: Path, out_dir: Path, job_id: str, limit: float) -> LavaRun:
-    """lava-run JOB --device DEVICE; its records (stderr) go to out_dir/lava.log."""
+def run_job(lava: Lava, job_path: Path, device_path: Path, out_dir: Path, job_id: str, limit: float,
+            ready_marker: str = "") -> LavaRun:
+    """lava-run JOB --device DEVICE; its records (stderr) go to out_dir/lava.log, followed as they come: a kernel
+    report ends the job after verify's grace (``ready_marker``: the guest's, to tell boot from tests)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "lava.log"
     work = out_dir / "lava-work"
@@ -44,10 +50,20 @@ def run_job(lava: Lava, job_path: Path, device_path: Path, out_dir: Path, job_id
                            cwd=out_dir)
         except OSError as e:
             raise InfraError(f"cannot start lava-run: {e}", fix="reinstall: python3 -m kpipe.lava_install") from None
+        watch = ConsoleWatch(log, ready_marker)
+        stopped: Stop | None = None
         try:
-            p.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            while True:
+                try:
+                    p.wait(timeout=POLL)
+                    break
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() - t0 >= limit:
+                        timed_out = True
+                        break
+                    stopped = watch.poll()
+                    if stopped is not None:
+                        break
         finally:
             # QEMU runs under a pty in a session of its own (pexpect): kill lava-run's descendants first
             kids = descendants(p.pid)
@@ -58,7 +74,8 @@ def run_job(lava: Lava, job_path: Path, device_path: Path, out_dir: Path, job_id
             proc.unregister(p)
     # the dispatcher's copies of the kernel and the ramdisk: large, and reproducible from the job
     shutil.rmtree(work, ignore_errors=True)
-    return LavaRun(log, p.returncode if p.returncode is not None else -1, round(time.monotonic() - t0, 2), timed_out)
+    return LavaRun(log, p.returncode if p.returncode is not None else -1, round(time.monotonic() - t0, 2), timed_out,
+                   stopped)
 
 
 def descendants(pid: int) -> list[int]:

@@ -72,14 +72,20 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
 
 def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchResult:
     with phase("lava-run", f"{prep.arch.name} (log: {prep.dir / 'lava.log'})", prep.ar.phases) as ph:
+        marker = prep.initrd.ready_marker or "KPIPE-GUEST-READY"
         lr = runner.run_job(lava, written["job"], written["device"], prep.dir, f"kpipe-{prep.arch.name}-{os.getpid()}",
-                            written["timeout"] + RUN_SLACK)
-        log = logparse.parse(lr.log.read_text(errors="replace"), prep.initrd.ready_marker or "KPIPE-GUEST-READY")
+                            written["timeout"] + RUN_SLACK, marker)
+        log = logparse.parse(lr.log.read_text(errors="replace"), marker)
         ph.update(f"{prep.arch.name} lava-run exit {lr.exit_code} in {lr.seconds:.1f}s, "
                   f"{len(log.results)} LAVA results, job {log.job_result or '?'}")
-    return collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
-                                  lr.exit_code, lr.seconds, lr.timed_out, written["leak_scan"],
-                                  written["leak_not_scanned"])
+    ar = collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
+                                lr.exit_code, lr.seconds, lr.timed_out, written["leak_scan"],
+                                written["leak_not_scanned"])
+    if lr.stopped is not None and ar.boot.lava is not None:
+        ar.boot.lava.stopped = lr.stopped.reason
+        ar.boot.verdict_after_fatal_s = lr.stopped.after_report_s
+        ar.error = f"{lr.stopped.reason}\n{ar.error}" if ar.error else lr.stopped.reason
+    return ar
 
 
 def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None, wait: bool = False,
