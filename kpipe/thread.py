@@ -47,7 +47,6 @@ class ThreadPatch:
     subject: str                # as b4 wrote it, prefix included ("[PATCH v2 1/2] mm: ...")
     message_id: str             # without <>
     revision: int
-    trailers_added: tuple[str, ...]     # the replies' trailers b4 added ("Reviewed-by: A <a@b>")
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,6 @@ class ThreadAm:
     source: str                 # as given: the mbox path, a message-id or a URL
     mbox: Path                  # the thread b4 read (the user's file, or the one fetched into kpipe's cache)
     revision: int               # the revision b4 took
-    newest: bool                # b4 chose it as the newest of several (not asked for with --thread-revision)
     title: str                  # the cover letter's subject without its [PATCH ...] prefix; "" without one
     message_id: str             # the cover letter's message-id, else the first patch's
     link: str                   # the thread on lore, when it was fetched from there; "" for a local file
@@ -109,8 +107,13 @@ def message_id_of(spec: str) -> str:
     return spec.removeprefix("id:").strip().strip("<>")
 
 
-def reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) -> str:
-    """'' when a TCP connection to host:port opens within ``timeout`` s (name lookup included), else why not."""
+def why_unreachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) -> str:
+    """Why no TCP connection to host:port (or to the https proxy b4 would use) opens within ``timeout`` s, name
+    lookup included; '' when one does."""
+    proxy = os.environ.get("https_proxy") or os.environ.get("HTTPS_PROXY")
+    if proxy:
+        u = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = u.hostname or host, u.port or 3128
     why: list[str] = ["no answer within %.0f s" % timeout]
 
     def probe() -> None:
@@ -127,6 +130,8 @@ def reachable(host: str, port: int = 443, timeout: float = PROBE_TIMEOUT) -> str
 
 def _local_mbox(path: Path, tmp: Path) -> Path:
     """The thread file as b4 can read it: a .gz (lore's t.mbox.gz) unpacked into ``tmp``; checked to be an mbox."""
+    if path.is_dir():
+        raise UsageError(f"--thread {path} is a folder", fix="pass the thread as one mbox file")
     if not path.is_file():
         raise UsageError(f"--thread {path}: no such file",
                          fix="pass the thread as an mbox file, its message-id or its lore URL")
@@ -154,7 +159,7 @@ def _fetch(spec: str, tmp: Path) -> tuple[Path, str]:
                          fix="pass an mbox file, a message-id (<20240101.1-1-a@b.org>) or a lore URL")
     offline = f"save the thread as an mbox where there is network (`b4 mbox {msgid}`, or " \
               f"https://{LORE}/all/{msgid}/t.mbox.gz) and pass --thread FILE"
-    why = reachable(LORE)
+    why = why_unreachable(LORE)
     if why:
         raise InfraError(f"--thread {spec}: cannot reach {LORE} to fetch the thread ({why})", fix=offline)
     code, out = _b4(["mbox", "-o", str(tmp), "-n", "thread.mbox", spec], tmp, FETCH_TIMEOUT)
@@ -213,7 +218,7 @@ def am(spec: str, revision: int | None = None) -> ThreadAm:
                              fix=f"check the thread file; `b4 am -m {mbox}` by hand shows b4's own error")
         missing = re.findall(r"ERROR: missing \[(\d+/\d+)\]", out)
         am_text = am_file.read_text(errors="replace")
-        patches = _patches(am_text, out)
+        patches = _patches(am_text)
         if missing:
             raise UsageError(f"--thread {spec}: v{patches[0].revision if patches else '?'} is incomplete: patch(es) "
                              f"{', '.join(missing)} missing from the thread",
@@ -225,24 +230,15 @@ def am(spec: str, revision: int | None = None) -> ThreadAm:
             title = _PREFIX.sub("", " ".join(str(cmsg["Subject"] or "").split())).strip()
             top = str(cmsg["Message-Id"] or "").strip().strip("<>") or top
         chosen = re.search(r"Will use the latest revision: v(\d+)", out)
-        rev = int(chosen.group(1)) if chosen else (revision or (patches[0].revision if patches else 1))
-        notes = tuple(ln.strip() for ln in out.splitlines() if _NOTE.match(ln) and "missing [" not in ln)
-        return ThreadAm(source=spec, mbox=shown, revision=rev, newest=bool(chosen), title=title, message_id=top,
+        rev = int(chosen.group(1)) if chosen else revision or (patches[0].revision if patches else 1)
+        notes = tuple(ln.strip() for ln in out.splitlines()        # b4's "Rerun with -t/-S" names b4's options
+                      if _NOTE.match(ln) and "missing [" not in ln and "Rerun with" not in ln)
+        return ThreadAm(source=spec, mbox=shown, revision=rev, title=title, message_id=top,
                         link=link, am_text=am_text, patches=patches, notes=notes)
 
 
-def _patches(am_text: str, out: str) -> tuple[ThreadPatch, ...]:
-    """Each mail of b4's mbox with its message-id and revision, and the trailers b4 says it added to it."""
-    added: dict[str, list[str]] = {}
-    current = ""
-    for ln in out.splitlines():
-        m = re.match(r"^  (?:\S+ )?(\[.*\].*)$", ln)          # "  [PATCH v2 1/2] subject" (an attestation mark first)
-        if m and not ln.startswith("    "):
-            current = " ".join(m.group(1).split())
-            added.setdefault(current, [])
-        t = re.match(r"^    \+ (.+)$", ln)
-        if t and current:
-            added[current].append(t.group(1).strip())
+def _patches(am_text: str) -> tuple[ThreadPatch, ...]:
+    """Each mail of b4's mbox (its separator: "From git@z ...") with its message-id and revision."""
     out_patches: list[ThreadPatch] = []
     for mail in re.split(r"(?m)^From git@z .*\n", am_text):
         if not mail.strip():
@@ -250,5 +246,5 @@ def _patches(am_text: str, out: str) -> tuple[ThreadPatch, ...]:
         msg = message_from_string(mail, policy=policy.default)
         subj = " ".join(str(msg["Subject"] or "").split())
         out_patches.append(ThreadPatch(subject=subj, message_id=str(msg["Message-Id"] or "").strip().strip("<>"),
-                                       revision=revision_of(subj), trailers_added=tuple(added.get(subj, ()))))
+                                       revision=revision_of(subj)))
     return tuple(out_patches)

@@ -46,8 +46,9 @@ def _revision(dev: Path, rev: int, out: Path, in_reply_to: str = "") -> list[str
 
 
 def make_thread(tmp: Path) -> tuple[Path, Path, dict[str, list[str]]]:
-    """The user's tree (only the base commit) and a thread mbox: v1, v2 (a reply to v1's cover letter), and a
-    reply to v2's patch 1 with a Reviewed-by:. Returns (tree, mbox, message-ids per revision)."""
+    """The user's tree (only the base commit) and a thread mbox: v1, v2 (a reply to v1's cover letter), a reply to
+    v2's patch 1 with a Reviewed-by: and one to v2's cover letter with an Acked-by: for the series. Returns (tree,
+    mbox, message-ids per revision)."""
     repo = make_repo(tmp / "linux", FILES, "base")
     dev = tmp / "dev"                                    # the contributor's clone: the user's tree stays base only
     shutil.copytree(repo, dev)
@@ -58,8 +59,12 @@ def make_thread(tmp: Path) -> tuple[Path, Path, dict[str, list[str]]]:
              f"In-Reply-To: <{ids['v2'][1]}>\nReferences: <{ids['v2'][0]}> <{ids['v2'][1]}>\n\n"
              f"On Jan 1, Test Author wrote:\n> Why a changes, take 2.\n\nLooks right to me.\n\n"
              f"Reviewed-by: {REVIEWER}\n")
+    ack = (f"From ack@example.org Mon Jan  4 11:00:00 2021\nFrom: Ack Er <ack@example.org>\n"
+           f"Date: Mon, 4 Jan 2021 11:00:00 +0000\nSubject: Re: [PATCH v2 0/2] {TITLE}\n"
+           f"Message-Id: <reply-2@example.org>\nIn-Reply-To: <{ids['v2'][0]}>\nReferences: <{ids['v2'][0]}>\n\n"
+           "For the series:\n\nAcked-by: Ack Er <ack@example.org>\n")
     mbox = tmp / "thread.mbox"
-    mbox.write_text((tmp / "mails/v1.mbox").read_text() + (tmp / "mails/v2.mbox").read_text() + reply)
+    mbox.write_text((tmp / "mails/v1.mbox").read_text() + (tmp / "mails/v2.mbox").read_text() + reply + ack)
     return repo, mbox, ids
 
 
@@ -71,7 +76,9 @@ def test_newest_revision_with_the_replys_trailer_and_the_cover_letter_as_title(t
     first, second = (p.path.read_text() for p in s.patches)
     assert "take 2." in first and "+int a2;" in first and "+int c2;" in second and "take 1" not in first + second
     assert f"Signed-off-by: {AUTHOR}\nReviewed-by: {REVIEWER}\n" in first          # the reply's trailer, added
-    assert "Reviewed-by" not in second
+    assert "Reviewed-by" not in second and "Acked-by" not in first + second    # b4 am without -t: noted only
+    assert "NOTE: Some trailers were sent to the cover letter:" in s.notes
+    assert "Acked-by: Ack Er <ack@example.org>" in s.notes
     assert [p.message_id for p in s.patches] == ids["v2"][1:]
     assert [p.origin for p in s.patches] == [f"{mbox} v2 <{i}>" for i in ids["v2"][1:]]
     d = s.describe()
@@ -119,7 +126,7 @@ def test_a_thread_without_patches_or_with_one_missing_is_a_usage_error(tmp_path)
 
 
 def test_a_message_id_or_url_without_network_fails_fast_saying_how_to_work_offline():
-    if not thread.reachable(thread.LORE, timeout=3):
+    if not thread.why_unreachable(thread.LORE, timeout=3):
         pytest.skip(f"{thread.LORE} is reachable here: this test is about a machine without network")
     for spec in ("<20210303175235.3308220-1-bgeffon@google.com>",
                  "https://lore.kernel.org/all/20210303175235.3308220-1-bgeffon@google.com/"):
@@ -186,7 +193,7 @@ def test_cli_applies_the_threads_v2_in_the_scratch_checkout_and_leaves_the_tree_
     assert [diff_snapshots(before[0], after[0]), diff_snapshots(before[1], after[1])] == [[], []]
     assert not leftovers(private_cache) and not held_locks(private_cache)
     # a message-id on this machine: exit 2 at once, the fix line says how to pass the thread as a file
-    if thread.reachable(thread.LORE, timeout=3):
+    if thread.why_unreachable(thread.LORE, timeout=3):
         t0 = time.monotonic()
         cp = invoke("apply", "--tree", str(repo), "--thread", ids["v2"][0], cache=private_cache,
                     out=tmp_path / "run2")
