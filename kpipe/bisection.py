@@ -93,7 +93,7 @@ def bisect_commits(arches: list[Arch], opts: Options, good: str | None, bad: str
                          fix="e.g. invoke bisect --good v5.10 --bad HEAD --tree PATH")
     good_tree = open_tree(opts.tree, good, run_dir / "fetch.log")
     tree = open_tree(opts.tree, bad, run_dir / "fetch.log")
-    series = series_of(opts) if (opts.series or opts.patches) else Series((), "none")
+    series = series_of(opts) if (opts.series or opts.patches or opts.thread) else Series((), "none")
     steps: list[BisectStep] = []
     with locked_checkout(tree, run_dir / "apply.log") as co:
         wt = co.path

@@ -50,6 +50,10 @@ def apply_only(opts: Options) -> int:
         a = apply(co, series, run_dir / "apply.log")
     if series.title:
         print(f"series: {series.title} (cover letter skipped)")
+    if series.revision is not None:
+        print(f"thread: v{series.revision} <{series.message_id}>" + (f" {series.link}" if series.link else ""))
+        for n in series.notes:
+            print(f"b4: {n}")
     for p in a.patches:
         print(f"{p.status:16} {p.file}  {p.subject}  {p.commit[:12]}" + (f"  from {p.origin}" if p.origin else ""))
     print(f"scratch checkout {a.checkout.path} at {a.head[:12]} (base {tree.base_label})")

@@ -1,10 +1,11 @@
 """Patch series intake and application in the scratch checkout.
 
 Intake: a quilt-style series file, --patch files, a single mbox holding a whole series (`git format-patch
---stdout`, `b4 am` output; a cover letter "[PATCH 0/N]" is skipped and recorded as the series title), or
+--stdout`, `b4 am` output; a cover letter "[PATCH 0/N]" is skipped and recorded as the series title),
 --range A..B: the commits of a branch in the user's tree (read with `git format-patch --stdout`, nothing written
-there). Each patch keeps where it came from (file, mbox line, or commit) for the reports. A malformed mail in an
-mbox is a usage error naming the file and line.
+there), or --thread: a mailing-list thread through `b4 am` (kpipe/thread.py: the newest revision, the replies'
+trailers added). Each patch keeps where it came from (file, mbox line, commit, or thread revision and
+message-id) for the reports. A malformed mail in an mbox is a usage error naming the file and line.
 
 Each patch is applied with ``git am --3way`` (plain diffs with ``git apply --index`` and a commit), one commit
 per patch. A patch whose reverse applies cleanly is ``already-applied`` (reported, not an error). Anything else
@@ -18,7 +19,7 @@ import hashlib
 import os
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +44,7 @@ class PatchFile:
     sha256: str
     files: tuple[str, ...]      # paths the diff touches
     origin: str = ""            # where it came from: "x.mbox:120 (mail 2)", "commit 1a2b3c4d5e6f", or ""
+    message_id: str = ""        # the mail's Message-Id (without <>) when it came from a --thread
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,17 @@ class Series:
     patches: tuple[PatchFile, ...]
     source: str                 # the series file, "--patch", an mbox, "--range A..B", or "none"
     title: str = ""             # the cover letter's subject, when the series had one
+    revision: int | None = None     # --thread: the revision b4 took (v2 -> 2)
+    message_id: str = ""        # --thread: the cover letter's message-id (else the first patch's)
+    link: str = ""              # --thread fetched from lore: the thread's URL
+    notes: tuple[str, ...] = ()     # --thread: what b4 warned about (trailers sent to the cover letter, ...)
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "title": self.title,
-                "patches": [{"file": p.path.name, "origin": p.origin, "subject": p.subject, "author": p.author}
+        thread = {k: v for k, v in (("revision", self.revision), ("message_id", self.message_id),
+                                    ("link", self.link), ("notes", list(self.notes))) if v}
+        return {"source": self.source, "title": self.title, **thread,
+                "patches": [{"file": p.path.name, "origin": p.origin, "subject": p.subject, "author": p.author,
+                             **({"message_id": p.message_id} if p.message_id else {})}
                             for p in self.patches]}
 
     @property
@@ -188,7 +197,8 @@ def mbox_series(text: str, name: str, origin_of: Callable[[str, int], str] | Non
             continue
         if not has_diff:
             raise UsageError(f"{name}:{m.line}: mail {i} ({subject!r}) holds no diff",
-                             fix="drop replies and non-patch mails from the mbox (b4 am does this)")
+                             fix="pass a thread with its replies as --thread FILE (b4 am keeps the patches and adds "
+                                 "the replies' trailers), or drop the non-patch mails from the mbox")
         origin = origin_of(body, m.line) if origin_of else f"{name}:{m.line}"
         out.append((body, origin, m.line))
     if not out:
@@ -222,6 +232,29 @@ def load_mbox(path: Path) -> Series:
     return Series(tuple(_write_split(parts, key)), str(path), title)
 
 
+def load_thread(spec: str, revision: int | None = None) -> Series:
+    """--thread MBOX|MSGID|URL: the revision b4 takes from the thread (kpipe/thread.py), each patch's origin the
+    thread, its revision and message-id."""
+    from . import thread
+    got = thread.am(spec, revision)
+    revision_of = {p.message_id: p.revision for p in got.patches}
+    where = got.link or str(got.mbox)
+
+    def msgid(body: str) -> str:
+        m = re.search(r"^Message-Id:\s*<?([^>\s]+)>?", body.split("\n\n", 1)[0], re.M | re.I)
+        return m.group(1) if m else ""
+
+    def origin(body: str, line: int) -> str:
+        i = msgid(body)
+        return f"{where} v{revision_of[i]} <{i}>" if i in revision_of else f"{where}:{line}"
+    parts, _ = mbox_series(got.am_text, f"b4 am of {got.mbox}", origin)
+    key = hashlib.sha256(got.am_text.encode()).hexdigest()[:20]
+    files = _write_split(parts, key)
+    return Series(tuple(replace(pf, message_id=msgid(body)) for pf, (body, _, _) in zip(files, parts)),
+                  f"--thread {spec}", got.title, revision=got.revision, message_id=got.message_id, link=got.link,
+                  notes=got.notes)
+
+
 def load_range(rng: str, tree: str | None) -> Series:
     """--range A..B: the commits of B not in A, oldest first, from the user's tree (read-only)."""
     if not re.fullmatch(r"[^.\s]+(\.\.)[^.\s]+", rng or ""):
@@ -248,17 +281,24 @@ def load_range(rng: str, tree: str | None) -> Series:
 
 
 def load_series(series: str | Path | None = None, patches: list[str] | None = None,
-                no_patches: bool = False, rng: str | None = None, tree: str | None = None) -> Series:
-    if no_patches and (patches or series or rng):
-        raise UsageError("--no-patches was given together with --patch/--series/--range",
-                         fix="drop --no-patches to apply the patches, or drop --patch/--series/--range for a "
-                             "baseline run")
-    given = [n for n, v in (("--patch", patches), ("--series", series), ("--range", rng)) if v]
+                no_patches: bool = False, rng: str | None = None, tree: str | None = None,
+                thread: str | None = None, thread_revision: int | None = None) -> Series:
+    if no_patches and (patches or series or rng or thread):
+        raise UsageError("--no-patches was given together with --patch/--series/--range/--thread",
+                         fix="drop --no-patches to apply the patches, or drop --patch/--series/--range/--thread for "
+                             "a baseline run")
+    given = [n for n, v in (("--patch", patches), ("--series", series), ("--range", rng), ("--thread", thread)) if v]
     if len(given) > 1:
         raise UsageError(f"{' and '.join(given)} were given together",
-                         fix="pick one of --patch FILE (repeatable), --series FILE, --range A..B, --no-patches")
+                         fix="pick one of --patch FILE (repeatable), --series FILE, --range A..B, --thread "
+                             "MBOX|MSGID|URL, --no-patches")
+    if thread_revision is not None and not thread:
+        raise UsageError("--thread-revision was given without --thread",
+                         fix="pass --thread MBOX|MSGID|URL, or drop --thread-revision")
     if no_patches:
         return Series((), "none")
+    if thread:
+        return load_thread(thread, thread_revision)
     if rng:
         return load_range(rng, tree)
     if patches:

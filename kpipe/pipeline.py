@@ -45,6 +45,8 @@ class Options:
     ccache: bool | None = None
     profile: str = "debug"                 # kconfigs/profiles.toml: debug (default) or fast
     range: str | None = None               # --range A..B: the series is those commits of the user's tree
+    thread: str | None = None              # --thread MBOX|MSGID|URL: the series from its list thread (b4 am)
+    thread_revision: int | None = None     # --thread-revision N: that revision instead of the newest
     warnings: bool = True                  # premerge: the compile checks (kpipe.compile_checks)
     allow_new_warnings: bool = False       # a new compiler/sparse warning is reported, not failing
     cases: tuple[str, ...] = ()            # --case: only these verifier cases (names or globs); () all
@@ -122,7 +124,8 @@ def resolve_tree(opts: Options, log: Path | None = None, timings: dict[str, floa
 
 
 def series_of(opts: Options) -> Series:
-    return load_series(opts.series, list(opts.patches), opts.no_patches, opts.range, opts.tree)
+    return load_series(opts.series, list(opts.patches), opts.no_patches, opts.range, opts.tree, opts.thread,
+                       opts.thread_revision)
 
 
 def apply(co: Checkout, series: Series, log: Path | None, timings: dict[str, float] | None = None) -> Applied:

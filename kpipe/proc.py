@@ -78,11 +78,13 @@ def spawn(cmd: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
 
 def run(cmd: Sequence[str], *, cwd: Path | str | None = None, log: Path | None = None,
         env: dict[str, str] | None = None, timeout: float | None = None, check: bool = True,
-        input: str | None = None, what: str | None = None) -> subprocess.CompletedProcess[str]:
+        input: str | None = None, what: str | None = None, replace_env: bool = False
+        ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd``; output appended to ``log`` (or captured when no log). Raises InfraError on a missing
-    binary or timeout, and on a non-zero exit when ``check``."""
+    binary or timeout, and on a non-zero exit when ``check``. ``env`` is added to kpipe's environment, or is
+    the whole environment with ``replace_env``."""
     what = what or Path(cmd[0]).name
-    full_env = None if env is None else {**os.environ, **env}
+    full_env = None if env is None else dict(env) if replace_env else {**os.environ, **env}
     fh = None
     out: IO[str] | int
     try:

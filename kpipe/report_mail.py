@@ -2,8 +2,8 @@
 
 Plain text, 72 columns, no markup: a subject naming the verdict and the first cause, what was tested, the first
 failures and findings with their signatures and decoded frames, the coverage of the changed lines, the
-warnings delta (when result.json has it), the exact reproduce commands and a ready-to-paste Reported-by: line
-(and Closes: where the series came with a URL).
+warnings delta (when result.json has it), the tag checks (premerge: Signed-off-by, Fixes:), the exact reproduce
+commands and a ready-to-paste Reported-by: line (and Closes: where the series came with a URL).
 """
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ def _first_cause(run: dict[str, Any]) -> str:
     for name, ar in run["arches"].items():
         if ar["verdict"] != "pass" and ar.get("error"):
             return f"{name}: {ar['error'].splitlines()[0]}"
+    for c in run["extra"].get("checkpatch") or []:
+        if c.get("errors"):
+            return f"checkpatch: {c['errors']} error(s) in {c['file']}"
+    for t in run["extra"].get("tags") or []:
+        for p in t["problems"]:
+            if p["severity"] == "error":
+                return f"{p['tag']} check failed on {t['file']}"
     for cov in run["extra"].get("coverage") or []:
         if cov.get("never_executed"):
             return f"{cov['file']}: changed line(s) no test executed"
@@ -66,6 +73,9 @@ def render(run: dict[str, Any]) -> str:
         out += _wrap(f"patch {i}:  {p['subject']}", "  ", "            ")
         if p.get("author"):
             out += _wrap(f"          from {p['author']}", "  ", "            ")
+    if series.get("revision"):
+        out += _wrap(f"thread:   v{series['revision']} of the series, message-id", "  ")
+        out.append(f"            <{series.get('message_id', '?')}>")        # an id is one word: never broken
     out += _wrap(f"arches:   {', '.join(arches)}", "  ")
     out += _wrap(f"profile:  {k.get('profile') or first.get('config', {}).get('profile', '?')}", "  ")
     for name, ar in arches.items():
@@ -125,6 +135,14 @@ def render(run: dict[str, Any]) -> str:
         out += _warnings(delta)
     else:
         out += _wrap("not measured in this run", "  ")
+    tags = run["extra"].get("tags")
+    if tags is not None:
+        out += ["", "Tags (Signed-off-by, Fixes:):"]
+        problems = [(t["file"], p) for t in tags for p in t["problems"]]
+        if not problems:
+            out += _wrap(f"ok on {len(tags)} patch(es)", "  ")
+        for f, p in problems:
+            out += _wrap(f"{f}: {p['severity']}: {p['tag']}: {p['message']}", "  ", "      ")
     out += ["", "To reproduce:", ""]
     out += _command(run.get("reproducer") or "?")
     out += ["", "If you fix the issue in a separate patch/commit (i.e. not just a new",

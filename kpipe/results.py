@@ -8,7 +8,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, is_dataclass
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .tags import PatchTags
 
 
 class Status(str, enum.Enum):
@@ -253,6 +256,7 @@ class RunExtra(Sparse):
     error: str | None = None                   # the workflow could not run (before any arch)
     premerge: dict[str, PremergeArch] | None = None
     checkpatch: list[dict[str, Any]] | None = None
+    tags: list[PatchTags] | None = None        # premerge: each patch's Signed-off-by and Fixes: (kpipe/tags.py)
     baseline: dict[str, ArchResult] | None = None   # premerge: the baseline kernel's results
     bisect: BisectOutcome | None = None
     lava: dict[str, Any] | None = None

@@ -18,6 +18,8 @@ HOST_PACKAGES = (
     "qemu-system-x86", "qemu-system-arm",
     # git for trees and patches; perl for checkpatch; dropbearkey makes the guests' per-run host keys
     "git", "perl", "dropbear-bin", "xz-utils", "ca-certificates",
+    # --thread: a series from its mailing-list thread (kpipe.thread runs Debian's b4 0.12)
+    "b4",
     # LAVA's dispatcher runs from a venv of its own (kpipe.lava_install)
     "python3-venv",
     # the local LAVA lab (kpipe.lab, `kpipe lab up`): Debian's lava-server and its database (~26 s, 82 packages)

@@ -27,6 +27,9 @@ COMMON_HELP = {
     "patch": "a patch file (repeatable; replaces the series), or one mbox holding a whole series (git format-patch "
              "--stdout, b4 am; a cover letter is skipped and kept as the series title)",
     "range": "A..B: the commits of B not in A in your --tree PATH as the series (--base defaults to A)",
+    "thread": "a mailing-list thread as the series, through b4 am: an mbox FILE (cover letter, revisions, replies), "
+              "or a message-id/lore URL (needs network); the newest revision, the replies' trailers added",
+    "thread_revision": "with --thread: take revision N of the series instead of the newest",
     "no_patches": "apply no patches (baseline)",
     "kconfig": "extra kconfig fragment on top of kconfigs/ (repeatable; KPIPE_KCONFIGS, comma-separated)",
     "defconfig": "make target to start the config from (default tinyconfig)",
@@ -58,13 +61,17 @@ def _opts(arch: str | None = None, tree: str | None = None, base: str | None = N
           selftests: str = "all-relevant", extra_test: list[str] | None = None, out: str | None = None,
           jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
           test_timeout: str | None = None, profile: str | None = None, range: str | None = None,
-          case: list[str] | None = None, suite: str | None = None) -> Options:
+          case: list[str] | None = None, suite: str | None = None, thread: str | None = None,
+          thread_revision: str | None = None) -> Options:
     from kpipe import settings
+    from kpipe.errors import UsageError
     if range and not base and ".." in range:
         base = range.split("..", 1)[0]
+    if thread_revision is not None and not str(thread_revision).isdigit():
+        raise UsageError(f"--thread-revision {thread_revision!r} is not a number", fix="e.g. --thread-revision 2")
     leak = settings.effective()["leak_scan"]
     return Options(suite=suite, cases=tuple(case or ()), leak_scan=bool(leak.value), leak_scan_source=leak.source,
-                   range=range,
+                   range=range, thread=thread, thread_revision=int(thread_revision) if thread_revision else None,
                    profile=profile or "debug", arch=arch, tree=tree, base=base, series=series,
                    patches=tuple(patch or ()),
                    no_patches=no_patches, kconfigs=tuple(kconfig or ()), defconfig=defconfig, accel=accel,
@@ -149,14 +156,15 @@ def fetch(c: Context, tree: str | None = None, base: str | None = None, quiet: b
 
 
 @task(auto_shortflags=False, iterable=["patch"],
-      help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "range", "no_patches", "out", "quiet")})
+      help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "range", "thread", "thread_revision",
+                                        "no_patches", "out", "quiet")})
 def apply(c: Context, tree: str | None = None, base: str | None = None, series: str | None = None,
           patch: list[str] | None = None, no_patches: bool = False, out: str | None = None, quiet: bool = False,
-          range: str | None = None) -> None:
+          range: str | None = None, thread: str | None = None, thread_revision: str | None = None) -> None:
     """Apply the patch series in kpipe's scratch checkout (exit 3 when a patch does not apply)."""
     from kpipe import commands
     args = _configured(dict(tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, out=out,
-                            range=range))
+                            range=range, thread=thread, thread_revision=thread_revision))
     _run("apply", lambda: commands.apply_only(_opts(**args)), args, quiet)
 
 
@@ -194,7 +202,8 @@ def boot(c: Context, arch: str | None = None, accel: str = "auto", cmd: str | No
     _run("boot", lambda: commands.boot(_opts(**args), cmd, shell), {**args, "cmd": cmd, "shell": shell}, quiet)
 
 
-VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "no_patches", "kconfig", "defconfig", "profile",
+VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "thread", "thread_revision", "no_patches", "kconfig",
+               "defconfig", "profile",
                "accel", "expect", "suite",
                "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
 
@@ -209,7 +218,8 @@ def verify(c: Context, arch: str | None = None, tree: str | None = None, base: s
            expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
            out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
            test_timeout: str | None = None, bisect_exit_codes: bool = False, quiet: bool = False,
-           profile: str | None = None, range: str | None = None, report: str | None = None,
+           profile: str | None = None, range: str | None = None, thread: str | None = None,
+           thread_revision: str | None = None, report: str | None = None,
            case: list[str] | None = None, suite: str | None = None) -> None:
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from kpipe import workflows
@@ -218,7 +228,7 @@ def verify(c: Context, arch: str | None = None, tree: str | None = None, base: s
                             kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            case=case, suite=suite))
+                            thread=thread, thread_revision=thread_revision, case=case, suite=suite))
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _check_report(report)
     _run("verify", lambda: _mail(workflows.verify(_opts(**args), repro), report),
@@ -236,7 +246,8 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
              extra_test: list[str] | None = None, out: str | None = None, jobs: int = 0,
              boot_timeout: str | None = None, quiet: bool = False, expect: str | None = None, no_patches: bool = False,
              kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
-             range: str | None = None, no_warnings: bool = False,
+             range: str | None = None, thread: str | None = None, thread_revision: str | None = None,
+             no_warnings: bool = False,
              allow_new_warnings: bool = False, report: str | None = None, require_coverage: bool = False,
              suite: str | None = None) -> None:
     """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
@@ -245,7 +256,8 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
                             defconfig=defconfig, accel=accel, selftests=selftests, extra_test=extra_test, out=out,
                             jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout,
-                            profile=profile, range=range, suite=suite))
+                            profile=profile, range=range, thread=thread, thread_revision=thread_revision,
+                            suite=suite))
     args["arch"] = args["arch"] or "all"
     import dataclasses
     repro = reproducer("premerge", _resolved({**args, "no_warnings": no_warnings,
@@ -260,21 +272,23 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
 
 @task(auto_shortflags=False, iterable=ITER,
       help={**{k: COMMON_HELP[k] for k in ("arch", "tree", "base", "series", "patch", "kconfig", "defconfig", "out",
-                                            "jobs", "quiet", "profile", "range", "no_patches") if k in COMMON_HELP},
+                                            "jobs", "quiet", "profile", "range", "thread", "thread_revision",
+                                            "no_patches") if k in COMMON_HELP},
             "allow_new_warnings": "report new warnings without failing (exit 0)",
             "tools": "comma-separated subset of gcc-W=1,sparse,clang (default all)"})
 def warnings(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
              series: str | None = None, patch: list[str] | None = None, kconfig: list[str] | None = None,
              defconfig: str = "tinyconfig", out: str | None = None, jobs: int = 0, quiet: bool = False,
-             profile: str | None = None, range: str | None = None, no_patches: bool = False,
+             profile: str | None = None, range: str | None = None, thread: str | None = None,
+             thread_revision: str | None = None, no_patches: bool = False,
              allow_new_warnings: bool = False, tools: str = "gcc-W=1,sparse,clang") -> None:
     """Compile-only: the warnings delta (gcc W=1, sparse C=2, clang) of the touched objects, baseline vs
     patched, and each patch of the series building on its own. No boot."""
     from kpipe import compile_checks, workflows
     from kpipe.cli import reproducer
     args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
-                            defconfig=defconfig, out=out, jobs=jobs, profile=profile, range=range,
-                            no_patches=no_patches))
+                            defconfig=defconfig, out=out, jobs=jobs, profile=profile, range=range, thread=thread,
+                            thread_revision=thread_revision, no_patches=no_patches))
     args["arch"] = args["arch"] or "all"
     chosen = compile_checks.parse_tools(tools)
     repro = reproducer("warnings", _resolved({**args, "allow_new_warnings": allow_new_warnings}))
@@ -295,7 +309,8 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
            out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, build_failure_is_bad: bool = False,
            series_mode: bool = False, quiet: bool = False, base: str | None = None, no_patches: bool = False,
            kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
-           range: str | None = None, case: list[str] | None = None, suite: str | None = None) -> None:
+           range: str | None = None, thread: str | None = None,
+           thread_revision: str | None = None, case: list[str] | None = None, suite: str | None = None) -> None:
     """Bisect in kpipe's own checkout: both endpoints verified first, then each step verifies incrementally."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -304,7 +319,7 @@ def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: st
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             build_failure_is_bad=build_failure_is_bad, series_mode=series_mode,
                             kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            case=case, suite=suite))
+                            thread=thread, thread_revision=thread_revision, case=case, suite=suite))
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
     repro = reproducer("bisect", _resolved(args))
     # workflows.bisect types good and bad as str, but takes None for a missing one (bisection.bisect_commits
@@ -325,6 +340,7 @@ def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str
          expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
          out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
          test_timeout: str | None = None, quiet: bool = False, profile: str | None = None, range: str | None = None,
+         thread: str | None = None, thread_revision: str | None = None,
          run_local: bool = False, submit: str | None = None, wait: bool = False, suite: str | None = None) -> None:
     """The same kernels and tests as LAVA v2 jobs (one per arch): write, --run-local with lava-run, or --submit."""
     from kpipe.cli import reproducer
@@ -333,7 +349,7 @@ def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str
                             kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
                             extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
                             kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            suite=suite))
+                            thread=thread, thread_revision=thread_revision, suite=suite))
     extra = dict(run_local=run_local, submit=submit, wait=wait)
     repro = reproducer("lava", _resolved({**args, **extra}))
     _run("lava", lambda: workflow.lava(_opts(**args), run_local, submit, wait, repro).exit_code, {**args, **extra},

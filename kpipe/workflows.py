@@ -94,7 +94,7 @@ def verify(opts: Options, repro: str = "") -> RunResult:
 # ---------------------------------------------------------------- premerge
 
 def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> RunResult:
-    from . import checkpatch
+    from . import checkpatch, tags
 
     started = time.monotonic()
     arches = resolve_arches(opts.arch or "all")
@@ -110,6 +110,8 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
         with locked_checkout(tree, run_dir / "apply.log") as co:
             with phase("checkpatch", f"{len(series.patches)} patch(es)", timings):
                 cp = checkpatch.run_checkpatch(co, series, run_dir / "checkpatch.log")
+            with phase("tags", "Signed-off-by, Fixes:", timings):
+                tag_res = tags.check_series(series, co.path, co.tree.base, cp)
             for v in variants:
                 v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings, series.touched)
             if opts.warnings:
@@ -118,7 +120,7 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
         note(e.render())
         run.extra.error = e.message
         extra_code = e.exit_code
-        cp = []
+        cp, tag_res = [], []
     base, patched = variants
     expectations = verifier.load_expectations(run_suite(opts))
     per_arch: dict[str, PremergeArch] = {}
@@ -143,9 +145,13 @@ def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> 
         run.extra.warnings, extra_code = warn_res, worst([extra_code, warn_code])
         run.extra.error = "; ".join(filter(None, [run.extra.error, *warn_why])) or None
     cp_errors = sum(r["errors"] for r in cp)
-    if cp_errors:
+    tag_errors = tags.reasons(tag_res)       # as a checkpatch error: a missing/foreign sign-off, a Fixes: to nowhere
+    for why in tag_errors:
+        note(f"tags: {why}")
+    if cp_errors or tag_errors:
         extra_code = worst([extra_code, EXIT_KERNEL])
     run.extra.premerge, run.extra.checkpatch, run.extra.exit_code_extra = per_arch, cp, extra_code
+    run.extra.tags = tag_res
     run.extra.baseline, run.extra.phases = dict(base.results), timings
     return _finish(run, run_dir, started, require_coverage)
 

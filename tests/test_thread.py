@@ -1,0 +1,201 @@
+"""--thread: a series taken from its mailing-list thread by the real b4 (Debian's 0.12) on a local mbox made here
+with git format-patch: two revisions with cover letters, a reply giving v2's first patch a Reviewed-by:. Then the
+real `invoke apply --thread` on a tiny kernel-like git tree. No network, no kernel build (fast tier)."""
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from kernel_fixture import (diff_snapshots, git, held_locks, invoke, leftovers, make_repo, private_cache,  # noqa: F401
+                            scratch_of, tree_snapshot)
+from kpipe import thread
+from kpipe.errors import InfraError, UsageError
+from kpipe.patches import load_series
+
+AUTHOR = "Test Author <author@example.org>"          # kernel_fixture's git identity
+REVIEWER = "Rev Iewer <rev@example.org>"
+TITLE = "mm: make foo better"
+FILES = {"Makefile": "VERSION = 6\nPATCHLEVEL = 1\n", "Kconfig": "config MMU\n\tdef_bool y\n",
+         "mm/foo.c": "int a;\nint b;\nint c;\n"}
+
+
+def _revision(dev: Path, rev: int, out: Path, in_reply_to: str = "") -> list[str]:
+    """Two commits of revision ``rev`` on the base, mailed as a threaded series with a cover letter; their
+    Message-Ids made unique per revision (git's own use the second they were made in)."""
+    git(dev, "checkout", "-q", "-B", f"v{rev}", "master")
+    for var, subject in (("a", "mm: change a"), ("c", "mm: change c")):
+        foo = dev / "mm/foo.c"
+        foo.write_text(foo.read_text().replace(f"int {var};", f"int {var}{rev};"))
+        git(dev, "commit", "-q", "-a", "-m", subject, "-m", f"Why {var} changes, take {rev}.",
+            "-m", f"Signed-off-by: {AUTHOR}")
+    reply = ["--in-reply-to", in_reply_to] if in_reply_to else []
+    files = git(dev, "format-patch", "--cover-letter", "--thread=shallow", f"-v{rev}", "-o", str(out), *reply,
+                "master..").stdout.split()
+    text = "".join(Path(f).read_text() for f in files)
+    text = text.replace("*** SUBJECT HERE ***", TITLE).replace("*** BLURB HERE ***", f"Revision {rev}.")
+    ids = re.findall(r"^Message-I[dD]: <([^>]+)>", text, re.M)
+    for n, old in enumerate(ids):
+        text = text.replace(f"<{old}>", f"<v{rev}-{n}.series@example.org>")
+    (out / f"v{rev}.mbox").write_text(text)
+    return [f"v{rev}-{n}.series@example.org" for n in range(len(ids))]
+
+
+def make_thread(tmp: Path) -> tuple[Path, Path, dict[str, list[str]]]:
+    """The user's tree (only the base commit) and a thread mbox: v1, v2 (a reply to v1's cover letter), a reply to
+    v2's patch 1 with a Reviewed-by: and one to v2's cover letter with an Acked-by: for the series. Returns (tree,
+    mbox, message-ids per revision)."""
+    repo = make_repo(tmp / "linux", FILES, "base")
+    dev = tmp / "dev"                                    # the contributor's clone: the user's tree stays base only
+    shutil.copytree(repo, dev)
+    ids = {"v1": _revision(dev, 1, tmp / "mails")}
+    ids["v2"] = _revision(dev, 2, tmp / "mails", in_reply_to=ids["v1"][0])
+    reply = (f"From rev@example.org Mon Jan  4 10:00:00 2021\nFrom: {REVIEWER}\nDate: Mon, 4 Jan 2021 10:00:00 +0000\n"
+             f"Subject: Re: [PATCH v2 1/2] mm: change a\nMessage-Id: <reply-1@example.org>\n"
+             f"In-Reply-To: <{ids['v2'][1]}>\nReferences: <{ids['v2'][0]}> <{ids['v2'][1]}>\n\n"
+             f"On Jan 1, Test Author wrote:\n> Why a changes, take 2.\n\nLooks right to me.\n\n"
+             f"Reviewed-by: {REVIEWER}\n")
+    ack = (f"From ack@example.org Mon Jan  4 11:00:00 2021\nFrom: Ack Er <ack@example.org>\n"
+           f"Date: Mon, 4 Jan 2021 11:00:00 +0000\nSubject: Re: [PATCH v2 0/2] {TITLE}\n"
+           f"Message-Id: <reply-2@example.org>\nIn-Reply-To: <{ids['v2'][0]}>\nReferences: <{ids['v2'][0]}>\n\n"
+           "For the series:\n\nAcked-by: Ack Er <ack@example.org>\n")
+    mbox = tmp / "thread.mbox"
+    mbox.write_text((tmp / "mails/v1.mbox").read_text() + (tmp / "mails/v2.mbox").read_text() + reply + ack)
+    return repo, mbox, ids
+
+
+def test_newest_revision_with_the_replys_trailer_and_the_cover_letter_as_title(tmp_path):
+    _, mbox, ids = make_thread(tmp_path)
+    s = load_series(thread=str(mbox))
+    assert s.subjects == ["mm: change a", "mm: change c"] and s.title == TITLE
+    assert (s.revision, s.message_id, s.link) == (2, ids["v2"][0], "")     # a local file: no lore link claimed
+    first, second = (p.path.read_text() for p in s.patches)
+    assert "take 2." in first and "+int a2;" in first and "+int c2;" in second and "take 1" not in first + second
+    assert f"Signed-off-by: {AUTHOR}\nReviewed-by: {REVIEWER}\n" in first          # the reply's trailer, added
+    assert "Reviewed-by" not in second and "Acked-by" not in first + second    # b4 am without -t: noted only
+    assert "NOTE: Some trailers were sent to the cover letter:" in s.notes
+    assert "Acked-by: Ack Er <ack@example.org>" in s.notes
+    assert [p.message_id for p in s.patches] == ids["v2"][1:]
+    assert [p.origin for p in s.patches] == [f"{mbox} v2 <{i}>" for i in ids["v2"][1:]]
+    d = s.describe()
+    assert (d["revision"], d["message_id"], d["source"]) == (2, ids["v2"][0], f"--thread {mbox}")
+    assert "link" not in d and [p["message_id"] for p in d["patches"]] == ids["v2"][1:]
+    assert s.touched == ["mm/foo.c"]
+
+
+def test_thread_revision_picks_an_older_one_and_an_unknown_one_names_those_there(tmp_path):
+    _, mbox, ids = make_thread(tmp_path)
+    s = load_series(thread=str(mbox), thread_revision=1)
+    assert s.revision == 1 and [p.message_id for p in s.patches] == ids["v1"][1:]
+    assert "+int a1;" in s.patches[0].path.read_text() and "Reviewed-by" not in s.patches[0].path.read_text()
+    with pytest.raises(UsageError, match=r"holds no revision 3 \(it holds: v1, v2\)"):
+        load_series(thread=str(mbox), thread_revision=3)
+
+
+def test_lores_gzipped_thread_is_read_as_is(tmp_path):
+    _, mbox, ids = make_thread(tmp_path)
+    gz = tmp_path / "t.mbox.gz"
+    gz.write_bytes(gzip.compress(mbox.read_bytes()))
+    s = load_series(thread=str(gz))
+    assert s.revision == 2 and [p.message_id for p in s.patches] == ids["v2"][1:]
+    assert "Reviewed-by: Rev Iewer" in s.patches[0].path.read_text()
+
+
+def test_a_thread_without_patches_or_with_one_missing_is_a_usage_error(tmp_path):
+    _, mbox, _ = make_thread(tmp_path)
+    mails = re.split(r"(?m)^(?=From \S+ \w{3} \w{3} )", mbox.read_text())
+    replies = tmp_path / "replies.mbox"
+    replies.write_text("".join(m for m in mails if "Subject: Re:" in m))
+    with pytest.raises(UsageError, match="b4 found no patch in the thread") as e:
+        load_series(thread=str(replies))
+    assert "No patches found." in e.value.detail
+    partial = tmp_path / "partial.mbox"
+    partial.write_text("".join(m for m in mails if "[PATCH v2 2/2]" not in m))
+    with pytest.raises(UsageError, match=r"v2 is incomplete: patch\(es\) 2/2 missing"):
+        load_series(thread=str(partial))
+    note = tmp_path / "note.txt"
+    note.write_text("Subject: not a mailbox\n\nhello\n")
+    with pytest.raises(UsageError, match="is not an mbox"):
+        load_series(thread=str(note))
+    with pytest.raises(UsageError, match="no such file"):
+        load_series(thread=str(tmp_path / "nope.mbox"))
+
+
+def test_a_message_id_or_url_without_network_fails_fast_saying_how_to_work_offline():
+    if not thread.why_unreachable(thread.LORE, timeout=3):
+        pytest.skip(f"{thread.LORE} is reachable here: this test is about a machine without network")
+    for spec in ("<20210303175235.3308220-1-bgeffon@google.com>",
+                 "https://lore.kernel.org/all/20210303175235.3308220-1-bgeffon@google.com/"):
+        t0 = time.monotonic()
+        with pytest.raises(InfraError, match=f"cannot reach {thread.LORE}") as e:
+            load_series(thread=spec)
+        assert time.monotonic() - t0 < thread.PROBE_TIMEOUT + 3, spec
+        assert "pass --thread FILE" in e.value.fix and "20210303175235.3308220-1-bgeffon@google.com" in e.value.fix
+
+
+def test_the_users_git_and_b4_config_home_and_cwd_change_nothing(tmp_path, monkeypatch):
+    """A ~/.gitconfig without user.email and with `b4.save-maildirs` makes the user's own `b4 am` exit 1 (b4 0.12
+    needs an email; the maildir is no mbox): kpipe's b4 runs on its private config, writes nothing in HOME or cwd."""
+    _, mbox, ids = make_thread(tmp_path)
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    (home / ".gitconfig").write_text("[b4]\n\tsave-maildirs = yes\n\tlinkmask = https://example.invalid/%s\n")
+    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "GIT_CONFIG_GLOBAL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    before = sorted(str(p) for p in tmp_path.rglob("*") if "cache" not in p.parts)
+    s = load_series(thread=str(mbox))
+    assert s.revision == 2 and [p.message_id for p in s.patches] == ids["v2"][1:]
+    after = sorted(str(p) for p in tmp_path.rglob("*") if "cache" not in p.parts)
+    assert after == before and not list(cwd.iterdir())
+
+
+def test_thread_excludes_the_other_series_options_and_b4_missing_names_kpipe_setup(tmp_path, monkeypatch):
+    _, mbox, _ = make_thread(tmp_path)
+    with pytest.raises(UsageError, match="--patch and --thread were given together"):
+        load_series(patches=["x.patch"], thread=str(mbox))
+    with pytest.raises(UsageError, match="--range and --thread were given together"):
+        load_series(rng="a..b", thread=str(mbox), tree=str(tmp_path))
+    with pytest.raises(UsageError, match="--no-patches was given together"):
+        load_series(no_patches=True, thread=str(mbox))
+    with pytest.raises(UsageError, match="--thread-revision was given without --thread"):
+        load_series(thread_revision=2)
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "git").symlink_to(shutil.which("git"))
+    monkeypatch.setenv("PATH", str(bare))
+    with pytest.raises(InfraError, match="b4 is not installed") as e:
+        load_series(thread=str(mbox))
+    assert "kpipe setup" in e.value.fix and "apt-get install b4" in e.value.fix
+
+
+def test_cli_applies_the_threads_v2_in_the_scratch_checkout_and_leaves_the_tree_alone(tmp_path, private_cache):
+    repo, mbox, ids = make_thread(tmp_path)
+    before = tree_snapshot(repo)
+    cp = invoke("apply", "--tree", str(repo), "--thread", str(mbox), cache=private_cache, out=tmp_path / "run")
+    assert cp.returncode == 0, cp.stderr
+    assert f"series: {TITLE} (cover letter skipped)" in cp.stdout
+    assert f"thread: v2 <{ids['v2'][0]}>" in cp.stdout
+    applied = [ln for ln in cp.stdout.splitlines() if ln.startswith("applied")]
+    assert len(applied) == 2 and all(f"{mbox} v2 <{i}>" in ln for ln, i in zip(applied, ids["v2"][1:])), applied
+    wt = scratch_of(cp.stdout)
+    assert (wt / "mm/foo.c").read_text() == "int a2;\nint b;\nint c2;\n"
+    log = git(wt, "log", "--format=%s%n%b%n--", "-2").stdout
+    assert f"Reviewed-by: {REVIEWER}" in log and "take 2." in log
+    assert git(wt, "rev-parse", "HEAD~2").stdout == git(repo, "rev-parse", "HEAD").stdout
+    after = tree_snapshot(repo)
+    assert [diff_snapshots(before[0], after[0]), diff_snapshots(before[1], after[1])] == [[], []]
+    assert not leftovers(private_cache) and not held_locks(private_cache)
+    # a message-id on this machine: exit 2 at once, the fix line says how to pass the thread as a file
+    if thread.why_unreachable(thread.LORE, timeout=3):
+        t0 = time.monotonic()
+        cp = invoke("apply", "--tree", str(repo), "--thread", ids["v2"][0], cache=private_cache,
+                    out=tmp_path / "run2")
+        assert cp.returncode == 2 and "fix: save the thread as an mbox" in cp.stderr, cp.stderr
+        assert time.monotonic() - t0 < 30
