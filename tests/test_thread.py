@@ -21,23 +21,39 @@ AUTHOR = "Test Author <author@example.org>"          # kernel_fixture's git iden
 REVIEWER = "Rev Iewer <rev@example.org>"
 TITLE = "mm: make foo better"
 FILES = {"Makefile": "VERSION = 6\nPATCHLEVEL = 1\n", "Kconfig": "config MMU\n\tdef_bool y\n",
-         "mm/foo.c": "int a;\nint b;\nint c;\n"}
+         "mm/foo.c": "int a;\nint b;\nint c;\n", "mm/bar.c": "int x;\n"}
 
 
-def _revision(dev: Path, rev: int, out: Path, in_reply_to: str = "") -> list[str]:
-    """Two commits of revision ``rev`` on the base, mailed as a threaded series with a cover letter; their
-    Message-Ids made unique per revision (git's own use the second they were made in)."""
+# one patch of a revision: (subject, file, line replaced, its replacement)
+Change = tuple[str, str, str, str]
+
+
+def _changes(rev: int) -> list[Change]:
+    """The default series: both patches change in every revision."""
+    return [("mm: change a", "mm/foo.c", "int a;", f"int a{rev};"), ("mm: change c", "mm/foo.c", "int c;", f"int c{rev};")]
+
+
+def _revision(dev: Path, rev: int, out: Path, in_reply_to: str = "", changes: list[Change] | None = None,
+              notes: dict[int, str] | None = None, blurb: str = "", versioned: bool = True) -> list[str]:
+    """The commits of revision ``rev`` on the base (``changes``, default: _changes), mailed as a threaded series
+    with a cover letter (``blurb`` in it) and ``notes`` below the '---' of patch N; their Message-Ids made unique
+    per revision (git's own use the second they were made in). ``versioned=False``: a v1 mailed as "[PATCH i/n]"
+    (no "v1"), as most first postings are."""
     git(dev, "checkout", "-q", "-B", f"v{rev}", "master")
-    for var, subject in (("a", "mm: change a"), ("c", "mm: change c")):
-        foo = dev / "mm/foo.c"
-        foo.write_text(foo.read_text().replace(f"int {var};", f"int {var}{rev};"))
-        git(dev, "commit", "-q", "-a", "-m", subject, "-m", f"Why {var} changes, take {rev}.",
+    for subject, path, old, new in changes or _changes(rev):
+        f = dev / path
+        f.write_text(f.read_text().replace(old, new))
+        git(dev, "commit", "-q", "-a", "-m", subject, "-m", f"Why {subject.split()[-1]} changes, take {rev}.",
             "-m", f"Signed-off-by: {AUTHOR}")
     reply = ["--in-reply-to", in_reply_to] if in_reply_to else []
-    files = git(dev, "format-patch", "--cover-letter", "--thread=shallow", f"-v{rev}", "-o", str(out), *reply,
-                "master..").stdout.split()
-    text = "".join(Path(f).read_text() for f in files)
-    text = text.replace("*** SUBJECT HERE ***", TITLE).replace("*** BLURB HERE ***", f"Revision {rev}.")
+    version = [f"-v{rev}"] if versioned else []
+    files = git(dev, "format-patch", "--cover-letter", "--thread=shallow", *version, "-o", str(out / f"v{rev}"),
+                *reply, "master..").stdout.split()
+    mails = [Path(f).read_text() for f in files]
+    for n, note in (notes or {}).items():
+        mails[n] = mails[n].replace("\n---\n", f"\n---\n{note}\n", 1)
+    text = "".join(mails).replace("*** SUBJECT HERE ***", TITLE)
+    text = text.replace("*** BLURB HERE ***", blurb or f"Revision {rev}.")
     ids = re.findall(r"^Message-I[dD]: <([^>]+)>", text, re.M)
     for n, old in enumerate(ids):
         text = text.replace(f"<{old}>", f"<v{rev}-{n}.series@example.org>")
@@ -45,15 +61,29 @@ def _revision(dev: Path, rev: int, out: Path, in_reply_to: str = "") -> list[str
     return [f"v{rev}-{n}.series@example.org" for n in range(len(ids))]
 
 
+def series_thread(tmp: Path, revs: dict[int, list[Change]], notes: dict[int, dict[int, str]] | None = None,
+                  blurbs: dict[int, str] | None = None, v1_versioned: bool = True
+                  ) -> tuple[Path, Path, dict[str, list[str]]]:
+    """The user's tree (only the base commit) and a thread mbox of the revisions ``revs`` (each one's changes, in
+    order, each a reply to the one before's cover letter; ``notes`` and ``blurbs`` per revision as _revision
+    takes them). Returns (tree, mbox, message-ids per revision)."""
+    repo = make_repo(tmp / "linux", FILES, "base")
+    dev = tmp / "dev"                                    # the contributor's clone: the user's tree stays base only
+    shutil.copytree(repo, dev)
+    ids: dict[str, list[str]] = {}
+    for rev, changes in revs.items():
+        ids[f"v{rev}"] = _revision(dev, rev, tmp / "mails", next(reversed(ids.values()), [""])[0], changes,
+                                   (notes or {}).get(rev), (blurbs or {}).get(rev, ""), v1_versioned or rev > 1)
+    mbox = tmp / "thread.mbox"
+    mbox.write_text("".join((tmp / f"mails/v{rev}.mbox").read_text() for rev in revs))
+    return repo, mbox, ids
+
+
 def make_thread(tmp: Path) -> tuple[Path, Path, dict[str, list[str]]]:
     """The user's tree (only the base commit) and a thread mbox: v1, v2 (a reply to v1's cover letter), a reply to
     v2's patch 1 with a Reviewed-by: and one to v2's cover letter with an Acked-by: for the series. Returns (tree,
     mbox, message-ids per revision)."""
-    repo = make_repo(tmp / "linux", FILES, "base")
-    dev = tmp / "dev"                                    # the contributor's clone: the user's tree stays base only
-    shutil.copytree(repo, dev)
-    ids = {"v1": _revision(dev, 1, tmp / "mails")}
-    ids["v2"] = _revision(dev, 2, tmp / "mails", in_reply_to=ids["v1"][0])
+    repo, mbox, ids = series_thread(tmp, {1: _changes(1), 2: _changes(2)})
     reply = (f"From rev@example.org Mon Jan  4 10:00:00 2021\nFrom: {REVIEWER}\nDate: Mon, 4 Jan 2021 10:00:00 +0000\n"
              f"Subject: Re: [PATCH v2 1/2] mm: change a\nMessage-Id: <reply-1@example.org>\n"
              f"In-Reply-To: <{ids['v2'][1]}>\nReferences: <{ids['v2'][0]}> <{ids['v2'][1]}>\n\n"
@@ -63,8 +93,8 @@ def make_thread(tmp: Path) -> tuple[Path, Path, dict[str, list[str]]]:
            f"Date: Mon, 4 Jan 2021 11:00:00 +0000\nSubject: Re: [PATCH v2 0/2] {TITLE}\n"
            f"Message-Id: <reply-2@example.org>\nIn-Reply-To: <{ids['v2'][0]}>\nReferences: <{ids['v2'][0]}>\n\n"
            "For the series:\n\nAcked-by: Ack Er <ack@example.org>\n")
-    mbox = tmp / "thread.mbox"
-    mbox.write_text((tmp / "mails/v1.mbox").read_text() + (tmp / "mails/v2.mbox").read_text() + reply + ack)
+    with open(mbox, "a") as f:
+        f.write(reply + ack)
     return repo, mbox, ids
 
 
