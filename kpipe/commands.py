@@ -54,6 +54,10 @@ def apply_only(opts: Options) -> int:
         print(f"thread: v{series.revision} <{series.message_id}>" + (f" {series.link}" if series.link else ""))
         for n in series.notes:
             print(f"b4: {n}")
+        sp = series.since_previous
+        if sp is not None:
+            counts = ", ".join(f"{n} {s}" for s, n in sp.counts().items()) or "nothing compared"
+            print(f"since v{sp.previous}: {counts}" + (f" ({sp.note})" if sp.note else ""))
     for p in a.patches:
         print(f"{p.status:16} {p.file}  {p.subject}  {p.commit[:12]}" + (f"  from {p.origin}" if p.origin else ""))
     print(f"scratch checkout {a.checkout.path} at {a.head[:12]} (base {tree.base_label})")

@@ -4,8 +4,9 @@ Intake: a quilt-style series file, --patch files, a single mbox holding a whole 
 --stdout`, `b4 am` output; a cover letter "[PATCH 0/N]" is skipped and recorded as the series title),
 --range A..B: the commits of a branch in the user's tree (read with `git format-patch --stdout`, nothing written
 there), or --thread: a mailing-list thread through `b4 am` (kpipe/thread.py: the newest revision, the replies'
-trailers added). Each patch keeps where it came from (file, mbox line, commit, or thread revision and
-message-id) for the reports. A malformed mail in an mbox is a usage error naming the file and line.
+trailers added, compared with the thread's previous revision when it holds one: kpipe/revisions.py). Each patch
+keeps where it came from (file, mbox line, commit, or thread revision and message-id) for the reports. A
+malformed mail in an mbox is a usage error naming the file and line.
 
 Each patch is applied with ``git am --3way`` (plain diffs with ``git apply --index`` and a commit), one commit
 per patch. A patch whose reverse applies cleanly is ``already-applied`` (reported, not an error). Anything else
@@ -21,7 +22,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import git as gitpython
 
@@ -30,6 +31,9 @@ from .datadirs import data_dir
 from .errors import PatchError, UsageError
 from .progress import note
 from .tree import git
+
+if TYPE_CHECKING:
+    from .revisions import RevisionChanges
 
 DEFAULT_SERIES = data_dir("patches") / "series"
 FIXED_DATE = {"GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"}
@@ -56,10 +60,13 @@ class Series:
     message_id: str = ""        # --thread: the cover letter's message-id (else the first patch's)
     link: str = ""              # --thread fetched from lore: the thread's URL
     notes: tuple[str, ...] = ()     # --thread: what b4 warned about (trailers sent to the cover letter, ...)
+    since_previous: RevisionChanges | None = None   # --thread: against the thread's previous revision, if any
 
     def describe(self) -> dict[str, Any]:
-        thread = {k: v for k, v in (("revision", self.revision), ("message_id", self.message_id),
-                                    ("link", self.link), ("notes", list(self.notes))) if v}
+        thread: dict[str, Any] = {k: v for k, v in (("revision", self.revision), ("message_id", self.message_id),
+                                                    ("link", self.link), ("notes", list(self.notes))) if v}
+        if self.since_previous is not None:
+            thread["since_previous"] = self.since_previous.describe()
         return {"source": self.source, "title": self.title, **thread,
                 "patches": [{"file": p.path.name, "origin": p.origin, "subject": p.subject, "author": p.author,
                              **({"message_id": p.message_id} if p.message_id else {})}
@@ -252,7 +259,7 @@ def load_thread(spec: str, revision: int | None = None) -> Series:
     files = _write_split(parts, key)
     return Series(tuple(replace(pf, message_id=msgid(body)) for pf, (body, _, _) in zip(files, parts)),
                   f"--thread {spec}", got.title, revision=got.revision, message_id=got.message_id, link=got.link,
-                  notes=got.notes)
+                  notes=got.notes, since_previous=got.since_previous)
 
 
 def load_range(rng: str, tree: str | None) -> Series:

@@ -12,6 +12,11 @@ and, when unreachable, refused at once with how to work offline (save the thread
 reachable ``b4 mbox`` fetches the thread (bounded by FETCH_TIMEOUT) into kpipe's cache and it is read as a local
 thread. What b4 prints goes to stderr with exit 0 even when it found nothing ("No patches found.", "Unable to
 find revision N"), so the result is judged by the files it wrote and those lines.
+
+When the thread also holds an earlier revision than the one taken, b4 takes the newest of those too
+(``b4 am -v N``, same folder and set-up) and kpipe/revisions.py compares the two: each patch unchanged, changed,
+new or dropped, the authors' notes below '---' and the cover letter's changelog. A previous revision b4 finds no
+patch of is no previous revision; one missing patches is compared all the same, saying so.
 """
 from __future__ import annotations
 
@@ -23,11 +28,12 @@ import socket
 import tempfile
 import threading
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email import message_from_string, policy
+from email.message import EmailMessage, Message
 from pathlib import Path
 
-from . import proc
+from . import proc, revisions
 from .errors import InfraError, UsageError
 
 LORE = "lore.kernel.org"
@@ -38,6 +44,7 @@ AM_TIMEOUT = 120.0
 B4_FIX = "run `kpipe setup` (it installs Debian's b4), or `apt-get install b4`"
 _VERSION = re.compile(r"^\s*\[[^\]]*?\bv(\d+)\b[^\]]*\]", re.I)   # "[PATCH v2 1/3]", "[RFC PATCH v3 0/2]"
 _PREFIX = re.compile(r"^\s*(\[[^\]]*\]\s*)+")
+_MISSING = re.compile(r"ERROR: missing \[(\d+/\d+)\]")      # a patch of the revision absent from the thread
 # what b4 says beyond its patch list: warnings, notes and the lines under them (b4/mbox.py make_am)
 _NOTE = re.compile(r"^\s*(WARNING|NOTE|ERROR|CRITICAL)\b|^\s+(!|Msg From:|[A-Z][\w-]+-by:)")
 
@@ -47,6 +54,7 @@ class ThreadPatch:
     subject: str                # as b4 wrote it, prefix included ("[PATCH v2 1/2] mm: ...")
     message_id: str             # without <>
     revision: int
+    body: str = field(default="", repr=False)   # the mail's body, decoded: commit message, notes, diff
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class ThreadAm:
     am_text: str                # b4's mbox: one mail per patch, trailers added
     patches: tuple[ThreadPatch, ...]
     notes: tuple[str, ...]      # b4's warnings and notes (trailers sent to the cover letter, ...)
+    since_previous: revisions.RevisionChanges | None = None     # against the thread's previous revision, if any
 
 
 def revision_of(subject: str) -> int:
@@ -197,13 +206,7 @@ def am(spec: str, revision: int | None = None) -> ThreadAm:
         else:
             mbox, link = _fetch(spec, tmp)
             shown = mbox
-        out_dir = tmp / "am"
-        out_dir.mkdir()
-        args = ["--offline-mode", "am", "-m", str(mbox), "-o", str(out_dir), "-n", "series"]
-        if revision is not None:
-            args += ["-v", str(revision)]
-        code, out = _b4(args, tmp, AM_TIMEOUT)
-        am_file, cover = out_dir / "series.mbx", out_dir / "series.cover"
+        code, out, am_file, cover = _run_am(mbox, tmp, revision, "series")
         if "Unable to find revision" in out:
             have = ", ".join(f"v{r}" for r in _revisions(mbox)) or "none"
             raise UsageError(f"--thread-revision {revision}: {spec} holds no revision {revision} (it holds: {have})",
@@ -216,7 +219,7 @@ def am(spec: str, revision: int | None = None) -> ThreadAm:
         if code or not am_file.is_file():
             raise InfraError(f"b4 am failed with exit {code} on {mbox}", detail=_last(out),
                              fix=f"check the thread file; `b4 am -m {mbox}` by hand shows b4's own error")
-        missing = re.findall(r"ERROR: missing \[(\d+/\d+)\]", out)
+        missing = _MISSING.findall(out)
         am_text = am_file.read_text(errors="replace")
         patches = _patches(am_text)
         if missing:
@@ -224,17 +227,67 @@ def am(spec: str, revision: int | None = None) -> ThreadAm:
                              f"{', '.join(missing)} missing from the thread",
                              fix="save the whole thread (every patch of the series), or pick a complete revision "
                                  "with --thread-revision N")
-        title, top = "", patches[0].message_id if patches else ""
+        title, top, cover_body = "", patches[0].message_id if patches else "", ""
         if cover.is_file():
             cmsg = message_from_string(cover.read_text(errors="replace"), policy=policy.default)
             title = _PREFIX.sub("", " ".join(str(cmsg["Subject"] or "").split())).strip()
             top = str(cmsg["Message-Id"] or "").strip().strip("<>") or top
+            cover_body = _body(cmsg)
         chosen = re.search(r"Will use the latest revision: v(\d+)", out)
         rev = int(chosen.group(1)) if chosen else revision or (patches[0].revision if patches else 1)
         notes = tuple(ln.strip() for ln in out.splitlines()        # b4's "Rerun with -t/-S" names b4's options
                       if _NOTE.match(ln) and "missing [" not in ln and "Rerun with" not in ln)
         return ThreadAm(source=spec, mbox=shown, revision=rev, title=title, message_id=top,
-                        link=link, am_text=am_text, patches=patches, notes=notes)
+                        link=link, am_text=am_text, patches=patches, notes=notes,
+                        since_previous=_since_previous(mbox, tmp, rev, patches, cover_body))
+
+
+def _run_am(mbox: Path, tmp: Path, revision: int | None, name: str) -> tuple[int, str, Path, Path]:
+    """``b4 am`` of ``revision`` (None: the newest) of the local thread ``mbox`` into ``tmp``/am: b4's exit code,
+    what it printed, and the mbox and cover letter it writes (NAME.mbx, NAME.cover; either may be absent)."""
+    out_dir = tmp / "am"
+    out_dir.mkdir(exist_ok=True)
+    args = ["--offline-mode", "am", "-m", str(mbox), "-o", str(out_dir), "-n", name]
+    if revision is not None:
+        args += ["-v", str(revision)]
+    code, out = _b4(args, tmp, AM_TIMEOUT)
+    return code, out, out_dir / f"{name}.mbx", out_dir / f"{name}.cover"
+
+
+def _since_previous(mbox: Path, tmp: Path, rev: int, patches: tuple[ThreadPatch, ...], cover: str
+                    ) -> revisions.RevisionChanges | None:
+    """Revision ``rev`` (its ``patches`` and cover letter body) against the newest earlier revision of the
+    thread, which b4 takes the same way; None when the thread holds no earlier revision with a patch."""
+    earlier = [r for r in _revisions(mbox) if r < rev]
+    if not earlier:
+        return None
+    prev = earlier[-1]
+    code, out, am_file, _ = _run_am(mbox, tmp, prev, "previous")
+    if "No patches found" in out or "Unable to find revision" in out or (code == 0 and not am_file.is_file()):
+        return None
+    if code or not am_file.is_file():
+        return revisions.RevisionChanges(rev, prev, (), note=f"not compared: b4 am -v {prev} failed with exit {code}"
+                                         + "".join(f"; {ln}" for ln in _last(out, 2)))
+    missing = _MISSING.findall(out)
+    note = f"v{prev} in the thread lacks patch(es) {', '.join(missing)}: a patch shown as new may be one of " \
+           "them" if missing else ""
+    old = _patches(am_file.read_text(errors="replace"))
+    return revisions.compare([_bare(p) for p in old], [_bare(p) for p in patches], rev, prev, cover, note,
+                             cwd=tmp, env=b4_env(tmp / "home"))
+
+
+def _bare(p: ThreadPatch) -> revisions.RevisionPatch:
+    return revisions.RevisionPatch(_PREFIX.sub("", p.subject).strip(), p.body)
+
+
+def _body(msg: Message) -> str:
+    """A mail's body as text (quoted-printable or base64 decoded); as written when it is no single text part."""
+    try:
+        if isinstance(msg, EmailMessage) and not msg.is_multipart():
+            return str(msg.get_content())
+    except (KeyError, LookupError, ValueError):
+        pass
+    return msg.as_string().partition("\n\n")[2]
 
 
 def _patches(am_text: str) -> tuple[ThreadPatch, ...]:
@@ -246,5 +299,5 @@ def _patches(am_text: str) -> tuple[ThreadPatch, ...]:
         msg = message_from_string(mail, policy=policy.default)
         subj = " ".join(str(msg["Subject"] or "").split())
         out_patches.append(ThreadPatch(subject=subj, message_id=str(msg["Message-Id"] or "").strip().strip("<>"),
-                                       revision=revision_of(subj)))
+                                       revision=revision_of(subj), body=_body(msg)))
     return tuple(out_patches)

@@ -1,11 +1,14 @@
 """--thread: a series taken from its mailing-list thread by the real b4 (Debian's 0.12) on a local mbox made here
-with git format-patch: two revisions with cover letters, a reply giving v2's first patch a Reviewed-by:. Then the
-real `invoke apply --thread` on a tiny kernel-like git tree. No network, no kernel build (fast tier)."""
+with git format-patch: two revisions with cover letters, a reply giving v2's first patch a Reviewed-by:; threads
+whose revisions differ patch by patch (changed, unchanged, new, dropped) for the changes since the previous
+revision. Then the real `invoke apply --thread` on a tiny kernel-like git tree. No
+network, no kernel build (fast tier)."""
 from __future__ import annotations
 
 import gzip
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 from kernel_fixture import (diff_snapshots, git, held_locks, invoke, kpipe_env, leftovers, make_repo, private_cache,  # noqa: F401
                             scratch_of, tree_snapshot)
-from kpipe import thread
+from kpipe import revisions, thread
 from kpipe.errors import InfraError, UsageError
 from kpipe.patches import load_series
 
@@ -115,6 +118,8 @@ def test_newest_revision_with_the_replys_trailer_and_the_cover_letter_as_title(t
     assert (d["revision"], d["message_id"], d["source"]) == (2, ids["v2"][0], f"--thread {mbox}")
     assert "link" not in d and [p["message_id"] for p in d["patches"]] == ids["v2"][1:]
     assert s.touched == ["mm/foo.c"]
+    assert s.since_previous is not None and [(p.status, p.previous_index) for p in s.since_previous.patches] == \
+        [("changed", 1), ("changed", 2)]                        # both patches change in every revision
 
 
 def test_thread_revision_picks_an_older_one_and_an_unknown_one_names_those_there(tmp_path):
@@ -124,6 +129,91 @@ def test_thread_revision_picks_an_older_one_and_an_unknown_one_names_those_there
     assert "+int a1;" in s.patches[0].path.read_text() and "Reviewed-by" not in s.patches[0].path.read_text()
     with pytest.raises(UsageError, match=r"holds no revision 3 \(it holds: v1, v2\)"):
         load_series(thread=str(mbox), thread_revision=3)
+
+
+# ------------------------------------------------------------------ changes since the previous revision
+
+A1, X1 = ("mm: change a", "mm/foo.c", "int a;", "int a1;"), ("mm: change x", "mm/bar.c", "int x;", "int x1;")
+A2, C2 = ("mm: change a", "mm/foo.c", "int a;", "int a2;"), ("mm: change c", "mm/foo.c", "int c;", "int c2;")
+NOTE = "v2: fixed the error path"
+CHANGELOG = "Changes since v1:\n- a becomes a2, not a1\n- new patch 3: change c"
+BLURB = f"Revision 2.\n\n{CHANGELOG}\n\nThanks."
+
+
+def test_v2_against_v1_patch_by_patch_with_the_authors_notes_and_the_cover_letters_changelog(tmp_path):
+    """v1 (mailed as "[PATCH i/2]") has patches a and x; v2 changes a (a note below its '---' says why), keeps x
+    as it was and adds c: b4 takes v1 from the same thread and kpipe compares them patch by patch."""
+    _, mbox, _ = series_thread(tmp_path, {1: [A1, X1], 2: [A2, X1, C2]}, notes={2: {1: NOTE + "\n"}},
+                               blurbs={2: BLURB}, v1_versioned=False)
+    s = load_series(thread=str(mbox))
+    sp = s.since_previous
+    assert sp is not None and (s.revision, sp.revision, sp.previous, sp.note) == (2, 2, 1, "")
+    assert [(p.status, p.subject, p.index, p.previous_index) for p in sp.patches] == [
+        ("changed", "mm: change a", 1, 1), ("unchanged", "mm: change x", 2, 2), ("new", "mm: change c", 3, None)]
+    a, x, c = sp.patches
+    assert (a.previous_diffstat, a.diffstat, c.diffstat) == ("mm/foo.c +1 -1",) * 3
+    assert a.interdiff == ("mm/foo.c:", " -int a;", "-+int a1;", "++int a2;", "  int b;")
+    assert a.notes == (NOTE,) and x.notes == c.notes == () and x.interdiff == () and x.diffstat == ""
+    assert sp.changelog == tuple(CHANGELOG.splitlines()) and sp.counts() == {"changed": 1, "unchanged": 1, "new": 1}
+    # unchanged and changed as git's patch-id says on v1's mails (git format-patch) and v2's patches (b4 am)
+    def pid(f: Path) -> str:
+        return subprocess.run(["git", "patch-id", "--stable"], input=f.read_text(), capture_output=True, text=True,
+                              check=True, cwd=tmp_path).stdout.split()[0]
+    v1a, v1x = sorted((tmp_path / "mails/v1").glob("000[12]-*.patch"))
+    assert pid(v1x) == pid(s.patches[1].path) and pid(v1a) != pid(s.patches[0].path)
+    d = s.describe()["since_previous"]
+    assert d["counts"] == {"changed": 1, "unchanged": 1, "new": 1} and d["patches"][0]["notes"] == [NOTE]
+    # v1 taken: nothing came before it
+    s1 = load_series(thread=str(mbox), thread_revision=1)
+    assert s1.revision == 1 and s1.since_previous is None and "since_previous" not in s1.describe()
+
+
+def test_a_dropped_patch_a_reworded_subject_an_absent_revision_and_an_incomplete_one(tmp_path):
+    """v1 has a and x; v3 (no v2 in the thread: v3 is compared with v1) has a under a new subject, the same diff,
+    drops x and adds c."""
+    reworded = ("mm: rework a", *A1[1:])
+    _, mbox, _ = series_thread(tmp_path, {1: [A1, X1], 3: [reworded, ("mm: change c", "mm/foo.c", "int c;", "int c3;")]})
+    s = load_series(thread=str(mbox))
+    sp = s.since_previous
+    assert sp is not None and (sp.revision, sp.previous, sp.changelog) == (3, 1, ())
+    assert [(p.status, p.subject, p.previous_subject, p.index, p.previous_index) for p in sp.patches] == [
+        ("unchanged", "mm: rework a", "mm: change a", 1, 1), ("new", "mm: change c", "", 2, None),
+        ("dropped", "mm: change x", "", None, 2)]
+    assert sp.patches[2].previous_diffstat == "mm/bar.c +1 -1" and sp.counts() == {"unchanged": 1, "new": 1, "dropped": 1}
+    # v1 lacking its patch 2/2: compared all the same, saying a "new" patch may be the missing one
+    mails = re.split(r"(?m)^(?=From \S+ \w{3} \w{3} )", mbox.read_text())
+    partial = tmp_path / "partial.mbox"
+    partial.write_text("".join(m for m in mails if "[PATCH v1 2/2]" not in m))
+    sp = load_series(thread=str(partial)).since_previous
+    assert sp is not None and sp.note.startswith("v1 in the thread lacks patch(es) 2/2")
+    assert [p.status for p in sp.patches] == ["unchanged", "new"]
+    # a thread of one revision: no previous one
+    one = tmp_path / "one.mbox"
+    one.write_text("".join(m for m in mails if "[PATCH v3" in m))
+    s = load_series(thread=str(one))
+    assert s.revision == 3 and s.since_previous is None
+
+
+def test_changelog_notes_and_interdiff_are_read_verbatim_and_capped():
+    cover = ("Makes foo better.\n\nChanges in v3:\n- rebased\n\nChanges in v2 were small but many, many more\n\n"
+             "v1 -> v2:\n\n  - fixed the error path\n\nThanks,\nMe\n\nTest Author (2):\n  mm: change a\n-- \n"
+             "v9: after the signature\n")
+    assert revisions.changelog_of(cover) == ["Changes in v3:", "- rebased", "", "v1 -> v2:", "",
+                                             "  - fixed the error path"]
+    body = ("Why.\n\nSigned-off-by: A <a@b.org>\n---\nNotes:\n    v2: moved the check\n\n mm/foo.c | 2 +-\n"
+            " 1 file changed\n\ndiff --git a/mm/foo.c b/mm/foo.c\n")
+    assert revisions.notes_of(body) == ["Notes:", "    v2: moved the check"]
+    assert revisions.notes_of("Why.\n---\n mm/foo.c | 2 +-\n") == []
+    old = "m\n---\ndiff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n@@ -1,2 +1,2 @@\n-x\n+y\n z\n-- \n2.39\n"
+    moved = old.replace("@@ -1,2 +1,2 @@", "@@ -7,2 +7,2 @@").replace("index 1..2", "index 3..4")
+    assert revisions.interdiff(old, moved) == []              # only the line numbers and blob ids differ
+    big = old.replace("+y\n", "".join(f"+y{n}\n" for n in range(50))).replace("+1,2 @@", "+1,51 @@")
+    sp = revisions.compare([revisions.RevisionPatch("f", old)], [revisions.RevisionPatch("f", big)], 2, 1,
+                           cover="v2:\n" + "\n".join(f"- {n}" for n in range(40)))
+    p = sp.patches[0]
+    assert p.status == "changed" and len(p.interdiff) == revisions.INTERDIFF_LINES and p.interdiff_cut > 0
+    assert p.diffstat == "f +50 -1" and p.previous_diffstat == "f +1 -1"
+    assert len(sp.changelog) == revisions.CHANGELOG_LINES and sp.changelog_cut == 41 - revisions.CHANGELOG_LINES
 
 
 def test_lores_gzipped_thread_is_read_as_is(tmp_path):
@@ -217,7 +307,7 @@ def test_cli_applies_the_threads_v2_in_the_scratch_checkout_and_leaves_the_tree_
     cp = invoke("apply", "--tree", str(repo), "--thread", str(mbox), cache=private_cache, out=tmp_path / "run")
     assert cp.returncode == 0, cp.stderr
     assert f"series: {TITLE} (cover letter skipped)" in cp.stdout
-    assert f"thread: v2 <{ids['v2'][0]}>" in cp.stdout
+    assert f"thread: v2 <{ids['v2'][0]}>" in cp.stdout and "since v1: 2 changed\n" in cp.stdout
     applied = [ln for ln in cp.stdout.splitlines() if ln.startswith("applied")]
     assert len(applied) == 2 and all(f"{mbox} v2 <{i}>" in ln for ln, i in zip(applied, ids["v2"][1:])), applied
     wt = scratch_of(cp.stdout)
