@@ -3,7 +3,8 @@
 Everything a report shows may come from a patch (subject, author), the kernel (log lines) or a test's output, so
 every value is escaped: HTML autoescaping for report.html.j2, and markdown escaping (inline HTML, table pipes,
 links, emphasis, code spans, line breaks) for every value printed by the *.md.j2 templates. Templates that want a
-code span use the ``code`` filter, which picks a fence the value cannot close.
+code span use the ``code`` filter, and verbatim lines (an interdiff, an author's notes) the ``block`` filter: both
+pick a fence the value cannot close.
 """
 from __future__ import annotations
 
@@ -36,6 +37,15 @@ def md_code(value: object) -> Markup:
     return Markup(f"{fence}{pad}{text}{pad}{fence}")
 
 
+def md_block(lines: object, info: str = "") -> Markup:
+    """A fenced code block holding ``lines`` (a list, or a text) verbatim: markdown reads nothing inside it (no
+    HTML, no link), and its fence is longer than any backtick run in it, so no line can close it early."""
+    text = "\n".join(map(str, lines)) if isinstance(lines, (list, tuple)) else str(lines)
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return Markup(f"{fence}{info}\n{text}\n{fence}")
+
+
 def safe_href(value: object) -> str:
     """Only relative links into the run folder (a log, a test's output); anything with a scheme becomes '#'."""
     text = str(value)
@@ -63,6 +73,7 @@ _html_env = jinja2.Environment(autoescape=True, **_common)
 _html_env.filters["href"] = safe_href
 _md_env = jinja2.Environment(autoescape=False, finalize=_md_finalize, **_common)
 _md_env.filters["code"] = md_code
+_md_env.filters["block"] = md_block
 
 
 def _rel(path: str, run_dir: Path) -> str:

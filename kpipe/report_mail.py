@@ -2,8 +2,9 @@
 
 Plain text, 72 columns, no markup: a subject naming the verdict and the first cause, what was tested, the first
 failures and findings with their signatures and decoded frames, the coverage of the changed lines, the
-warnings delta (when result.json has it), the tag checks (premerge: Signed-off-by, Fixes:), the exact reproduce
-commands and a ready-to-paste Reported-by: line (and Closes: where the series came with a URL).
+warnings delta (when result.json has it), the tag checks (premerge: Signed-off-by, Fixes:), a --thread series'
+changes since the thread's previous revision, the exact reproduce commands and a ready-to-paste Reported-by: line
+(and Closes: where the series came with a URL).
 """
 from __future__ import annotations
 
@@ -143,6 +144,8 @@ def render(run: dict[str, Any]) -> str:
             out += _wrap(f"ok on {len(tags)} patch(es)", "  ")
         for f, p in problems:
             out += _wrap(f"{f}: {p['severity']}: {p['tag']}: {p['message']}", "  ", "      ")
+    if series.get("since_previous"):
+        out += _since_previous(series["since_previous"])
     out += ["", "To reproduce:", ""]
     out += _command(run.get("reproducer") or "?")
     out += ["", "If you fix the issue in a separate patch/commit (i.e. not just a new",
@@ -153,6 +156,54 @@ def render(run: dict[str, Any]) -> str:
         out.append(f"Closes: {url}")          # a tag is one line, however long (checkpatch wants it so)
     out += ["", "--", "kpipe, the kernel patch build-and-verify pipeline", ""]
     return "\n".join(out)
+
+
+def _verbatim(lines: list[str], indent: str) -> list[str]:
+    """Lines shown as written (an interdiff, an author's notes): each after ``indent`` and "| ", tabs expanded,
+    cut into 72 columns where too long (the rest on lines starting ": ")."""
+    out: list[str] = []
+    room = WIDTH - len(indent) - 2
+    for ln in lines:
+        text = ln.expandtabs(8)
+        out.append(f"{indent}| {text[:room]}".rstrip())
+        out += [f"{indent}: {text[k:k + room]}".rstrip() for k in range(room, len(text), room)]
+    return out
+
+
+def _since_previous(sp: dict[str, Any]) -> list[str]:
+    """The series against the thread's previous revision (kpipe/revisions.py): each patch's status, its notes
+    below '---' and interdiff, and the cover letter's changelog."""
+    v, pv = f"v{sp['revision']}", f"v{sp['previous']}"
+    total = sum(1 for p in sp["patches"] if p.get("index"))
+    counts = ", ".join(f"{n} {s}" for s, n in sp.get("counts", {}).items())
+    out = ["", f"Changes since {pv} (the thread's previous revision):"]
+    out += _wrap(counts or "nothing compared", "  ")
+    if sp.get("note"):
+        out += _wrap(f"note: {sp['note']}", "  ", "    ")
+    for p in sp["patches"]:
+        was = f" (in {pv}: {p['previous_subject']})" if p.get("previous_subject") else ""
+        if p["status"] == "dropped":
+            stat = f": {p['previous_diffstat']}" if p.get("previous_diffstat") else ""
+            out += _wrap(f"{p['subject']}: dropped since {pv} (its patch {p['previous_index']}{stat})", "  ", "    ")
+            continue
+        what = {"changed": "changed", "new": f"new in {v}"}.get(p["status"], p["status"])
+        out += _wrap(f"{p['index']}/{total} {p['subject']}: {what}{was}", "  ", "    ")
+        if p["status"] == "changed":
+            out += _wrap(f"{pv}: {p.get('previous_diffstat') or '?'}", "      ", "        ")
+            out += _wrap(f"{v}: {p.get('diffstat') or '?'}", "      ", "        ")
+        elif p["status"] == "new" and p.get("diffstat"):
+            out += _wrap(p["diffstat"], "      ", "        ")
+        if p.get("notes"):
+            cut = f" ({p['notes_cut']} more line(s) left off)" if p.get("notes_cut") else ""
+            out += _wrap(f"notes below ---{cut}:", "      ") + _verbatim(p["notes"], "      ")
+        if p.get("interdiff"):
+            cut = f" ({p['interdiff_cut']} more line(s) left off)" if p.get("interdiff_cut") else ""
+            out += _wrap(f"interdiff ('-' {pv} only, '+' {v} only){cut}:", "      ")
+            out += _verbatim(p["interdiff"], "      ")
+    if sp.get("changelog"):
+        cut = f" ({sp['changelog_cut']} more line(s) left off)" if sp.get("changelog_cut") else ""
+        out += _wrap(f"the cover letter's changelog{cut}:", "  ") + _verbatim(sp["changelog"], "  ")
+    return out
 
 
 def _command(cmd: str) -> list[str]:

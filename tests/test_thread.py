@@ -1,11 +1,12 @@
 """--thread: a series taken from its mailing-list thread by the real b4 (Debian's 0.12) on a local mbox made here
 with git format-patch: two revisions with cover letters, a reply giving v2's first patch a Reviewed-by:; threads
 whose revisions differ patch by patch (changed, unchanged, new, dropped) for the changes since the previous
-revision. Then the real `invoke apply --thread` on a tiny kernel-like git tree. No
+revision and the reports showing them. Then the real `invoke apply --thread` on a tiny kernel-like git tree. No
 network, no kernel build (fast tier)."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import shutil
 import subprocess
@@ -16,9 +17,10 @@ import pytest
 
 from kernel_fixture import (diff_snapshots, git, held_locks, invoke, kpipe_env, leftovers, make_repo, private_cache,  # noqa: F401
                             scratch_of, tree_snapshot)
-from kpipe import revisions, thread
+from kpipe import report, report_mail, revisions, thread
 from kpipe.errors import InfraError, UsageError
-from kpipe.patches import load_series
+from kpipe.patches import Series, load_series
+from kpipe.results import RunResult, schema_problems, to_dict
 
 AUTHOR = "Test Author <author@example.org>"          # kernel_fixture's git identity
 REVIEWER = "Rev Iewer <rev@example.org>"
@@ -140,6 +142,19 @@ CHANGELOG = "Changes since v1:\n- a becomes a2, not a1\n- new patch 3: change c"
 BLURB = f"Revision 2.\n\n{CHANGELOG}\n\nThanks."
 
 
+def _reports(series: Series, tmp: Path) -> tuple[str, str, str]:
+    """premerge.md, summary.md and report.txt of a premerge run of ``series`` (no kernel: the reports only)."""
+    run = RunResult(workflow="premerge", verdict="pass", exit_code=0, reproducer="kpipe premerge --thread t.mbox")
+    run.extra.series = series.describe()
+    run.extra.checkpatch, run.extra.premerge, run.extra.tags = [], {}, []
+    d = to_dict(run)
+    assert schema_problems(json.loads(json.dumps(d))) == []
+    ctx = report.context(run, tmp)
+    txt = report_mail.render(d)
+    assert max(map(len, txt.splitlines())) <= report_mail.WIDTH, txt
+    return report.render("premerge.md.j2", ctx), report.render("summary.md.j2", ctx), txt
+
+
 def test_v2_against_v1_patch_by_patch_with_the_authors_notes_and_the_cover_letters_changelog(tmp_path):
     """v1 (mailed as "[PATCH i/2]") has patches a and x; v2 changes a (a note below its '---' says why), keeps x
     as it was and adds c: b4 takes v1 from the same thread and kpipe compares them patch by patch."""
@@ -163,9 +178,25 @@ def test_v2_against_v1_patch_by_patch_with_the_authors_notes_and_the_cover_lette
     assert pid(v1x) == pid(s.patches[1].path) and pid(v1a) != pid(s.patches[0].path)
     d = s.describe()["since_previous"]
     assert d["counts"] == {"changed": 1, "unchanged": 1, "new": 1} and d["patches"][0]["notes"] == [NOTE]
-    # v1 taken: nothing came before it
+    pm, summary, txt = _reports(s, tmp_path)
+    for md in (pm, summary):
+        assert "Changes since v1 (the thread's previous revision): 1 changed, 1 unchanged, 1 new\n\n" in md
+        assert ("- 1/3 mm: change a: **changed** (v1: mm/foo.c +1 -1; v2: mm/foo.c +1 -1)\n"
+                "- 2/3 mm: change x: unchanged\n- 3/3 mm: change c: **new** in v2 (mm/foo.c +1 -1)\n") in md
+        assert f"Notes below `---` in 1/3 mm: change a:\n\n```\n{NOTE}\n```\n" in md
+        assert "```\nmm/foo.c:\n -int a;\n-+int a1;\n++int a2;\n  int b;\n```\n" in md
+        assert f"The cover letter's changelog:\n\n```\n{CHANGELOG}\n```\n" in md
+    assert ("Changes since v1 (the thread's previous revision):\n  1 changed, 1 unchanged, 1 new\n"
+            "  1/3 mm: change a: changed\n      v1: mm/foo.c +1 -1\n      v2: mm/foo.c +1 -1\n"
+            f"      notes below ---:\n      | {NOTE}\n") in txt
+    assert "      | -+int a1;\n      | ++int a2;\n" in txt
+    assert "  2/3 mm: change x: unchanged\n  3/3 mm: change c: new in v2\n      mm/foo.c +1 -1\n" in txt
+    assert "  the cover letter's changelog:\n  | Changes since v1:\n  | - a becomes a2, not a1\n" in txt
+    # v1 taken: nothing came before it, so the reports say nothing about revisions
     s1 = load_series(thread=str(mbox), thread_revision=1)
     assert s1.revision == 1 and s1.since_previous is None and "since_previous" not in s1.describe()
+    for text in _reports(s1, tmp_path):
+        assert "Changes since" not in text and "changelog" not in text and "interdiff" not in text.lower()
 
 
 def test_a_dropped_patch_a_reworded_subject_an_absent_revision_and_an_incomplete_one(tmp_path):
@@ -179,7 +210,12 @@ def test_a_dropped_patch_a_reworded_subject_an_absent_revision_and_an_incomplete
     assert [(p.status, p.subject, p.previous_subject, p.index, p.previous_index) for p in sp.patches] == [
         ("unchanged", "mm: rework a", "mm: change a", 1, 1), ("new", "mm: change c", "", 2, None),
         ("dropped", "mm: change x", "", None, 2)]
-    assert sp.patches[2].previous_diffstat == "mm/bar.c +1 -1" and sp.counts() == {"unchanged": 1, "new": 1, "dropped": 1}
+    assert sp.patches[2].previous_diffstat == "mm/bar.c +1 -1"
+    pm, _, txt = _reports(s, tmp_path)
+    assert "- 1/2 mm: rework a: unchanged (in v1: mm: change a)\n" in pm
+    assert "- mm: change x: **dropped** since v1 (its patch 2: mm/bar.c +1 -1)\n" in pm
+    assert "  mm: change x: dropped since v1 (its patch 2: mm/bar.c +1 -1)\n" in txt
+    assert "1 unchanged, 1 new, 1 dropped" in txt and "The cover letter's changelog" not in pm
     # v1 lacking its patch 2/2: compared all the same, saying a "new" patch may be the missing one
     mails = re.split(r"(?m)^(?=From \S+ \w{3} \w{3} )", mbox.read_text())
     partial = tmp_path / "partial.mbox"
@@ -187,11 +223,12 @@ def test_a_dropped_patch_a_reworded_subject_an_absent_revision_and_an_incomplete
     sp = load_series(thread=str(partial)).since_previous
     assert sp is not None and sp.note.startswith("v1 in the thread lacks patch(es) 2/2")
     assert [p.status for p in sp.patches] == ["unchanged", "new"]
-    # a thread of one revision: no previous one
+    # a thread of one revision: nothing about revisions
     one = tmp_path / "one.mbox"
     one.write_text("".join(m for m in mails if "[PATCH v3" in m))
     s = load_series(thread=str(one))
     assert s.revision == 3 and s.since_previous is None
+    assert all("Changes since" not in text for text in _reports(s, tmp_path))
 
 
 def test_changelog_notes_and_interdiff_are_read_verbatim_and_capped():
