@@ -121,7 +121,8 @@ def compare(previous: Sequence[RevisionPatch], current: Sequence[RevisionPatch],
             continue
         p = previous[j]
         was = p.subject if p.subject != c.subject else ""
-        if ids[("c", i)] == ids[("p", j)]:
+        # git gives no patch-id for a mail without a diff (or when it fails): unchanged only if the diffs are
+        if ids[("c", i)] == ids[("p", j)] and (ids[("c", i)] or _diff(p.body) == _diff(c.body)):
             out.append(PatchChange("unchanged", c.subject, i + 1, j + 1, was, notes=notes, notes_cut=notes_cut))
             continue
         inter, cut = _cap(interdiff(p.body, c.body), INTERDIFF_LINES)

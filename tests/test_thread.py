@@ -251,6 +251,11 @@ def test_changelog_notes_and_interdiff_are_read_verbatim_and_capped():
     assert p.status == "changed" and len(p.interdiff) == revisions.INTERDIFF_LINES and p.interdiff_cut > 0
     assert p.diffstat == "f +50 -1" and p.previous_diffstat == "f +1 -1"
     assert len(sp.changelog) == revisions.CHANGELOG_LINES and sp.changelog_cut == 41 - revisions.CHANGELOG_LINES
+    # no patch-id from git (no diff in either mail): unchanged only when the two say the same
+    bare = [revisions.RevisionPatch("f", "m\n---\nno diff\n")]
+    assert [p.status for p in revisions.compare(bare, bare, 2, 1).patches] == ["unchanged"]
+    other = [revisions.RevisionPatch("f", "m\n---\nno diff\n\n--- a/f\n+++ b/f\n")]
+    assert [p.status for p in revisions.compare(bare, other, 2, 1).patches] == ["changed"]
 
 
 def test_lores_gzipped_thread_is_read_as_is(tmp_path):
