@@ -14,6 +14,8 @@ HOST_PACKAGES = (
     # kernel build, native and cross
     "build-essential", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "cpio", "kmod", "ccache", "rsync",
     "gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross",
+    # lz4c compresses the x86_64 bzImage (kconfigs/x86_64.config: KERNEL_LZ4, fast to unpack under TCG)
+    "lz4",
     # QEMU for both arches
     "qemu-system-x86", "qemu-system-arm",
     # git for trees and patches; perl for checkpatch; dropbearkey makes the guests' per-run host keys
