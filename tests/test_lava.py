@@ -394,3 +394,62 @@ def test_captured_log_with_selftests_gives_their_results_and_ktap(tmp_path):
     lava = log.results_of("selftests")
     assert {n: (r.result, r.units) for n, r in lava.items()} == {n: ("pass", "seconds") for n in names}
     assert ar.boot.lava.mismatches == []
+
+
+def test_captured_leak_log_is_judged_as_verify_judges_its_scan(tmp_path):
+    """A real job of the leaking boot-fault kernel (arm64, seed + tests/patches/debug/boot-faults.patch,
+    kpipe_fault=leak): every test passes and LAVA completes the job; its kmemleak step's report is the verdict."""
+    log = logparse.parse((DATA / "leak-seed-faults-arm64.log").read_text())
+    ar = collect.to_arch_result(_prep(tmp_path, arch_name="arm64"), log, "tcg", "", 120, 0, 20.0, False,
+                                leak_scan=True)
+    leaks = [f for f in ar.findings if f.kind == "kmemleak"]
+    assert leaks and all(any("vm_area_dup" in ln for ln in f.context) for f in leaks)
+    assert ar.boot.kmemleak is not None and ar.boot.kmemleak.leaks == len(leaks)
+    assert (ar.exit_code, ar.verdict) == (1, "fail") and not [t for t in ar.tests if t.status.bad]
+    assert log.job_result == "pass" and "unreferenced object" in (tmp_path / "kmemleak.log").read_text()
+    # the same log with the scan not asked for: no leak claimed either way, and the report says why
+    ar = collect.to_arch_result(_prep(tmp_path, arch_name="arm64"), log, "tcg", "", 120, 0, 20.0, False,
+                                leak_not_scanned="leak_scan is off (environment KPIPE_LEAK_SCAN)")
+    assert not [f for f in ar.findings if f.kind == "kmemleak"] and ar.exit_code == 0
+    assert ar.boot.kmemleak is not None and ar.boot.kmemleak.not_scanned.startswith("leak_scan is off")
+
+
+def _replay(tmp_path, name, monkeypatch):
+    """ConsoleWatch over a captured job log written line by line, one simulated second per 10 lines."""
+    from kpipe.lava import watch
+    now = [1000.0]
+    monkeypatch.setattr(watch.time, "monotonic", lambda: now[0])
+    live = tmp_path / "lava.log"
+    live.write_text("")
+    w = watch.ConsoleWatch(live, "KPIPE-GUEST-READY")
+    lines = (DATA / name).read_text().splitlines(keepends=True)
+    for i in range(0, len(lines), 10):
+        with open(live, "a") as fh:
+            fh.writelines(lines[i:i + 10])
+        now[0] += 1.0
+        stop = w.poll()
+        if stop is not None:
+            return stop, i + 10, len(lines), w
+    for _ in range(60):               # the job's end: lava-run stays a minute longer, nothing new is written
+        now[0] += 1.0
+        stop = w.poll()
+        if stop is not None:
+            return stop, len(lines), len(lines), w
+    return None, len(lines), len(lines), w
+
+
+def test_watch_ends_a_job_stuck_before_ready_after_verifys_grace(tmp_path, monkeypatch):
+    """The real log of the lockup kernel's job: the soft lockup, seen before the ready marker, ends the job
+    STUCK_GRACE simulated seconds after it was read, not at LAVA's boot timeout."""
+    from kpipe.qemu import STUCK_GRACE
+    stop, at, total, w = _replay(tmp_path, "lockup-at-boot-arm64.log", monkeypatch)
+    assert stop is not None and not w.ready
+    assert "soft_lockup before the guest was ready" in stop.reason and "[init:1]" in stop.reason
+    assert STUCK_GRACE <= stop.after_report_s < STUCK_GRACE + 2
+
+
+@pytest.mark.parametrize("name", ["pass-seed-x86_64.log", "pass-seed-3-selftests-x86_64.log",
+                                  "leak-seed-faults-arm64.log"])
+def test_watch_never_ends_a_job_whose_kernel_reported_nothing_fatal(tmp_path, monkeypatch, name):
+    stop, _, _, w = _replay(tmp_path, name, monkeypatch)
+    assert stop is None and w.ready
