@@ -100,7 +100,7 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
         if submit:
             from . import submit as submod
             with phase("lava-server", f"{submit}: answers and takes the credentials", timings):
-                submod.check_server(lava_inst, submit)
+                submod.check_server(submod.server(submit, lava_inst))
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
         with locked_checkout(tree, run_dir / "apply.log") as co:
             applied = apply(co, series, run_dir / "apply.log", timings)
@@ -116,13 +116,11 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     run.extra.phases = timings
     run.extra.lava = {"dispatcher": getattr(locals().get("lava_inst"), "version", ""),
                          "jobs": {n: str(w["job"]) for n, (_, w) in preps.items()}}
-    if submit:
+    if submit and preps:
         from . import submit as submod
-        for name, (prep, written) in preps.items():
-            try:
-                run.arches[name] = submod.submit_and_collect(prep, written, submit, wait)
-            except KpipeError as e:
-                run.arches[name] = _record_error(prep.ar, e)
+        srv = submod.server(submit, lava_inst)
+        done = submod.collect_all(srv, submod.submit_all(srv, [(p, w, None) for p, w in preps.values()]), wait)
+        run.arches.update(zip(preps, done))
     elif run_local_jobs:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(preps))) as pool:
             futs = {n: pool.submit(run_local, p, w, lava_inst) for n, (p, w) in preps.items()}
