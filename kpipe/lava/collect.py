@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import selftests, verifier
+from .. import kmemleak, selftests, verifier
 from ..findings import scan_text
-from ..results import ArchResult, BootInfo, LavaInfo, Status, TestResult
+from ..results import ArchResult, BootInfo, KmemleakInfo, LavaInfo, Status, TestResult
 from ..runner import Prepared, judge
 from .logparse import LavaLog
 
@@ -146,6 +146,8 @@ def to_arch_result(prep: Prepared, log: LavaLog, accel: str, accel_reason: str, 
                        lava=LavaInfo(job_result=log.job_result, error_type=log.error_type, error_msg=log.error_msg,
                                      lava_run_exit=lava_exit, lava_run_seconds=lava_seconds, timed_out=timed_out,
                                      results=len(log.results), mismatches=mismatches, errors=log.errors[-5:]))
+    if prep.kernel is not None and kmemleak.enabled(prep.kernel.config):     # (a captured log's test has none)
+        ar.boot.kmemleak = KmemleakInfo(not_scanned="the LAVA job runs no kmemleak scan (kpipe verify does)")
     ar.phases["lava-run"] = lava_seconds
     judge(ar)
     if panic is not None:
