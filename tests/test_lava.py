@@ -329,3 +329,58 @@ def test_captured_log_with_selftests_gives_their_results_and_ktap(tmp_path):
     lava = log.results_of("selftests")
     assert {n: (r.result, r.units) for n, r in lava.items()} == {n: ("pass", "seconds") for n in names}
     assert ar.boot.lava.mismatches == []
+
+
+# ------------------------------------------------------------------------------------------------ submission
+
+def _submitted(tmp_path, arch_name, t0, timeout):
+    from kpipe.lava import submit
+    written = {"job": tmp_path / "job.yaml", "device": tmp_path / "device.yaml", "ramdisk": tmp_path / "r.cpio.gz",
+               "accel": "tcg", "accel_reason": "", "timeout": timeout, "verifier_timeout": 120.0}
+    return submit.Submitted(_prep(tmp_path, arch_name=arch_name), written, "1", "http://x/scheduler/job/1", t0)
+
+
+def test_a_job_may_wait_for_the_jobs_of_its_arch_submitted_before_it(tmp_path):
+    """premerge --lab queues four jobs on a lab with one device per arch: an arch's second job waits for its
+    first (at most that job's timeout) before its own timeout starts; other arches' jobs do not count."""
+    from kpipe.lava import submit
+    jobs = [_submitted(tmp_path, a, t0, to) for a, t0, to in
+            (("x86_64", 100.0, 600), ("arm64", 101.0, 900), ("x86_64", 102.0, 650), ("arm64", 103.0, 950))]
+    submit.deadlines(jobs, 300)
+    assert [j.deadline for j in jobs] == [100 + 600 + 300, 101 + 900 + 300, 102 + 600 + 650 + 300,
+                                          103 + 900 + 950 + 300]
+
+
+def test_submitted_jobs_fetch_their_side_folder_under_the_artifact_url(tmp_path, monkeypatch):
+    """premerge's baseline and patched kernels of an arch have the same file names: each side's job fetches from
+    its own folder (<side>/<arch>/) under $KPIPE_LAVA_ARTIFACT_URL; `kpipe lava` keeps <arch>/."""
+    from kpipe.lava import submit
+    job = tmp_path / "job.yaml"
+    job.write_text(jobmod.job_yaml(golden_spec("x86_64")))
+    monkeypatch.setenv("KPIPE_LAVA_ARTIFACT_URL", "https://artifacts.example.org/run/")
+    deploy = yaml.safe_load(submit._rewrite(job, "baseline/x86_64", ["x86_64"]).read_text())
+    images = deploy["actions"][0]["deploy"]["images"]
+    assert images["kernel"]["url"] == "https://artifacts.example.org/run/baseline/x86_64/bzImage"
+    assert images["ramdisk"]["url"] == "https://artifacts.example.org/run/baseline/x86_64/ramdisk.cpio.gz"
+    assert deploy["tags"] == ["x86_64"]
+    monkeypatch.delenv("KPIPE_LAVA_ARTIFACT_URL")
+    assert submit._rewrite(job, "x86_64") == job                    # nothing to rewrite: the job as written
+
+
+def test_server_times_give_the_queueing(tmp_path):
+    """lavacli's YAML of the server's DateTime values: submit -> start is the time a job waited for a device."""
+    from kpipe.lava import submit
+    sub, start = submit._server_time("20261207T01:20:05"), submit._server_time("20261207T01:21:45")
+    assert submit._seconds(sub, start) == 100.0
+    assert submit._server_time(None) is None and submit._seconds(sub, None) is None
+
+
+def test_premerge_lab_refuses_require_coverage_and_a_missing_lab_before_any_run(tmp_path):
+    """Usage errors of `premerge --lab`, before any run folder: the jobs read no gcov counters, and `--lab lab`
+    needs a local lab (its token file)."""
+    ran = invoke("premerge", "--lab", "lab", "--require-coverage", out=tmp_path / "cov", timeout=120)
+    assert ran.code == 2 and "cannot --require-coverage" in ran.stderr, ran
+    ran = invoke("premerge", "--lab", "lab", out=tmp_path / "nolab", timeout=120,
+                 env={"KPIPE_CACHE": str(tmp_path / "cache")})
+    assert ran.code == 2 and "the local LAVA lab has no API token" in ran.stderr, ran
+    assert not (tmp_path / "cov").exists() and not (tmp_path / "nolab").exists()
