@@ -80,16 +80,23 @@ def test_a_wrong_server_is_an_infra_error_and_the_config_is_removed(tmp_path, mo
     assert not list(Path("/tmp").glob("kpipe-lavacli-*"))
 
 
-@pytest.mark.parametrize("how", ["deadline", "interrupted"])
+@pytest.mark.parametrize("how", ["deadline", "interrupted", "polls-fail"])
 def test_a_job_left_waiting_is_canceled_on_the_server(tmp_path, monkeypatch, how):
     """Nothing of kpipe's stays queued on a LAVA server: a job past its deadline is canceled and is its arch's
-    error naming the job; an interrupted wait cancels every job it still waited for."""
+    error naming the job; an interrupted wait cancels every job it still waited for; polls that keep failing
+    (three in a row) give the job up with lavacli's error, canceled too."""
     from kpipe.arches import ARCHES
     from kpipe.results import ArchResult
     from kpipe.runner import Prepared
     cancelled: list[str] = []         # job 4242 never leaves the queue; what lavacli cancels is recorded
-    srv = _serve(scheduler__jobs__list=lambda *a: [{"id": 4242, "state": "Submitted", "health": "Unknown"}],
-                 scheduler__jobs__cancel=lambda job_id: cancelled.append(str(job_id)))
+    polls: list[int] = []
+
+    def jobs_list(*args):
+        polls.append(1)
+        if how == "polls-fail":
+            raise RuntimeError("database is down")
+        return [{"id": 4242, "state": "Submitted", "health": "Unknown"}]
+    srv = _serve(scheduler__jobs__list=jobs_list, scheduler__jobs__cancel=lambda job_id: cancelled.append(str(job_id)))
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}"
         server = submit.Server(url, ("kpipe-ci", TOKEN), 0.2, 0.0, lava_install.ensure())
@@ -100,6 +107,11 @@ def test_a_job_left_waiting_is_canceled_on_the_server(tmp_path, monkeypatch, how
             (got,) = submit.wait_and_collect(server, [job])
             assert isinstance(got, InfraError), got
             assert got.message.startswith("LAVA job 4242 did not finish in time (state Submitted; canceled)")
+        elif how == "polls-fail":
+            job.deadline = float("inf")
+            (got,) = submit.wait_and_collect(server, [job])
+            assert isinstance(got, InfraError) and got.message == "lavacli jobs list failed (exit 1)", got
+            assert "database is down" in " ".join(got.detail) and len(polls) == submit.POLL_FAILURES
         else:
             job.deadline = float("inf")
 
@@ -112,3 +124,16 @@ def test_a_job_left_waiting_is_canceled_on_the_server(tmp_path, monkeypatch, how
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_premerge_lab_on_a_server_that_does_not_answer_is_exit_2_before_anything_is_built(tmp_path):
+    from kpipe_cli import invoke
+    ran = invoke("premerge", "--lab", "http://127.0.0.1:9", "--selftests", "none", out=tmp_path / "pm",
+                 env={"LAVACLI_TOKEN": TOKEN, "LAVACLI_USERNAME": "kpipe-ci"}, timeout=300)
+    assert ran.code == 2, ran
+    said = ran.stdout + ran.stderr + (tmp_path / "pm" / "result.json").read_text()
+    assert "the LAVA server at http://127.0.0.1:9 does not answer: lavacli system whoami failed" in said, ran
+    assert "Unable to connect" in said, ran                       # lavacli's own words
+    assert TOKEN not in said
+    assert "fetch" not in ran.result["extra"]["phases"], "nothing fetched, applied or built"
+    assert not (tmp_path / "pm" / "baseline").exists() and not (tmp_path / "pm" / "patched").exists()

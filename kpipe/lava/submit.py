@@ -41,6 +41,7 @@ QUEUE_SECONDS = 3600          # slack for a job's wait, beyond its own timeout a
 LAB_QUEUE_SECONDS = 300       # the lab has one idle device per arch
 LAB = "lab"                   # --submit lab: the local lab
 FINISHED = {"Finished", "Canceled"}
+POLL_FAILURES = 3             # polls failing in a row before the jobs still waiting are given up
 
 
 def job_url(server: str, job_id: str) -> str:
@@ -87,6 +88,8 @@ def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120,
         what = f"lavacli {' '.join(args[:2])} failed (exit {cp.returncode})"
         if refused:
             what = f"the LAVA server at {url} refused the credentials (authentication failed): {what}"
+        elif "Unable to connect" in said:
+            what = f"the LAVA server at {url} does not answer: {what}"
         raise InfraError(what, detail=said.splitlines()[-8:],
                          fix="check the server URL and the token (LAVACLI_USERNAME/LAVACLI_TOKEN or "
                              "~/.config/lavacli.yaml)")
@@ -244,12 +247,25 @@ def collect(srv: Server, sub: Submitted) -> ArchResult:
 
 def wait_and_collect(srv: Server, jobs: list[Submitted]) -> list[ArchResult | KpipeError]:
     """Poll until every job finished (each collected as soon as it has) or passed its deadline (canceled, an
-    InfraError naming it); on an interruption every unfinished job is canceled. In the order of ``jobs``."""
+    InfraError naming it); when the server stops answering every job still waiting has that error; on an
+    interruption every unfinished job is canceled. In the order of ``jobs``."""
     out: dict[int, ArchResult | KpipeError] = {}
     waiting = dict(enumerate(jobs))
+    failed_polls = 0
     try:
         while waiting:
-            states = _states(srv, [j.job_id for j in waiting.values()])
+            try:
+                states = _states(srv, [j.job_id for j in waiting.values()])
+                failed_polls = 0
+            except KpipeError as e:
+                failed_polls += 1
+                if failed_polls < POLL_FAILURES:          # a server's hiccup: ask again at the next poll
+                    note(f"lava: polling {srv.url} failed ({e.message}); trying again")
+                    time.sleep(srv.poll)
+                    continue
+                cancel(srv, list(waiting.values()))      # the server stopped answering: every job waiting fails
+                out.update((i, e) for i in waiting)
+                break
             now = time.monotonic()
             for i, j in list(waiting.items()):
                 state = states[j.job_id]
