@@ -393,3 +393,14 @@ def test_premerge_lab_refuses_require_coverage_and_a_missing_lab_before_any_run(
                  env={"KPIPE_CACHE": str(tmp_path / "cache")})
     assert ran.code == 2 and "the local LAVA lab has no API token" in ran.stderr, ran
     assert not (tmp_path / "cov").exists() and not (tmp_path / "nolab").exists()
+
+
+def test_a_lava_job_gives_the_verifier_verifys_limits():
+    """The whole verifier run and each case get the same limits in a LAVA job as under `kpipe verify` (the job
+    kept verify's old 120 s after verify's went to 300 s, b0d1ccc: arm64's 89 cases take ~100 s on a loaded host)."""
+    from kpipe import verifier
+    from kpipe.lava.workflow import _verifier_timeout
+    from kpipe.pipeline import Options
+    assert _verifier_timeout(Options()) == verifier.TIMEOUT == 300
+    assert verifier.case_timeout(verifier.TIMEOUT) == 30
+    assert _verifier_timeout(Options(test_timeout=60)) == 60 and verifier.case_timeout(60) == 10

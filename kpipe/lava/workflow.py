@@ -30,7 +30,7 @@ RUN_SLACK = 120.0          # lava-run's wall-clock limit beyond the job's own ti
 
 
 def _verifier_timeout(opts: Options) -> float:
-    return float(opts.test_timeout or 120)
+    return float(opts.test_timeout or verifier.TIMEOUT)
 
 
 def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod.WrittenJob:
@@ -41,7 +41,7 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
     runnable = [b for b in prep.tests if b.binary is not None and not b.spec.skip]
     payload = ramdisk.Payload(
         verifier=prep.verifier_bin, expect_text=verifier.expect_file_text(expectations, prep.policy),
-        verifier_timeout=int(vto), case_timeout=int(max(5, min(30, vto / 6))),
+        verifier_timeout=int(vto), case_timeout=verifier.case_timeout(vto),
         selftests=tuple((b.spec.name, int(b.spec.timeout), b.binary, tuple(b.spec.args)) for b in runnable
                         if b.binary is not None),     # true of every runnable test; narrows Path | None
         dmesg_pattern=jobmod.dmesg_pattern(), ready_marker=prep.initrd.ready_marker or "KPIPE-GUEST-READY")
