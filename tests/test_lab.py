@@ -142,7 +142,7 @@ def test_premerge_through_the_lab_queues_four_jobs_and_judges_as_premerge(lab_up
     TIMES["premerge --lab"] = round(time.monotonic() - t0, 1)
     assert ran.code == 0, ran
     res = ran.result
-    jobs = res["extra"]["lava"]["jobs"]
+    jobs = res["extra"]["lava"]["job_urls"]
     assert sorted(jobs) == ["baseline/arm64", "baseline/x86_64", "patched/arm64", "patched/x86_64"], jobs
     assert len(set(jobs.values())) == 4 and all(u.startswith(f"{lab.url()}/scheduler/job/") for u in jobs.values())
     ex = load_expectations()

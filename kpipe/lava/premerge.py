@@ -87,8 +87,10 @@ class LabSides:
         for v in self.variants:
             v.results = {a.name: v.results[a.name] for a in self.arches if a.name in v.results}
         run.extra.lava = {"server": self.srv.url, "dispatcher": self.srv.lava.version,
-                          "jobs": {f"{v.name}/{name}": ar.boot.lava.job_url for v in self.variants
-                                   for name, ar in v.results.items() if ar.boot.lava and ar.boot.lava.job_url}}
+                          "jobs": {f"{v.name}/{s.prep.arch.name}": str(s.written["job"]) for v, s in self.jobs
+                                   if isinstance(s, submit.Submitted)},
+                          "job_urls": {f"{v.name}/{name}": ar.boot.lava.job_url for v in self.variants
+                                       for name, ar in v.results.items() if ar.boot.lava and ar.boot.lava.job_url}}
 
     def cancel(self) -> None:
         if self.srv is not None and not self.collected:
