@@ -224,11 +224,13 @@ def cancel(srv: Server, jobs: list[Submitted]) -> None:
 
 
 def collect(srv: Server, sub: Submitted) -> ArchResult:
-    """A finished job: its log from the server, parsed and judged as `--run-local` does."""
+    """A finished job: its log from the server, parsed and judged as `--run-local` does. Its seconds are the
+    server's, submit to end (kpipe may see the end later: polls, or premerge's compile checks before it looks),
+    else kpipe's own since the submission."""
     prep, written = sub.prep, sub.written
-    seconds = round(time.monotonic() - sub.t0, 1)
     show = yaml.safe_load(srv.cli("jobs", "show", sub.job_id, "--yaml")) or {}
     submitted, started, ended = (_server_time(show.get(k)) for k in ("submit_time", "start_time", "end_time"))
+    seconds = server_s if (server_s := _seconds(submitted, ended)) is not None else round(time.monotonic() - sub.t0, 1)
     text = srv.cli("jobs", "logs", sub.job_id, "--raw", timeout=600)
     (prep.dir / "lava.log").write_text(text)
     device, queued = show.get("device"), _seconds(submitted, started)
