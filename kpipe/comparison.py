@@ -159,8 +159,15 @@ def judge_premerge_arch(b: ArchResult, p: ArchResult, expectations: verifier.Exp
                  "regressed": slower, "pause": {"baseline": verifier.pause_stats(b.tests),
                                                 "patched": verifier.pause_stats(p.tests)}},
         exit_code=(code := worst(infra + ([EXIT_KERNEL] if kernel_bad else []))), verdict=VERDICT_OF.get(code, "error"),
-        baseline={"verdict": b.verdict, "exit_code": b.exit_code, "error": b.error},
-        patched={"verdict": p.verdict, "exit_code": p.exit_code, "error": p.error})
+        baseline=_side(b), patched=_side(p))
+
+
+def _side(ar: ArchResult) -> dict[str, Any]:
+    """One side's verdict, exit code and error (and its LAVA job's page when it ran on a LAVA server)."""
+    side: dict[str, Any] = {"verdict": ar.verdict, "exit_code": ar.exit_code, "error": ar.error}
+    if ar.boot.lava is not None and ar.boot.lava.job_url:
+        side["job_url"] = ar.boot.lava.job_url
+    return side
 
 
 def _norm(line: str) -> str:

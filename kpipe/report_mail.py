@@ -87,6 +87,8 @@ def render(run: dict[str, Any]) -> str:
         out += _wrap(f"{name}: {ar['verdict'].upper()} (exit {ar['exit_code']})", "  ")
         if ar["verdict"] != "pass" and ar.get("error"):
             out += _wrap(ar["error"].splitlines()[0], "    ", "      ")
+        for side, link in _lava_jobs(run, name, ar):
+            out += _wrap(f"LAVA job{' (' + side + ')' if side else ''}: {link}", "    ", "      ")
     fails = [(name, t) for name, ar in arches.items() for t in _flat(ar.get("tests", []))
              if t["status"] in ("fail", "error")]
     if fails:
@@ -128,6 +130,8 @@ def render(run: dict[str, Any]) -> str:
         notes = {ar["coverage"]["note"] for ar in arches.values() if ar.get("coverage")}
         for n in sorted(notes):
             out += _wrap(f"({n})", "  ", "   ")
+    elif any((ar.get("boot") or {}).get("lava") for ar in arches.values()):
+        out += _wrap("not measured (the LAVA jobs do not read the kernel's gcov counters)", "  ")
     else:
         out += _wrap("not measured (no object was instrumented for gcov: the debug profile does that)", "  ")
     delta = run["extra"].get("warnings_delta")
@@ -204,6 +208,15 @@ def _since_previous(sp: dict[str, Any]) -> list[str]:
         cut = f" ({sp['changelog_cut']} more line(s) left off)" if sp.get("changelog_cut") else ""
         out += _wrap(f"the cover letter's changelog{cut}:", "  ") + _verbatim(sp["changelog"], "  ")
     return out
+
+
+def _lava_jobs(run: dict[str, Any], name: str, ar: dict[str, Any]) -> list[tuple[str, str]]:
+    """(side, URL) of the LAVA jobs behind an arch's verdict: premerge's two sides, or the one job."""
+    pm = (run["extra"].get("premerge") or {}).get(name)
+    if pm:
+        return [(side, pm[side]["job_url"]) for side in ("baseline", "patched") if pm[side].get("job_url")]
+    url = ((ar.get("boot") or {}).get("lava") or {}).get("job_url")
+    return [("", url)] if url else []
 
 
 def _command(cmd: str) -> list[str]:

@@ -137,6 +137,9 @@ class LavaInfo(Sparse):
     server: str | None = None
     job_id: str | None = None
     job_url: str | None = None                  # the job's page on the server (--submit)
+    device: str | None = None                   # the server's device that ran the job (--submit)
+    queued_seconds: float | None = None         # the server's submit -> start (waiting for a device)
+    ran_seconds: float | None = None            # the server's start -> end
     job_result: str | None = None
     error_type: str | None = None
     error_msg: str | None = None
@@ -207,7 +210,7 @@ class PremergeArch:
     latency: dict[str, Any]
     exit_code: int
     verdict: str
-    baseline: dict[str, Any]                   # verdict, exit_code, error of each side
+    baseline: dict[str, Any]                   # verdict, exit_code, error of each side (+ job_url: LAVA)
     patched: dict[str, Any]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
@@ -371,28 +372,39 @@ def _record_error(ar: ArchResult, e: KpipeError) -> ArchResult:
 
 # ---------------------------------------------------------------- a variant over arches
 
-def run_variant(arches: list[Arch], tree: Tree, series: Series, opts: Options, vdir: Path, log_dir: Path,
-                co: Checkout, timings: dict[str, float], touched: list[str] | None = None) -> dict[str, ArchResult]:
-    """Apply ``series`` and verify each arch: builds one after another (each uses every core), each arch's
-    boot and tests start as soon as its build is done, overlapping the next arch's build."""
-    results: dict[str, ArchResult] = {}
+def prepare_variant(arches: list[Arch], tree: Tree, series: Series, opts: Options, vdir: Path, log_dir: Path,
+                    co: Checkout, timings: dict[str, float], touched: list[str] | None = None
+                    ) -> Iterator[tuple[Arch, Prepared | ArchResult]]:
+    """Apply ``series`` and build each arch's side (prepare_arch), one arch after another (each build uses every
+    core): yields (arch, Prepared), or (arch, its error result) when the series does not apply or the arch could
+    not be prepared. Lazy: the caller starts an arch's boot (or writes its LAVA job) before the next arch builds."""
     co = replace(co, tree=tree)          # the same worktree, reset to this variant's base (bisect steps differ)
     try:
         applied = apply(co, series, log_dir / "apply.log", timings)
     except KpipeError as e:
         for a in arches:
-            results[a.name] = _record_error(_arch_result(a, None), e)
-            results[a.name].kernel = KernelInfo(tree=tree.spec, base=tree.base, base_label=tree.base_label)
-        return results
+            ar = _record_error(_arch_result(a, None), e)
+            ar.kernel = KernelInfo(tree=tree.spec, base=tree.base, base_label=tree.base_label)
+            yield a, ar
+        return
+    for a in arches:
+        try:
+            yield a, prepare_arch(a, applied, series, opts, vdir / a.name, touched)
+        except KpipeError as e:
+            yield a, _record_error(_arch_result(a, applied), e)
+
+
+def run_variant(arches: list[Arch], tree: Tree, series: Series, opts: Options, vdir: Path, log_dir: Path,
+                co: Checkout, timings: dict[str, float], touched: list[str] | None = None) -> dict[str, ArchResult]:
+    """Apply ``series`` and verify each arch: builds one after another (each uses every core), each arch's
+    boot and tests start as soon as its build is done, overlapping the next arch's build."""
+    results: dict[str, ArchResult] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(arches)) as pool:
         futures = {}
         try:
-            for a in arches:
-                adir = vdir / a.name
-                try:
-                    prep = prepare_arch(a, applied, series, opts, adir, touched)
-                except KpipeError as e:
-                    results[a.name] = _record_error(_arch_result(a, applied), e)
+            for a, prep in prepare_variant(arches, tree, series, opts, vdir, log_dir, co, timings, touched):
+                if isinstance(prep, ArchResult):
+                    results[a.name] = prep
                     continue
                 futures[a.name] = (pool.submit(boot_and_run_tests, prep, opts), prep)
             for name, (fut, prep) in futures.items():

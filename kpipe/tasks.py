@@ -239,7 +239,10 @@ def verify(c: Context, arch: str | None = None, tree: str | None = None, base: s
       "no_warnings": "skip the compile checks (W=1, sparse, clang warnings delta; bisectability)",
       "allow_new_warnings": "report new compiler/sparse warnings without failing",
                            "report": "mail: print report.txt (the robot's mail) on stdout at the end",
-                           "require_coverage": "fail when a changed line ran in no test on any arch"})
+                           "require_coverage": "fail when a changed line ran in no test on any arch",
+                           "lab": "boot and test both sides as LAVA jobs on this server (URL, token: "
+                                  "$LAVACLI_TOKEN or lavacli's config), or `lab`: the local lab of `kpipe lab up`; "
+                                  "all jobs are queued at once"})
 def premerge(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
              series: str | None = None, patch: list[str] | None = None, kconfig: list[str] | None = None,
              defconfig: str = "tinyconfig", accel: str = "auto", selftests: str = "all-relevant",
@@ -249,7 +252,7 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
              range: str | None = None, thread: str | None = None, thread_revision: str | None = None,
              no_warnings: bool = False,
              allow_new_warnings: bool = False, report: str | None = None, require_coverage: bool = False,
-             suite: str | None = None) -> None:
+             suite: str | None = None, lab: str | None = None) -> None:
     """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
     from kpipe import workflows
     from kpipe.cli import reproducer
@@ -261,13 +264,17 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
     args["arch"] = args["arch"] or "all"
     import dataclasses
     repro = reproducer("premerge", _resolved({**args, "no_warnings": no_warnings,
-                                              "allow_new_warnings": allow_new_warnings}))
+                                              "allow_new_warnings": allow_new_warnings, "lab": lab}))
     _check_report(report)
     if require_coverage:
         repro += " --require-coverage"
+
+    def sides() -> workflows.Sides | None:
+        from kpipe.lava.premerge import lab_sides
+        return lab_sides(lab, require_coverage) if lab else None
     _run("premerge", lambda: _mail(workflows.premerge(dataclasses.replace(
         _opts(**args), warnings=not no_warnings, allow_new_warnings=allow_new_warnings), repro,
-        require_coverage=require_coverage), report), args, quiet)
+        require_coverage=require_coverage, sides=sides()), report), {**args, "lab": lab}, quiet)
 
 
 @task(auto_shortflags=False, iterable=ITER,

@@ -444,8 +444,16 @@ def _exit_check(exit_status: int | None, plan: int | None, seen: int, bail: str 
 
 # ------------------------------------------------------------------------------------------------- run
 
+TIMEOUT = 300.0        # the whole verifier run, unless --test-timeout (`kpipe verify` and the LAVA job alike)
+
+
+def case_timeout(timeout: float) -> int:
+    """The binary's per-case limit (-t) for a whole-run limit of ``timeout`` seconds."""
+    return int(max(5, min(30, timeout / 6)))
+
+
 def run_verifier(session: Session, binary: Path, policy: str, expectations: Expectations, out_dir: Path,
-                 timeout: float = 300, remote_dir: str = REMOTE_DIR, only: bool = False) -> list[TestResult]:
+                 timeout: float = TIMEOUT, remote_dir: str = REMOTE_DIR, only: bool = False) -> list[TestResult]:
     """Push the binary and the policy's expectation file, run it, keep the TAP verbatim in
     out_dir/verifier.tap, and return one result per case. ``only``: ``expectations`` is a selection
     (``select``): the binary runs those cases by name."""
@@ -461,9 +469,8 @@ def run_verifier(session: Session, binary: Path, policy: str, expectations: Expe
                          detail=(prep.stderr or prep.stdout).strip().splitlines()[-5:])
     session.put(Path(binary), remote_bin, 0o755)
     session.put(expect_local, remote_expect, 0o644)
-    case_timeout = int(max(5, min(30, timeout / 6)))
     names = list(expectations.cases) if only else []
-    res = session.run([remote_bin, "-e", remote_expect, "-t", str(case_timeout), *names], timeout=timeout)
+    res = session.run([remote_bin, "-e", remote_expect, "-t", str(case_timeout(timeout)), *names], timeout=timeout)
     (out_dir / "verifier.tap").write_text(res.stdout)
     if res.stderr:
         (out_dir / "verifier.stderr").write_text(res.stderr)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import compile_checks, report, verifier
 from .arches import Arch, resolve_arches
+from .checkout import Checkout
 from .errors import EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, KpipeError
 from .patches import Series
 from .pipeline import Options, locked_checkout, new_run_dir, resolve_tree, run_suite, series_of, with_suite
 from .progress import note, phase
 from .results import ArchResult, PremergeArch, RunResult
+from .tree import Tree
 from .comparison import compare, expected_flip, judge_premerge_arch  # noqa: F401
 from .runner import (VERDICT_OF, Prepared, Variant, _arch_result, _record_error, boot_and_run_tests,  # noqa: F401
                      check_options,
@@ -93,29 +95,74 @@ def verify(opts: Options, repro: str = "") -> RunResult:
 
 # ---------------------------------------------------------------- premerge
 
-def premerge(opts: Options, repro: str = "", require_coverage: bool = False) -> RunResult:
+class Sides(Protocol):
+    """Where premerge's two sides (the baseline and the patched kernel, every arch) boot and run their tests:
+    here (LocalSides) or as LAVA jobs (kpipe.lava.premerge.LabSides). premerge judges what they give alike."""
+
+    def check(self, run_dir: Path, timings: dict[str, float]) -> None:
+        """Before anything is fetched or built: what the sides need answers (a KpipeError otherwise)."""
+
+    def start(self, arches: list[Arch], tree: Tree, variants: list[Variant], opts: Options, co: Checkout,
+              timings: dict[str, float], touched: list[str]) -> None:
+        """In premerge's locked checkout: every variant built and its runs done or started; the checkout is left
+        at the last variant (patched) for the compile checks, which run before finish()."""
+
+    def finish(self, run: RunResult) -> None:
+        """Every variant's ``results`` filled (waiting for what start() started); what the sides add to the run."""
+
+    def cancel(self) -> None:
+        """premerge is unwinding between start() and finish() (an interruption): stop what start() started."""
+
+
+class LocalSides:
+    """Each side on this machine, one after the other: run_variant (builds, QEMU boots, tests over SSH)."""
+
+    def check(self, run_dir: Path, timings: dict[str, float]) -> None:
+        pass
+
+    def start(self, arches: list[Arch], tree: Tree, variants: list[Variant], opts: Options, co: Checkout,
+              timings: dict[str, float], touched: list[str]) -> None:
+        for v in variants:
+            v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings, touched)
+
+    def finish(self, run: RunResult) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
+def premerge(opts: Options, repro: str = "", require_coverage: bool = False, sides: Sides | None = None
+             ) -> RunResult:
     from . import checkpatch, tags
 
     started = time.monotonic()
     arches = resolve_arches(opts.arch or "all")
     run, run_dir, series, opts = _new_series_run("premerge", opts, repro, arches)
     timings: dict[str, float] = {}
+    sides = sides or LocalSides()
     variants = [Variant("baseline", Series((), "none"), run_dir / "baseline"),
                 Variant("patched", series, run_dir / "patched")]
     extra_code = EXIT_PASS
     warn_res: dict[str, Any] = {}
     warn_why: list[str] = []
     try:
+        sides.check(run_dir, timings)
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
         with locked_checkout(tree, run_dir / "apply.log") as co:
             with phase("checkpatch", f"{len(series.patches)} patch(es)", timings):
                 cp = checkpatch.run_checkpatch(co, series, run_dir / "checkpatch.log")
             with phase("tags", "Signed-off-by, Fixes:", timings):
                 tag_res = tags.check_series(series, co.path, co.tree.base, cp)
-            for v in variants:
-                v.results = run_variant(arches, tree, v.series, opts, v.dir, v.dir, co, timings, series.touched)
-            if opts.warnings:
-                warn_res, warn_code, warn_why = compile_checks.for_premerge(opts, co, series, arches, run_dir, timings)
+            sides.start(arches, tree, variants, opts, co, timings, series.touched)
+            try:
+                if opts.warnings:
+                    warn_res, warn_code, warn_why = compile_checks.for_premerge(opts, co, series, arches, run_dir,
+                                                                                timings)
+                sides.finish(run)
+            except BaseException:
+                sides.cancel()
+                raise
     except KpipeError as e:
         note(e.render())
         run.extra.error = e.message

@@ -237,20 +237,29 @@ def test_lockup_before_userspace_ends_the_job_within_30s_of_the_report(tmp_path)
     assert ar["tests"] == [] and "soft_lockup" in ar["error"], ar["error"]
 
 
-@pytest.mark.e2e
-def test_kernel_panic_at_boot_is_a_kernel_failure_within_seconds(tmp_path):
-    """No init: the kernel panics at boot. LAVA calls that an Infrastructure error; kpipe says exit 1 (the
-    kernel), at once (panic=-1 + QEMU -no-reboot), not at LAVA's boot timeout."""
-    ran = _lava_cli(tmp_path, "panic", "--arch", "x86_64", "--selftests", "none", "--kernel-arg", "rdinit=/nonexistent",
-                    "--kernel-arg", "init=/nonexistent")
+PANIC_AT_BOOT = ("--kernel-arg", "rdinit=/nonexistent", "--kernel-arg", "init=/nonexistent")   # no init: panic
+
+
+def assert_panic_is_a_kernel_failure(ran) -> dict:
+    """The x86_64 job of a kernel that panicked at boot: exit 1 naming the panic, although LAVA calls it an
+    Infrastructure error; no test ran (as verify). Returns the job's boot.lava."""
     assert ran.code == 1, ran
     ar = ran.result["arches"]["x86_64"]
     assert ar["error"].startswith("kernel panic on x86_64: Requested init /nonexistent failed"), ar["error"]
     assert any(f["kind"] == "panic" for f in ar["findings"])
     lava = ar["boot"]["lava"]
     assert lava["job_result"] == "fail" and lava["error_type"] == "Infrastructure", lava
-    assert lava["lava_run_seconds"] < 60, lava          # the boot timeout is 120 s
     assert ar["tests"] == []                             # as verify: no test ran on a kernel that never booted
+    return lava
+
+
+@pytest.mark.e2e
+def test_kernel_panic_at_boot_is_a_kernel_failure_within_seconds(tmp_path):
+    """No init: the kernel panics at boot. LAVA calls that an Infrastructure error; kpipe says exit 1 (the
+    kernel), at once (panic=-1 + QEMU -no-reboot), not at LAVA's boot timeout."""
+    ran = _lava_cli(tmp_path, "panic", "--arch", "x86_64", "--selftests", "none", *PANIC_AT_BOOT)
+    lava = assert_panic_is_a_kernel_failure(ran)
+    assert lava["lava_run_seconds"] < 60, lava          # the boot timeout is 120 s
 
 
 @pytest.mark.e2e
@@ -453,3 +462,69 @@ def test_watch_ends_a_job_stuck_before_ready_after_verifys_grace(tmp_path, monke
 def test_watch_never_ends_a_job_whose_kernel_reported_nothing_fatal(tmp_path, monkeypatch, name):
     stop, _, _, w = _replay(tmp_path, name, monkeypatch)
     assert stop is None and w.ready
+
+
+# ------------------------------------------------------------------------------------------------ submission
+
+def _submitted(tmp_path, arch_name, t0, timeout):
+    from kpipe.lava import submit
+    written = {"job": tmp_path / "job.yaml", "device": tmp_path / "device.yaml", "ramdisk": tmp_path / "r.cpio.gz",
+               "accel": "tcg", "accel_reason": "", "timeout": timeout, "verifier_timeout": 120.0}
+    return submit.Submitted(_prep(tmp_path, arch_name=arch_name), written, "1", "http://x/scheduler/job/1", t0)
+
+
+def test_a_job_may_wait_for_the_jobs_of_its_arch_submitted_before_it(tmp_path):
+    """premerge --lab queues four jobs on a lab with one device per arch: an arch's second job waits for its
+    first (at most that job's timeout) before its own timeout starts; other arches' jobs do not count."""
+    from kpipe.lava import submit
+    jobs = [_submitted(tmp_path, a, t0, to) for a, t0, to in
+            (("x86_64", 100.0, 600), ("arm64", 101.0, 900), ("x86_64", 102.0, 650), ("arm64", 103.0, 950))]
+    submit.deadlines(jobs, 300)
+    assert [j.deadline for j in jobs] == [100 + 600 + 300, 101 + 900 + 300, 102 + 600 + 650 + 300,
+                                          103 + 900 + 950 + 300]
+
+
+def test_submitted_jobs_fetch_their_side_folder_under_the_artifact_url(tmp_path, monkeypatch):
+    """premerge's baseline and patched kernels of an arch have the same file names: each side's job fetches from
+    its own folder (<side>/<arch>/) under $KPIPE_LAVA_ARTIFACT_URL; `kpipe lava` keeps <arch>/."""
+    from kpipe.lava import submit
+    job = tmp_path / "job.yaml"
+    job.write_text(jobmod.job_yaml(golden_spec("x86_64")))
+    monkeypatch.setenv("KPIPE_LAVA_ARTIFACT_URL", "https://artifacts.example.org/run/")
+    deploy = yaml.safe_load(submit._rewrite(job, "baseline/x86_64", ["x86_64"]).read_text())
+    images = deploy["actions"][0]["deploy"]["images"]
+    assert images["kernel"]["url"] == "https://artifacts.example.org/run/baseline/x86_64/bzImage"
+    assert images["ramdisk"]["url"] == "https://artifacts.example.org/run/baseline/x86_64/ramdisk.cpio.gz"
+    assert deploy["tags"] == ["x86_64"]
+    monkeypatch.delenv("KPIPE_LAVA_ARTIFACT_URL")
+    assert submit._rewrite(job, "x86_64") == job                    # nothing to rewrite: the job as written
+
+
+def test_server_times_give_the_queueing(tmp_path):
+    """lavacli's YAML of the server's DateTime values: submit -> start is the time a job waited for a device."""
+    from kpipe.lava import submit
+    sub, start = submit._server_time("20261207T01:20:05"), submit._server_time("20261207T01:21:45")
+    assert submit._seconds(sub, start) == 100.0
+    assert submit._server_time(None) is None and submit._seconds(sub, None) is None
+
+
+def test_premerge_lab_refuses_require_coverage_and_a_missing_lab_before_any_run(tmp_path):
+    """Usage errors of `premerge --lab`, before any run folder: the jobs read no gcov counters, and `--lab lab`
+    needs a local lab (its token file)."""
+    ran = invoke("premerge", "--lab", "lab", "--require-coverage", out=tmp_path / "cov", timeout=120)
+    assert ran.code == 2 and "cannot --require-coverage" in ran.stderr, ran
+    ran = invoke("premerge", "--lab", "lab", out=tmp_path / "nolab", timeout=120,
+                 env={"KPIPE_CACHE": str(tmp_path / "cache")})
+    assert ran.code == 2 and "the local LAVA lab has no API token" in ran.stderr, ran
+    assert not (tmp_path / "cov").exists() and not (tmp_path / "nolab").exists()
+
+
+def test_a_lava_job_gives_the_verifier_verifys_limits():
+    """The whole verifier run and each case get the same limits in a LAVA job as under `kpipe verify` (the job
+    kept verify's old 120 s after verify's went to 300 s, b0d1ccc: arm64's 89 cases take ~100 s on a loaded host)."""
+    from kpipe import verifier
+    from kpipe.lava.workflow import _verifier_timeout
+    from kpipe.pipeline import Options
+    assert _verifier_timeout(Options()) == verifier.TIMEOUT == 300
+    assert verifier.case_timeout(verifier.TIMEOUT) == 30
+    assert _verifier_timeout(Options(test_timeout=60)) == 60 and verifier.case_timeout(60) == 10

@@ -124,3 +124,37 @@ def test_a_retry_needed_only_on_the_patched_side_is_flagged_not_failed(exp):
     assert j.exit_code == EXIT_PASS
     assert any("needed a retry on the patched kernel but not on the baseline" in r and "mlock2-tests (2 runs)" in r
                for r in j.reasons), j.reasons
+
+
+def test_lava_sides_carry_their_job_pages_into_every_report(exp, tmp_path):
+    """premerge --lab: each side's LAVA job page (boot.lava.job_url) is in result.json's premerge verdict, in
+    premerge.md, summary.md, report.html and the mail, for every arch."""
+    from kpipe import report
+    from kpipe.results import LavaInfo
+    urls, run = [], RunResult(workflow="premerge", verdict="pass", exit_code=0, out_dir=str(tmp_path))
+    run.extra.premerge, run.extra.checkpatch = {}, []
+    for n, arch in enumerate(("x86_64", "arm64")):
+        sides = []
+        for k, policy in enumerate(("anon-only", "anon+shmem")):
+            ar = _side(exp, policy)
+            ar.arch = arch
+            url = f"http://127.0.0.1:8000/scheduler/job/{10 + 2 * k + n}"
+            ar.boot.lava = LavaInfo(server="http://127.0.0.1:8000", job_id=url.rsplit("/", 1)[1], job_url=url)
+            sides.append(ar)
+            urls.append(url)
+        j = judge_premerge_arch(*sides, exp)
+        assert (j.baseline["job_url"], j.patched["job_url"]) == (urls[-2], urls[-1])
+        run.extra.premerge[arch], run.arches[arch] = j, sides[1]
+    report.write_all(run, tmp_path)
+    for name in ("premerge.md", "summary.md", "report.html", "report.txt", "result.json"):
+        text = (tmp_path / name).read_text()
+        assert all(u in text for u in urls), (name, [u for u in urls if u not in text])
+    assert "- LAVA jobs: baseline http://127.0.0.1:8000/scheduler/job/10, patched " \
+           "http://127.0.0.1:8000/scheduler/job/12" in (tmp_path / "premerge.md").read_text()
+    assert "not measured (the LAVA jobs do not read the kernel's gcov counters)" in \
+        (tmp_path / "report.txt").read_text()
+
+
+def test_local_sides_have_no_job_page(exp):
+    j = judge_premerge_arch(_side(exp, "anon-only"), _side(exp, "anon+shmem"), exp)
+    assert "job_url" not in j.baseline and "job_url" not in j.patched

@@ -7,4 +7,5 @@
   collect.py   parsed log -> kpipe's ArchResult (same parsers and verdict as verify)
   submit.py    lavacli submission to a server (or the local lab: kpipe.lab)
   workflow.py  `kpipe lava`
+  premerge.py  `kpipe premerge --lab`: premerge's two sides as LAVA jobs (workflows.Sides)
 """

@@ -7,36 +7,41 @@ config (``~/.config/lavacli.yaml``, identity ``default``). A token is handed to 
 config, never in an argv, and never shown (lavacli's own errors print it: redacted). The job's ``file://``
 URLs only work on a worker of this machine (as the lab's is): for a remote lab, publish kernel and ramdisk
 somewhere the lab can fetch and rewrite the URLs (``$KPIPE_LAVA_ARTIFACT_URL``: a base URL under which
-``<arch>/{kernel image,ramdisk.cpio.gz}`` are served). Tested against the local lab (tests/test_lab.py).
+``<arch>/{kernel image,ramdisk.cpio.gz}`` are served; ``<side>/<arch>/`` for `premerge --lab`).
+Several jobs are submitted before any is waited for and polled together (one ``jobs list`` per poll); a job
+past its deadline, or every unfinished one when kpipe is interrupted, is canceled on the server. Tested
+against the local lab (tests/test_lab.py).
 """
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
-from ..errors import InfraError, UsageError
+from ..errors import InfraError, KpipeError, UsageError
 from ..progress import note
-from ..results import BootInfo, LavaInfo
-from . import collect, logparse
+from ..results import ArchResult, BootInfo, LavaInfo
+from . import collect as collect_mod, logparse
 
 if TYPE_CHECKING:
     from ..lava_install import Lava
-    from ..results import ArchResult
     from ..runner import Prepared
     from .job import WrittenJob
 
 POLL_SECONDS = 10
 LAB_POLL_SECONDS = 2          # the local lab's worker reports every 2 s (kpipe.lab.PING_INTERVAL)
-QUEUE_SECONDS = 3600          # how long a job may wait for a device beyond its own timeout
+QUEUE_SECONDS = 3600          # slack for a job's wait, beyond its own timeout and those of its arch's jobs ahead
 LAB_QUEUE_SECONDS = 300       # the lab has one idle device per arch
 LAB = "lab"                   # --submit lab: the local lab
 FINISHED = {"Finished", "Canceled"}
+POLL_FAILURES = 3             # polls failing in a row before the jobs still waiting are given up
 
 
 def job_url(server: str, job_id: str) -> str:
@@ -83,15 +88,18 @@ def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120,
         what = f"lavacli {' '.join(args[:2])} failed (exit {cp.returncode})"
         if refused:
             what = f"the LAVA server at {url} refused the credentials (authentication failed): {what}"
+        elif "Unable to connect" in said:
+            what = f"the LAVA server at {url} does not answer: {what}"
         raise InfraError(what, detail=said.splitlines()[-8:],
                          fix="check the server URL and the token (LAVACLI_USERNAME/LAVACLI_TOKEN or "
                              "~/.config/lavacli.yaml)")
     return cp.stdout
 
 
-def _rewrite(job_path: Path, arch: str, tags: list[str] | None = None) -> Path:
-    """The job as submitted: artifact URLs under $KPIPE_LAVA_ARTIFACT_URL, device tags (job-submit.yaml);
-    the written job itself when neither applies."""
+def _rewrite(job_path: Path, artifact_dir: str, tags: list[str] | None = None) -> Path:
+    """The job as submitted: artifact URLs under $KPIPE_LAVA_ARTIFACT_URL/<artifact_dir>/ (`kpipe lava`: the
+    arch; `premerge --lab`: side/arch), device tags (job-submit.yaml); the written job itself when neither
+    applies."""
     base = os.environ.get("KPIPE_LAVA_ARTIFACT_URL")
     if not base and not tags:
         return job_path
@@ -99,7 +107,7 @@ def _rewrite(job_path: Path, arch: str, tags: list[str] | None = None) -> Path:
     if base:
         for action in job["actions"]:
             for img in action.get("deploy", {}).get("images", {}).values():
-                img["url"] = f"{base.rstrip('/')}/{arch}/{Path(img['url']).name}"
+                img["url"] = f"{base.rstrip('/')}/{artifact_dir}/{Path(img['url']).name}"
     if tags:
         job["tags"] = tags
     out = job_path.with_name("job-submit.yaml")
@@ -112,64 +120,214 @@ def _lab_url() -> str:
     return lab.url()
 
 
-def _target(url: str) -> tuple[str, tuple[str, str] | None, float, float]:
-    """(URL, credentials or None: lavacli's own, poll seconds, queue seconds) for --submit URL|lab."""
+@dataclass(frozen=True)
+class Server:
+    """A LAVA server as kpipe talks to it: lavacli with the credentials (None: lavacli's own config), how often
+    to poll, how long a job may wait for a device beyond the timeouts of the jobs ahead of it."""
+    url: str
+    credentials: tuple[str, str] | None
+    poll: float
+    queue: float
+    lava: Lava
+
+    def cli(self, *args: str, timeout: float = 120) -> str:
+        return _lavacli(self.lava, self.url, *args, timeout=timeout, credentials=self.credentials)
+
+
+def server(url: str, lava: Lava | None = None) -> Server:
+    """--submit URL|lab: the local lab's URL and token from its own files, else URL with lavacli's credentials."""
+    if lava is None:
+        from .. import lava_install
+        lava = lava_install.ensure()
     if url != LAB:
-        return url, None, POLL_SECONDS, QUEUE_SECONDS
+        return Server(url, None, POLL_SECONDS, QUEUE_SECONDS, lava)
     from .. import lab
     lab_url, user, token = lab.credentials()
-    return lab_url, (user, token), LAB_POLL_SECONDS, LAB_QUEUE_SECONDS
+    return Server(lab_url, (user, token), LAB_POLL_SECONDS, LAB_QUEUE_SECONDS, lava)
 
 
-def check_server(lava: Lava, url: str) -> None:
+def check_server(srv: Server) -> None:
     """Before anything is built: the server answers and takes the credentials (``system whoami``); an
     InfraError naming a refused token otherwise."""
-    url, creds, _, _ = _target(url)
-    _lavacli(lava, url, "system", "whoami", timeout=60, credentials=creds)
+    srv.cli("system", "whoami", timeout=60)
 
 
-def submit_and_collect(prep: Prepared, written: WrittenJob, url: str, wait: bool) -> ArchResult:
-    from .. import lava_install
-    lava = lava_install.ensure()
-    url, creds, poll, queue = _target(url)
-    # the local lab's devices are all of type qemu: the arch's tag picks the device (--submit lab or its URL)
-    tags = [prep.arch.name] if url.rstrip("/") == _lab_url() else None
+@dataclass
+class Submitted:
+    """A job on the server, waiting to be collected into its arch's result."""
+    prep: Prepared
+    written: WrittenJob
+    job_id: str
+    link: str
+    t0: float                      # time.monotonic() at submission
+    deadline: float = 0.0          # set by deadlines()
 
-    def cli(*args: str, timeout: float = 120) -> str:
-        return _lavacli(lava, url, *args, timeout=timeout, credentials=creds)
-    path = _rewrite(written["job"], prep.arch.name, tags)
+
+def submit(srv: Server, prep: Prepared, written: WrittenJob, artifact_dir: str | None = None) -> Submitted:
+    """Submit one written job (the lab's devices are all of type qemu: the arch's tag picks the device)."""
+    tags = [prep.arch.name] if srv.url.rstrip("/") == _lab_url() else None
+    path = _rewrite(written["job"], artifact_dir or prep.arch.name, tags)
     t0 = time.monotonic()
-    out = cli("jobs", "submit", str(path))
+    out = srv.cli("jobs", "submit", str(path))
     ids = re.findall(r"\d+", out)
     if not ids:
         raise InfraError("lavacli printed no job id", detail=out.splitlines()[-5:])
     job_id = ids[-1]
-    link = job_url(url, job_id)
-    note(f"lava: {prep.arch.name} submitted as job {job_id}: {link}")
-    where = LavaInfo(server=url, job_id=job_id, job_url=link)
-    prep.ar.boot = BootInfo(lava=where)
-    if not wait:
-        prep.ar.verdict, prep.ar.exit_code = "pass", 0
-        prep.ar.error = f"submitted as job {job_id} ({link}); not waited for (--wait collects the results)"
-        return prep.ar
-    deadline = time.monotonic() + written["timeout"] + queue
-    while True:
-        show = yaml.safe_load(cli("jobs", "show", job_id, "--yaml")) or {}
-        if show.get("state") in FINISHED:
-            break
-        if time.monotonic() > deadline:
-            raise InfraError(f"LAVA job {job_id} did not finish in time (state {show.get('state')}): {link}",
-                             fix="look at the job on the server; a job waiting for a device needs a worker "
-                                 "with a device of its type and tags")
-        time.sleep(poll)
-    seconds = round(time.monotonic() - t0, 1)
-    text = cli("jobs", "logs", job_id, "--raw", timeout=600)
+    link = job_url(srv.url, job_id)
+    note(f"lava: {artifact_dir or prep.arch.name} submitted as job {job_id}: {link}")
+    prep.ar.boot = BootInfo(lava=LavaInfo(server=srv.url, job_id=job_id, job_url=link))
+    return Submitted(prep, written, job_id, link, t0, t0 + written["timeout"] + srv.queue)
+
+
+def deadlines(jobs: list[Submitted], queue: float) -> None:
+    """Each job's deadline: it may wait for the jobs of its arch submitted before it (a lab may have one device
+    per arch: each of those runs at most its own timeout), then runs at most its own, plus ``queue`` seconds
+    of slack for the server."""
+    ahead: dict[str, float] = {}
+    for j in jobs:
+        ahead[j.prep.arch.name] = ahead.get(j.prep.arch.name, 0.0) + j.written["timeout"]
+        j.deadline = j.t0 + ahead[j.prep.arch.name] + queue
+
+
+def _states(srv: Server, ids: list[str]) -> dict[str, str]:
+    """Each job's state: one `jobs list` (the server's newest 100 jobs) for all of them, `jobs show` for a job
+    no longer among those (one lavacli call per poll however many jobs wait)."""
+    listed = yaml.safe_load(srv.cli("jobs", "list", "--yaml", "--limit", "100")) or []
+    states = {str(j.get("id")): str(j.get("state")) for j in listed if isinstance(j, dict)}
+    for job_id in ids:
+        if job_id not in states:
+            states[job_id] = str((yaml.safe_load(srv.cli("jobs", "show", job_id, "--yaml")) or {}).get("state"))
+    return {i: states[i] for i in ids}
+
+
+def _server_time(value: object) -> datetime.datetime | None:
+    """lavacli's YAML of an XML-RPC DateTime ("20261207T01:23:45", the server's UTC)."""
+    try:
+        return datetime.datetime.strptime(str(value), "%Y%m%dT%H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _seconds(a: datetime.datetime | None, b: datetime.datetime | None) -> float | None:
+    return round((b - a).total_seconds(), 1) if a is not None and b is not None else None
+
+
+def cancel(srv: Server, jobs: list[Submitted]) -> None:
+    """Cancel these jobs on the server (nothing of kpipe's is left queued or running there); a failure is noted."""
+    if not jobs:
+        return
+    try:
+        srv.cli("jobs", "cancel", *[j.job_id for j in jobs], timeout=60)
+        note(f"lava: canceled job(s) {', '.join(j.job_id for j in jobs)} on {srv.url}")
+    except KpipeError as e:
+        note(f"lava: could not cancel job(s) {', '.join(j.job_id for j in jobs)}: {e.message}")
+
+
+def collect(srv: Server, sub: Submitted) -> ArchResult:
+    """A finished job: its log from the server, parsed and judged as `--run-local` does. Its seconds are the
+    server's, submit to end (kpipe may see the end later: polls, or premerge's compile checks before it looks),
+    else kpipe's own since the submission."""
+    prep, written = sub.prep, sub.written
+    show = yaml.safe_load(srv.cli("jobs", "show", sub.job_id, "--yaml")) or {}
+    submitted, started, ended = (_server_time(show.get(k)) for k in ("submit_time", "start_time", "end_time"))
+    seconds = server_s if (server_s := _seconds(submitted, ended)) is not None else round(time.monotonic() - sub.t0, 1)
+    text = srv.cli("jobs", "logs", sub.job_id, "--raw", timeout=600)
     (prep.dir / "lava.log").write_text(text)
-    note(f"lava: {prep.arch.name} job {job_id} {show.get('health', '?')} after {seconds} s (submit to finished)")
+    device, queued = show.get("device"), _seconds(submitted, started)
+    note(f"lava: {prep.arch.name} job {sub.job_id} {show.get('health', '?')} after {seconds} s (submit to finished"
+         + (f"; queued {queued} s" if queued is not None else "") + (f", on {device}" if device else "") + ")")
     log = logparse.parse(text, prep.initrd.ready_marker or "KPIPE-GUEST-READY")
-    ar = collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
-                                0, seconds, False, written["leak_scan"], written["leak_not_scanned"])
+    ar = collect_mod.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
+                                    0, seconds, False, written["leak_scan"], written["leak_not_scanned"])
     if ar.boot.lava is not None:
-        ar.boot.lava.server, ar.boot.lava.job_id, ar.boot.lava.job_url = where.server, job_id, link
+        ar.boot.lava.server, ar.boot.lava.job_id, ar.boot.lava.job_url = srv.url, sub.job_id, sub.link
+        ar.boot.lava.device, ar.boot.lava.queued_seconds = device, queued
+        ar.boot.lava.ran_seconds = _seconds(started, ended)
     ar.phases["lava-job"] = seconds
     return ar
+
+
+def wait_and_collect(srv: Server, jobs: list[Submitted]) -> list[ArchResult | KpipeError]:
+    """Poll until every job finished (each collected as soon as it has) or passed its deadline (canceled, an
+    InfraError naming it); when the server stops answering every job still waiting has that error; on an
+    interruption every unfinished job is canceled. In the order of ``jobs``."""
+    out: dict[int, ArchResult | KpipeError] = {}
+    waiting = dict(enumerate(jobs))
+    failed_polls = 0
+    try:
+        while waiting:
+            try:
+                states = _states(srv, [j.job_id for j in waiting.values()])
+                failed_polls = 0
+            except KpipeError as e:
+                failed_polls += 1
+                if failed_polls < POLL_FAILURES:          # a server's hiccup: ask again at the next poll
+                    note(f"lava: polling {srv.url} failed ({e.message}); trying again")
+                    time.sleep(srv.poll)
+                    continue
+                cancel(srv, list(waiting.values()))      # the server stopped answering: every job waiting fails
+                out.update((i, e) for i in waiting)
+                break
+            now = time.monotonic()
+            for i, j in list(waiting.items()):
+                state = states[j.job_id]
+                if state in FINISHED:
+                    del waiting[i]
+                    try:
+                        out[i] = collect(srv, j)
+                    except KpipeError as e:
+                        out[i] = e
+                elif now > j.deadline:
+                    del waiting[i]
+                    cancel(srv, [j])
+                    out[i] = InfraError(f"LAVA job {j.job_id} did not finish in time (state {state}; canceled): "
+                                        f"{j.link}",
+                                        fix="look at the job on the server; a job waiting for a device needs a "
+                                            "worker with a device of its type and tags")
+            if waiting:
+                time.sleep(srv.poll)
+    except BaseException:
+        cancel(srv, list(waiting.values()))
+        raise
+    return [out[i] for i in range(len(jobs))]
+
+
+def submit_all(srv: Server, jobs: list[tuple[Prepared, WrittenJob, str | None]]) -> list[Submitted | ArchResult]:
+    """Every job submitted before any is waited for (the server queues them all and runs them as its devices
+    allow), each with its deadline (deadlines()): ``jobs`` are (prepared arch, its written job, the folder of its
+    artifacts under $KPIPE_LAVA_ARTIFACT_URL, None: the arch). A job that could not be submitted is its arch's
+    error result; an interruption cancels what was submitted."""
+    from ..runner import _record_error
+    subs: list[Submitted | ArchResult] = []
+    try:
+        for prep, written, where in jobs:
+            try:
+                subs.append(submit(srv, prep, written, where))
+            except KpipeError as e:
+                subs.append(_record_error(prep.ar, e))
+    except BaseException:
+        cancel(srv, [s for s in subs if isinstance(s, Submitted)])
+        raise
+    deadlines([s for s in subs if isinstance(s, Submitted)], srv.queue)
+    return subs
+
+
+def collect_all(srv: Server, subs: list[Submitted | ArchResult], wait: bool = True) -> list[ArchResult]:
+    """submit_all's jobs as results, in the same order: each collected as it finishes (wait_and_collect); a job
+    that could not be collected is its arch's error result. Without ``wait``: submitted, not waited for."""
+    from ..runner import _record_error
+    live = [s for s in subs if isinstance(s, Submitted)]
+    if not wait:
+        for j in live:
+            j.prep.ar.verdict, j.prep.ar.exit_code = "pass", 0
+            j.prep.ar.error = f"submitted as job {j.job_id} ({j.link}); not waited for (--wait collects the results)"
+        return [s.prep.ar if isinstance(s, Submitted) else s for s in subs]
+    got = dict(zip(map(id, live), wait_and_collect(srv, live)))
+    out: list[ArchResult] = []
+    for s in subs:
+        if isinstance(s, ArchResult):
+            out.append(s)
+            continue
+        r = got[id(s)]
+        out.append(_record_error(s.prep.ar, r) if isinstance(r, KpipeError) else r)
+    return out

@@ -30,7 +30,7 @@ RUN_SLACK = 120.0          # lava-run's wall-clock limit beyond the job's own ti
 
 
 def _verifier_timeout(opts: Options) -> float:
-    return float(opts.test_timeout or 120)
+    return float(opts.test_timeout or verifier.TIMEOUT)
 
 
 def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod.WrittenJob:
@@ -44,7 +44,7 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
     leak_scan = has_kmemleak and opts.leak_scan
     payload = ramdisk.Payload(
         verifier=prep.verifier_bin, expect_text=verifier.expect_file_text(expectations, prep.policy),
-        verifier_timeout=int(vto), case_timeout=int(max(5, min(30, vto / 6))),
+        verifier_timeout=int(vto), case_timeout=verifier.case_timeout(vto),
         selftests=tuple((b.spec.name, int(b.spec.timeout), b.binary, tuple(b.spec.args)) for b in runnable
                         if b.binary is not None),     # true of every runnable test; narrows Path | None
         dmesg_pattern=jobmod.dmesg_pattern(), ready_marker=prep.initrd.ready_marker or "KPIPE-GUEST-READY",
@@ -111,7 +111,7 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
         if submit:
             from . import submit as submod
             with phase("lava-server", f"{submit}: answers and takes the credentials", timings):
-                submod.check_server(lava_inst, submit)
+                submod.check_server(submod.server(submit, lava_inst))
         tree = resolve_tree(opts, run_dir / "fetch.log", timings)
         with locked_checkout(tree, run_dir / "apply.log") as co:
             applied = apply(co, series, run_dir / "apply.log", timings)
@@ -127,13 +127,11 @@ def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None,
     run.extra.phases = timings
     run.extra.lava = {"dispatcher": getattr(locals().get("lava_inst"), "version", ""),
                          "jobs": {n: str(w["job"]) for n, (_, w) in preps.items()}}
-    if submit:
+    if submit and preps:
         from . import submit as submod
-        for name, (prep, written) in preps.items():
-            try:
-                run.arches[name] = submod.submit_and_collect(prep, written, submit, wait)
-            except KpipeError as e:
-                run.arches[name] = _record_error(prep.ar, e)
+        srv = submod.server(submit, lava_inst)
+        done = submod.collect_all(srv, submod.submit_all(srv, [(p, w, None) for p, w in preps.values()]), wait)
+        run.arches.update(zip(preps, done))
     elif run_local_jobs:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(preps))) as pool:
             futs = {n: pool.submit(run_local, p, w, lava_inst) for n, (p, w) in preps.items()}
