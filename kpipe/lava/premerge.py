@@ -10,8 +10,8 @@
           side's results; premerge then judges the two sides as it judges local ones
   cancel  premerge interrupted between the two (during the compile checks): the submitted jobs are canceled
 
-Not on this path (the jobs do not do it): kmemleak's scan (each arch's report says so) and the changed lines'
-gcov counters (`--require-coverage` is refused before anything is built).
+Not on this path (the jobs do not do it): the changed lines' gcov counters (`--require-coverage` is refused
+before anything is built). kmemleak's scan is a step of each job (kpipe/lava/workflow.py), as for `kpipe lava`.
 """
 from __future__ import annotations
 
