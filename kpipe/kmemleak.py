@@ -104,12 +104,14 @@ SCAN_SCRIPT = (f"f={KMEMLEAK}; [ -e $f ] || {{ echo '{ABSENT}'; exit 3; }}; "
 
 
 def judge(stdout: str, stderr: str, exit_status: int | None, timed_out: bool, release: str,
-          seconds: float) -> KmemleakReport:
+          seconds: float, cut_off: str = "") -> KmemleakReport:
     """The scan's output -> leaks (known false positives set apart), or kmemleak_off saying why there is no
-    report. ``exit_status`` None: the scan never ended."""
+    report. ``exit_status`` None: the scan never ended; ``cut_off``: why it never ended, when something other
+    than its own timeout ended it (a LAVA job that ended during the scan)."""
     report = KmemleakReport(seconds=round(seconds, 2))
-    if timed_out or exit_status != 0:
+    if timed_out or exit_status != 0 or cut_off:
         why = ("its debugfs file is missing (DEBUG_FS not mounted, or kmemleak off at boot)" if ABSENT in stdout
+               else cut_off if cut_off
                else "writing 'scan' failed (kmemleak has turned itself off)" if SCAN_FAILED in stdout
                else f"the scan did not finish within {SCAN_TIMEOUT:.0f} s" if timed_out
                else f"exit {exit_status}")

@@ -20,16 +20,18 @@ SEED = REPO / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.pa
 UNREADABLE = REPO / "tests" / "patches" / "verifier" / "seed-rule-unreadable-loosened.patch"
 BACKPORT = REPO / "tests" / "patches" / "backport-5.13-rule.patch"
 SOURCES: dict[str, str] = {}
+SCRATCH: list[Path] = []        # the running test's tmp_path: scratch trees go there, and pytest removes them
 
 
 @pytest.fixture(autouse=True)
-def _sources(mremap_sources):
+def _sources(mremap_sources, tmp_path):
     SOURCES.update(mremap_sources)
+    SCRATCH[:] = [tmp_path]
 
 
 def _tree(name: str, *patches: Path) -> Path:
     """A scratch tree holding the real mm/mremap.c of `name` with `patches` applied by git apply."""
-    d = Path(tempfile.mkdtemp(prefix="kpipe-intent-"))
+    d = Path(tempfile.mkdtemp(prefix="intent-", dir=SCRATCH[0]))
     (d / "mm").mkdir()
     (d / "mm" / "mremap.c").write_text(SOURCES[name])
     subprocess.run(["git", "init", "-q", str(d)], check=True)

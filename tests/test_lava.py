@@ -424,6 +424,20 @@ def test_captured_leak_log_is_judged_as_verify_judges_its_scan(tmp_path):
     assert ar.boot.kmemleak is not None and ar.boot.kmemleak.not_scanned.startswith("leak_scan is off")
 
 
+def test_leak_log_cut_off_during_the_scan_says_so_and_is_a_run_error(tmp_path):
+    """The same job cut off inside its kmemleak block (the job ended, e.g. its deadline): no leak is claimed from
+    a partial report, kmemleak's premise failed (a run error), and the words say the job ended during the scan."""
+    lines = (DATA / "leak-seed-faults-arm64.log").read_text().splitlines(keepends=True)
+    cut = next(i for i, ln in enumerate(lines) if "KPIPE-BEGIN kmemleak" in ln) + 3
+    log = logparse.parse("".join(lines[:cut]))
+    ar = collect.to_arch_result(_prep(tmp_path, arch_name="arm64"), log, "tcg", "", 120, 0, 20.0, False,
+                                leak_scan=True)
+    assert not [f for f in ar.findings if f.kind == "kmemleak"]
+    [off] = [f for f in ar.findings if f.kind == "kmemleak_off"]
+    assert "the LAVA job ended during the scan" in off.line and "did not finish within" not in off.line, off.line
+    assert ar.exit_code != 0
+
+
 def _replay(tmp_path, name, monkeypatch):
     """ConsoleWatch over a captured job log written line by line, one simulated second per 10 lines."""
     from kpipe.lava import watch

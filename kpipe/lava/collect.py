@@ -26,10 +26,10 @@ def _not_run(suite: str, name: str, why: str) -> TestResult:
     return TestResult(suite, name, Status.ERROR, "exit 0" if suite != "verifier" else "", "not run", why)
 
 
-def _why(log: LavaLog) -> str:
+def _why(log: LavaLog, what: str = "before this ran") -> str:
     if log.error_type or log.error_msg:
-        return f"the LAVA job ended before this ran ({log.error_type or 'error'}: {log.error_msg})"
-    return "the LAVA job ended before this ran"
+        return f"the LAVA job ended {what} ({log.error_type or 'error'}: {log.error_msg})"
+    return f"the LAVA job ended {what}"
 
 
 def verifier_results(prep: Prepared, log: LavaLog, expectations: verifier.Expectations,
@@ -127,11 +127,12 @@ def kmemleak_result(prep: Prepared, log: LavaLog, leak_scan: bool, not_scanned: 
         return [], KmemleakInfo(not_scanned=not_scanned) if not_scanned else None
     blk = log.block("kmemleak")
     if blk is None:
-        return [], KmemleakInfo(not_scanned=f"the LAVA job ended before the scan ({_why(log)})")
+        return [], KmemleakInfo(not_scanned=_why(log, "before the scan"))
     path = prep.dir / "kmemleak.log"
     path.write_text(blk.text + ("--- stderr\n" + "\n".join(blk.err) + "\n" if blk.err else ""))
-    rep = kmemleak.judge(blk.text, "\n".join(blk.err), blk.exit if blk.ended else None, blk.timed_out or not blk.ended,
-                         prep.ar.kernel.release or "", blk.seconds)
+    cut_off = "" if blk.ended or blk.timed_out else _why(log, "during the scan")
+    rep = kmemleak.judge(blk.text, "\n".join(blk.err), blk.exit if blk.ended else None, blk.timed_out,
+                         prep.ar.kernel.release or "", blk.seconds, cut_off=cut_off)
     prep.ar.logs["kmemleak"] = str(path)
     return rep.findings, kmemleak.info(rep, path)
 
