@@ -88,6 +88,7 @@ def write_ramdisk(base_initrd: Path, payload: Payload, dest: Path) -> Path:
                                         timeout=payload.verifier_timeout, case_timeout=payload.case_timeout),
         "kpipe/run-selftests.sh": render("run-selftests.sh"),
         "kpipe/run-dmesg.sh": render("run-dmesg.sh", pattern=payload.dmesg_pattern),
+        "kpipe/step.sh": render("step.sh"),
     }
     if payload.leak_scan:
         scripts["kpipe/run-kmemleak.sh"] = render("run-kmemleak.sh", timeout=int(kmemleak.SCAN_TIMEOUT))

@@ -1,19 +1,11 @@
 #!/bin/sh
 # kpipe's verifier under LAVA: the same binary, expectations and per-case timeout as `kpipe verify`.
 # Its TAP goes to the console verbatim (prefixed) for kpipe's own parser; each case is reported to LAVA.
+. /kpipe/step.sh
 cd /kpipe || exit 1
 mkdir -p /tmp/kpipe-verify
-read t0 _ < /proc/uptime
-timeout -s KILL {{ timeout }} ./bin/{{ binary }} -e expect.txt -t {{ case_timeout }} >/tmp/kpipe-verify/out.tap 2>/tmp/kpipe-verify/err.txt
-rc=$?
-read t1 _ < /proc/uptime
-secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
-timedout=0
-[ "$rc" = 137 ] && awk -v s="$secs" 'BEGIN { exit !(s >= {{ timeout }} - 1) }' && timedout=1
-echo "KPIPE-BEGIN verifier"
-sed 's/^/KPIPE|verifier|out|/' /tmp/kpipe-verify/out.tap
-sed 's/^/KPIPE|verifier|err|/' /tmp/kpipe-verify/err.txt
-echo "KPIPE-END verifier exit=$rc seconds=$secs timedout=$timedout"
+kpipe_step verifier verifier {{ timeout }} /tmp/kpipe-verify/out.tap /tmp/kpipe-verify/err.txt \
+  ./bin/{{ binary }} -e expect.txt -t {{ case_timeout }}
 # one lava-test-case per TAP test point: pass, fail or skip, with the case's seconds as measurement
 awk '
   /^# [a-z0-9-]+: observed / { n = $2; sub(":", "", n); s = ""; if ($NF == "s)") { s = $(NF-1); sub("\\(", "", s) } secs[n] = s; next }
