@@ -16,8 +16,8 @@ from kpipe.pipeline import Options, apply, build_kernel, locked_checkout, resolv
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CACHE = os.environ.get("KPIPE_CACHE")     # as the session started: where shared trees and kernels live
 # kmemleak's scan costs ~25 s per arch and run under TCG: the suite's runs leave it out (the `leak_scan` setting),
-# except the tests about it (tests/test_debug_kernel.py's zero-findings runs, tests/test_boot_faults.py's leaked
-# object), which set KPIPE_LEAK_SCAN=1 for their run. A value the caller exported wins.
+# except the tests about it (tests/test_workflows.py's zero-findings `verify --arch all`, the leaked-object
+# kernels), which set KPIPE_LEAK_SCAN=1 for their run. A value the caller exported wins.
 os.environ.setdefault("KPIPE_LEAK_SCAN", "0")
 
 

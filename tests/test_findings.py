@@ -237,7 +237,8 @@ def test_debug_kernel_noise_is_not_a_finding():
 
 
 # ------------------------------------------------------------------------------------------------ golden logs
-# Serial consoles of real debug-kernel runs (tests/test_debug_kernel.py writes them): exactly these kinds.
+# Serial consoles of real debug-kernel runs (tests/test_debug_kernel.py and the zero-findings run of
+# tests/test_workflows.py write them): exactly these kinds.
 import tomllib  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -1,7 +1,7 @@
 """End to end through the real CLI on real 5.10 kernels: each kernel-state check fails a kernel broken in
 exactly its behaviour (a mutant patch under tests/patches/verifier/, applied on top of the seed) and names
-the failing case; the correct kernels pass every check (5.10 + the seed: tests/test_debug_kernel.py's
-zero-findings run, one run for both; upstream's rule backported; a reworded seed is judged by its code)."""
+the failing case; the correct kernels pass every check (5.10 + the seed: tests/test_workflows.py's
+zero-findings `verify --arch all`; upstream's rule backported; a reworded seed is judged by its code)."""
 from __future__ import annotations
 
 import re
