@@ -38,11 +38,13 @@ def _secrets_gone(run_dir: Path) -> None:
 @e2e
 @pytest.mark.parametrize("arch", ARCHES)
 def test_boot_ssh_push_and_exit_status(kernels, images, arch, tmp_path):
+    """One boot per arch for the session's contract: push, run, exit status, output, timeouts, fetch; a wrong
+    pinned host key refused at once; the guest reaches nothing on the host but its forwarded SSH port."""
     k = _kernel(kernels, arch)
     script = tmp_path / "exit3.sh"
     script.write_text("#!/bin/sh\necho \"args: $*\"\necho oops >&2\nexit 3\n")
     t0 = time.monotonic()
-    with boot(get_arch(arch), k.image, images[arch], tmp_path / "run") as g:
+    with HostListener() as host, boot(get_arch(arch), k.image, images[arch], tmp_path / "run") as g:
         print(f"\n{arch}: accel {g.accel_reason}; boot-to-marker {g.boot_seconds:.2f}s, "
               f"boot-to-SSH {g.ssh_seconds:.2f}s, port {g.port}")
         assert g.accel in ("tcg", "kvm") and g.accel_reason
@@ -60,6 +62,8 @@ def test_boot_ssh_push_and_exit_status(kernels, images, arch, tmp_path):
         assert slow.timed_out and slow.seconds < 10
         g.session.get("/proc/version", tmp_path / "version")
         assert k.release in (tmp_path / "version").read_text()
+        assert_wrong_pinned_host_key_is_refused(g, tmp_path)
+        assert_guest_reaches_nothing_but_its_ssh_port(g, host)
         assert [f for f in g.findings() if f.kind == "panic"] == []
     print(f"{arch}: whole boot+tests+shutdown {time.monotonic() - t0:.1f}s")
     serial = (tmp_path / "run/serial.log").read_text()
@@ -140,20 +144,6 @@ def test_two_boots_at_once_use_different_ports(kernels, images, tmp_path):
     (p1, s1, o1), (p2, s2, o2) = out[1], out[2]
     assert p1 != p2
     assert (s1, o1, s2, o2) == (11, "1", 12, "2")
-
-
-@e2e
-def test_wrong_pinned_host_key_is_refused(kernels, images, tmp_path):
-    k = _kernel(kernels, "x86_64")
-    with boot(get_arch("x86_64"), k.image, images["x86_64"], tmp_path / "run") as g:
-        _, wrong = make_host_key(tmp_path)
-        bad = GuestSession("127.0.0.1", g.port, g.session.key_path, wrong)
-        t0 = time.monotonic()
-        with pytest.raises(InfraError, match="host key mismatch") as ei:
-            bad.connect(deadline=time.monotonic() + 60)
-        assert time.monotonic() - t0 < 20, "a mismatch is refused at once, not retried until the deadline"
-        assert wrong[1][:20] not in ei.value.message      # fingerprints only, never key material
-        assert g.session.run(["true"], timeout=20).exit_status == 0
 
 
 @e2e
@@ -300,47 +290,61 @@ def test_guest_command_quoting_and_timeout_wrapper():
 
 # ------------------------------------------------------------------------------------------------ isolation
 
-@e2e
-@pytest.mark.parametrize("arch", ARCHES)
-def test_guest_reaches_nothing_but_its_ssh_port(kernels, images, arch, tmp_path):
-    """restrict=on: a TCP listener on the host's 127.0.0.1 (10.0.2.2 is the host's alias in QEMU's user
-    network) is unreachable from the guest, while SSH in still works. Control: the same busybox nc reaches
-    the guest's own sshd, so a failure to connect is the network's doing, not nc's."""
-    import socket
+class HostListener:
+    """A TCP listener on the host's 127.0.0.1 that records every connection it accepts."""
 
-    k = _kernel(kernels, arch)
-    accepted: list[str] = []
-    with socket.socket() as srv:
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(4)
-        srv.settimeout(0.5)
-        port = srv.getsockname()[1]
-        stop = threading.Event()
+    def __enter__(self) -> "HostListener":
+        import socket
+        self.accepted: list[str] = []
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.srv.settimeout(0.5)
+        self.port = self.srv.getsockname()[1]
+        self.stop = threading.Event()
 
         def accept():
-            while not stop.is_set():
+            while not self.stop.is_set():
                 try:
-                    c, addr = srv.accept()
-                    accepted.append(str(addr))
+                    c, addr = self.srv.accept()
+                    self.accepted.append(str(addr))
                     c.sendall(b"HOST-SERVICE\n")
                     c.close()
                 except OSError:
                     pass
-        t = threading.Thread(target=accept, daemon=True)
-        t.start()
-        try:
-            with boot(get_arch(arch), k.image, images[arch], tmp_path / "run") as g:
-                own = g.session.run(["sh", "-c", "nc -w 3 10.0.2.15 22 </dev/null | head -c 20"], timeout=20)
-                assert own.exit_status == 0 and own.stdout.startswith("SSH-2.0"), own
-                for host in ("10.0.2.2", "127.0.0.1"):
-                    r = g.session.run(["sh", "-c", f"nc -w 3 {host} {port} </dev/null; echo rc=$?"], timeout=20)
-                    assert "HOST-SERVICE" not in r.stdout and "rc=0" not in r.stdout, (host, r)
-                # SSH still answers after the attempts
-                assert g.session.run(["true"], timeout=20).exit_status == 0
-        finally:
-            stop.set()
-            t.join(timeout=5)
-    assert accepted == [], f"the guest reached the host's 127.0.0.1:{port}"
+        self.t = threading.Thread(target=accept, daemon=True)
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.t.join(timeout=5)
+        self.srv.close()
+
+
+def assert_guest_reaches_nothing_but_its_ssh_port(g, host: HostListener) -> None:
+    """restrict=on: a TCP listener on the host's 127.0.0.1 (10.0.2.2 is the host's alias in QEMU's user
+    network) is unreachable from the guest, while SSH in still works. Control: the same busybox nc reaches
+    the guest's own sshd, so a failure to connect is the network's doing, not nc's."""
+    own = g.session.run(["sh", "-c", "nc -w 3 10.0.2.15 22 </dev/null | head -c 20"], timeout=20)
+    assert own.exit_status == 0 and own.stdout.startswith("SSH-2.0"), own
+    for addr in ("10.0.2.2", "127.0.0.1"):
+        r = g.session.run(["sh", "-c", f"nc -w 3 {addr} {host.port} </dev/null; echo rc=$?"], timeout=20)
+        assert "HOST-SERVICE" not in r.stdout and "rc=0" not in r.stdout, (addr, r)
+    # SSH still answers after the attempts
+    assert g.session.run(["true"], timeout=20).exit_status == 0
+    assert host.accepted == [], f"the guest reached the host's 127.0.0.1:{host.port}"
+
+
+def assert_wrong_pinned_host_key_is_refused(g, tmp_path: Path) -> None:
+    _, wrong = make_host_key(tmp_path)
+    bad = GuestSession("127.0.0.1", g.port, g.session.key_path, wrong)
+    t0 = time.monotonic()
+    with pytest.raises(InfraError, match="host key mismatch") as ei:
+        bad.connect(deadline=time.monotonic() + 60)
+    assert time.monotonic() - t0 < 20, "a mismatch is refused at once, not retried until the deadline"
+    assert wrong[1][:20] not in ei.value.message      # fingerprints only, never key material
+    assert g.session.run(["true"], timeout=20).exit_status == 0
 
 
 # ------------------------------------------------------------------------------------------------ SysRq
