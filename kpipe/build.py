@@ -22,6 +22,7 @@ from typing import Any, Callable
 from . import cache, proc, toolchain
 from .arches import Arch
 from .errors import BuildError, InfraError, KpipeError
+from .profiles import Profile, get_profile
 from .progress import note
 
 BUILD_RECIPE = 3     # bump when the way kernels are built changes, to invalidate old entries (3: .gcno kept)
@@ -148,6 +149,27 @@ def cached_kernel(arch: Arch, key: str) -> Kernel | None:
             note(f"cached kernel {entry} is damaged (a file is missing or altered): rebuilding it")
         return None
     return _kernel_from_entry(arch, entry, meta, cached=True)
+
+
+def _last_path(arch: str) -> Path:
+    return cache.cache_dir("last") / f"{arch}.json"
+
+
+def remember_kernel(k: Kernel, profile: str) -> None:
+    _last_path(k.arch).write_text(json.dumps({"key": k.key, "release": k.release, "profile": profile}))
+
+
+def last_kernel(arch: Arch) -> tuple[Kernel, Profile]:
+    """The last kernel built for ``arch`` and the profile it was built with (its guest size and command line)."""
+    try:
+        last = json.loads(_last_path(arch.name).read_text())
+        key, profile = last["key"], last.get("profile", "fast")
+    except (OSError, ValueError, KeyError):
+        key, profile = None, None
+    k = cached_kernel(arch, key) if key else None
+    if k is None:
+        raise InfraError(f"no built {arch.name} kernel to boot", fix=f"run `invoke build --arch {arch.name}` first")
+    return k, get_profile(profile)
 
 
 def _kernel_from_entry(arch: Arch, entry: Path, meta: dict[str, Any], cached: bool) -> Kernel:

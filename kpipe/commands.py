@@ -2,38 +2,14 @@
 Each returns an exit code; errors are raised as KpipeError and rendered by cli.run_task."""
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
-from . import cache, image, qemu
-from .arches import Arch, resolve_arches
-from .build import Kernel, cached_kernel
+from . import image, qemu
+from .arches import resolve_arches
+from .build import last_kernel, remember_kernel
 from .errors import EXIT_PASS, InfraError, TaskOutcome
 from .pipeline import Options, apply, build_kernel, locked_checkout, new_run_dir, resolve_tree, series_of, with_suite
-from .profiles import Profile, get_profile
 from .progress import note
-
-
-def _last_path(arch: str) -> Path:
-    return cache.cache_dir("last") / f"{arch}.json"
-
-
-def remember_kernel(k: Kernel, profile: str) -> None:
-    _last_path(k.arch).write_text(json.dumps({"key": k.key, "release": k.release, "profile": profile}))
-
-
-def last_kernel(arch: Arch) -> tuple[Kernel, Profile]:
-    """The last kernel built for ``arch`` and the profile it was built with (its guest size and command line)."""
-    try:
-        last = json.loads(_last_path(arch.name).read_text())
-        key, profile = last["key"], last.get("profile", "fast")
-    except (OSError, ValueError, KeyError):
-        key, profile = None, None
-    k = cached_kernel(arch, key) if key else None
-    if k is None:
-        raise InfraError(f"no built {arch.name} kernel to boot", fix=f"run `invoke build --arch {arch.name}` first")
-    return k, get_profile(profile)
 
 
 def fetch(opts: Options) -> int:

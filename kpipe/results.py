@@ -8,10 +8,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field, fields, is_dataclass
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from .tags import PatchTags
+from typing import Any, ClassVar
 
 
 class Status(str, enum.Enum):
@@ -249,6 +246,38 @@ class BisectOutcome(Sparse):
     fix: str | None = None
     log: str | None = None                     # git bisect log, in the run folder
     skipped_candidates: list[Commit] | None = None
+
+
+# premerge's tag checks of each patch (kpipe/tags.py makes them)
+@dataclass(frozen=True)
+class TagProblem:
+    tag: str                    # Signed-off-by | Fixes
+    severity: str               # error (fails a premerge) | warning | unchecked
+    message: str
+
+
+@dataclass(frozen=True)
+class FixesTag:
+    line: str                   # as written, after "Fixes:"
+    sha: str                    # the id as written ("" when the line names none)
+    subject: str                # the quoted subject as written ("" when none)
+    commit: str = ""            # the full id in the tree ("" when not found)
+    real_subject: str = ""      # that commit's subject
+    status: str = "ok"          # ok | absent | ambiguous | not-in-base | wrong-subject | unchecked | malformed
+
+
+@dataclass(frozen=True)
+class PatchTags:
+    file: str
+    author: str                 # who git am records as the author ("" for a plain diff)
+    signoffs: tuple[str, ...]
+    fixes: tuple[FixesTag, ...]
+    problems: tuple[TagProblem, ...]
+    checkpatch: tuple[str, ...]     # checkpatch's own messages of tags.CHECKPATCH_TYPES for this patch
+
+    @property
+    def errors(self) -> int:
+        return sum(p.severity == "error" for p in self.problems)
 
 
 @dataclass

@@ -13,8 +13,7 @@ from typing import TypedDict
 
 from . import coverage, image, intent, kconfig, kmemleak, proc, qemu, selftests, treebugs, verifier
 from .arches import Arch
-from .build import Kernel
-from .commands import remember_kernel
+from .build import Kernel, remember_kernel
 from .checkout import Checkout
 from .errors import (EXIT_BUILD, EXIT_INFRA, EXIT_KERNEL, EXIT_PASS, EXIT_PATCH, ConfigError, EarlyKernelError,
                      InfraError, UsageError,

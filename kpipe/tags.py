@@ -25,43 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from .patches import PatchFile, Series
+from .results import FixesTag, PatchTags, TagProblem
 from .tree import git
 
 CHECKPATCH_TYPES = frozenset({"MISSING_SIGN_OFF", "NO_AUTHOR_SIGN_OFF", "FROM_SIGN_OFF_MISMATCH", "BAD_SIGN_OFF",
                               "GIT_COMMIT_ID", "UNKNOWN_COMMIT_ID", "BAD_FIXES_TAG"})
 _TYPED = re.compile(r"^(ERROR|WARNING|CHECK): ([A-Z0-9_]+): ")
 _FIXES = re.compile(r'^\s*([0-9a-fA-F]{4,40})\b\s*(?:\((.*)\))?\s*$')
-
-
-@dataclass(frozen=True)
-class TagProblem:
-    tag: str                    # Signed-off-by | Fixes
-    severity: str               # error (fails a premerge) | warning | unchecked
-    message: str
-
-
-@dataclass(frozen=True)
-class FixesTag:
-    line: str                   # as written, after "Fixes:"
-    sha: str                    # the id as written ("" when the line names none)
-    subject: str                # the quoted subject as written ("" when none)
-    commit: str = ""            # the full id in the tree ("" when not found)
-    real_subject: str = ""      # that commit's subject
-    status: str = "ok"          # ok | absent | ambiguous | not-in-base | wrong-subject | unchecked | malformed
-
-
-@dataclass(frozen=True)
-class PatchTags:
-    file: str
-    author: str                 # who git am records as the author ("" for a plain diff)
-    signoffs: tuple[str, ...]
-    fixes: tuple[FixesTag, ...]
-    problems: tuple[TagProblem, ...]
-    checkpatch: tuple[str, ...]     # checkpatch's own messages of CHECKPATCH_TYPES for this patch
-
-    @property
-    def errors(self) -> int:
-        return sum(p.severity == "error" for p in self.problems)
 
 
 @dataclass(frozen=True)
