@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from kpipe.arches import ARCHES
-from kpipe.build import Kernel
-from kpipe.pipeline import Options, apply, build_kernel, locked_checkout, resolve_tree, series_of
+from kpipe.build.kernel import Kernel
+from kpipe.workflows.pipeline import Options, apply, build_kernel, locked_checkout, resolve_tree, series_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_CACHE = os.environ.get("KPIPE_CACHE")     # as the session started: where shared trees and kernels live
@@ -111,7 +111,7 @@ def patched_kernels(tree510, kernels, tmp_path_factory) -> dict[str, Kernel]:
 @pytest.fixture(scope="session")
 def mremap_sources(tree510) -> dict[str, str]:
     """mm/mremap.c at the base of each Debian tree kpipe knows (fetched through kpipe's tree stage when missing)."""
-    from kpipe.tree import git
+    from kpipe.source.tree import git
     out = {}
     with shared_cache():
         for spec in ("debian:5.10", "debian:6.12"):

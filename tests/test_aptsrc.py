@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kpipe.aptsrc import AptSource, _parse_deb822, _parse_list, sources_for_suite, system_sources
+from kpipe.source.aptsrc import AptSource, _parse_deb822, _parse_list, sources_for_suite, system_sources
 from kpipe.errors import InfraError
 
 DEBIAN_SOURCES = """\

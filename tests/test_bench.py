@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import bench, benchrows
-from kpipe.benchrows import Step, add_row, load_doc, missing_steps, plan_steps, row_key, write_doc
+from kpipe.bench import measure as bench, rows as benchrows
+from kpipe.bench.rows import Step, add_row, load_doc, missing_steps, plan_steps, row_key, write_doc
 
 GOLDEN = Path(__file__).parent / "data" / "bench" / "stopped" / "bench.json"
 

@@ -150,7 +150,7 @@ def test_git_bisect_run_kpipe_in_the_users_tree(history, tmp_path):
     repo, c = history
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    wrapper = bindir / "kpipe"          # the console script's body: kpipe.cli:main
+    wrapper = bindir / "kpipe"          # the console script's body: kpipe.cli.program:main
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m kpipe \"$@\"\n")
     wrapper.chmod(0o755)
     runs = tmp_path / "runs"
@@ -182,7 +182,7 @@ def _diff(path: str, old: str, new: str) -> str:
 
 def test_series_mode_names_the_first_bad_patch(tree510, patched_kernels, tmp_path):
     """seed, docs, a WARN_ON_ONCE on every DONTUNMAP move (a kernel-log finding: bad), docs."""
-    from kpipe.tree import git
+    from kpipe.source.tree import git
     mremap = git(tree510.repo, "show", f"{tree510.base}:mm/mremap.c", bare=True).stdout
     readme = git(tree510.repo, "show", f"{tree510.base}:README", bare=True).stdout
     seeded = mremap.replace("if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) ||\n\t\t\tvma->vm_flags & VM_SHARED))",

@@ -2,10 +2,10 @@
 table itself: a kernel that behaves exactly as a policy says, known failures (xfail:CODE) included."""
 from __future__ import annotations
 
-from kpipe import results as R
-from kpipe.bisection import matching_policies
-from kpipe.suite import get as get_suite
-from kpipe.verifier import load_expectations
+from kpipe.report import results as R
+from kpipe.workflows.bisection import matching_policies
+from kpipe.checks.suite import get as get_suite
+from kpipe.checks.verifier import load_expectations
 
 SEED = get_suite()
 POLICIES = tuple(load_expectations(SEED).policies)

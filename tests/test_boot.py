@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from conftest import _qemu_children
-from kpipe.accel import choose_accel
+from kpipe.guest.accel import choose_accel
 from kpipe.arches import get_arch
 from kpipe.errors import InfraError, KernelError
-from kpipe.guest import GuestSession
-from kpipe.image import build_image, make_host_key
-from kpipe.qemu import boot
+from kpipe.guest.ssh import GuestSession
+from kpipe.guest.image import build_image, make_host_key
+from kpipe.guest.qemu import boot
 
 ARCHES = ["x86_64", "arm64"]
 e2e = pytest.mark.e2e
@@ -211,7 +211,7 @@ def test_port_taken_by_another_program_is_retried(kernels, images, tmp_path, mon
     """A port another program grabbed between our choice and QEMU's bind: QEMU fails, kpipe retries."""
     import socket
 
-    import kpipe.qemu as q
+    import kpipe.guest.qemu as q
 
     k = _kernel(kernels, "arm64")
     squatter = socket.socket()
@@ -244,7 +244,7 @@ def test_port_taken_by_another_program_is_retried(kernels, images, tmp_path, mon
 def test_qemu_command_comes_from_arch_data_only():
     import dataclasses
 
-    from kpipe.qemu import kernel_cmdline, qemu_command
+    from kpipe.guest.qemu import kernel_cmdline, qemu_command
 
     for name in ARCHES:
         a = get_arch(name)
@@ -271,7 +271,7 @@ def test_qemu_command_comes_from_arch_data_only():
 
 
 def test_boot_timeout_scales_for_tcg_and_is_overridable():
-    from kpipe.qemu import BOOT_TIMEOUT, boot_timeout
+    from kpipe.guest.qemu import BOOT_TIMEOUT, boot_timeout
 
     x86 = get_arch("x86_64")
     assert boot_timeout(x86, "kvm") == BOOT_TIMEOUT
@@ -280,7 +280,7 @@ def test_boot_timeout_scales_for_tcg_and_is_overridable():
 
 
 def test_port_leases_are_exclusive_and_released():
-    from kpipe.qemu import PortLease
+    from kpipe.guest.qemu import PortLease
 
     leases = [PortLease() for _ in range(20)]
     ports = [lease.port for lease in leases]
@@ -290,7 +290,7 @@ def test_port_leases_are_exclusive_and_released():
 
 
 def test_guest_command_quoting_and_timeout_wrapper():
-    from kpipe.guest import command_line, wrap_timeout
+    from kpipe.guest.ssh import command_line, wrap_timeout
 
     assert command_line(["printf", "%s", "a b", "c'd", "$HOME"]) == "printf %s 'a b' 'c'\"'\"'d' '$HOME'"
     assert command_line("echo $HOME") == "echo $HOME"

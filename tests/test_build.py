@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import kconfig
+from kpipe.build import kconfig
 from kpipe.arches import ARCHES
-from kpipe.pipeline import Options, apply, build_kernel, locked_checkout, series_of
-from kpipe.tree import git
+from kpipe.workflows.pipeline import Options, apply, build_kernel, locked_checkout, series_of
+from kpipe.source.tree import git
 from kpipe_cli import REPO_ROOT, invoke
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""ccache across build folders (kpipe.build.ccache_relocation): the environment and make variables kpipe gives a
+"""ccache across build folders (kpipe.build.kernel.ccache_relocation): the environment and make variables kpipe gives a
 new build folder, and a real gcc + ccache compile of the same source from two build folders, the way kbuild
 calls it with O= (absolute source path, -g, the kernel's own -fmacro-prefix-map=$(srctree)/=)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import build as buildmod
+from kpipe.build import kernel as buildmod
 from kpipe.arches import ARCHES
 
 

@@ -1,7 +1,7 @@
 """The `kpipe` command: one task collection behind two entry points, run from any directory, defaults from
 invoke's config system, output never in a kernel tree. Fast tier: synthetic trees, nothing is built or booted.
 
-`python3 -m kpipe` is exactly what the `kpipe` console script runs (kpipe.cli:main); test_install.py checks the
+`python3 -m kpipe` is exactly what the `kpipe` console script runs (kpipe.cli.program:main); test_install.py checks the
 installed script itself on Debian's own Python.
 """
 from __future__ import annotations
@@ -38,15 +38,15 @@ def env(tmp_path, private_cache):
 def test_help_lists_every_task_of_the_one_collection(tmp_path, env):
     from invoke import Collection
 
-    import kpipe.tasks
+    import kpipe.cli.tasks
     r = run_kpipe("--help", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert "Usage: kpipe" in r.stdout
-    names = sorted(Collection.from_module(kpipe.tasks).task_names)
+    names = sorted(Collection.from_module(kpipe.cli.tasks).task_names)
     assert {"verify", "premerge", "bisect", "config", "setup", "test"} <= set(names)
     for name in names:
         assert f"\n  {name} " in r.stdout, (name, r.stdout)
-    # `invoke` in the checkout sees the same collection (tasks.py re-exports kpipe.tasks)
+    # `invoke` in the checkout sees the same collection (tasks.py re-exports kpipe.cli.tasks)
     inv = subprocess.run([sys.executable, "-m", "invoke", "--list"], cwd=REPO_ROOT, env=env, capture_output=True,
                          text=True, timeout=60)
     assert inv.returncode == 0, inv.stderr

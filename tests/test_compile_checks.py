@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kpipe import compile_checks as cc
+from kpipe.workflows import compile_checks as cc
 
 LOG = Path(__file__).parent / "data" / "warnings" / "seed-x86_64.log"
 SRC = Path("/root/.cache/kpipe/work/debian-5.10")

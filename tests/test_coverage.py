@@ -1,4 +1,4 @@
-"""Coverage of the changed lines (kpipe/coverage.py): the diff's changed lines, gcov's counts and branch
+"""Coverage of the changed lines (kpipe/checks/coverage.py): the diff's changed lines, gcov's counts and branch
 outcomes per hunk, the per-arch sentence. Fast tests on real data (the shipped patch, a gcov JSON captured from a
 real run: tests/data/coverage/); e2e: a test patch adding a branch no test reaches, on real kernels in QEMU."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import coverage
+from kpipe.checks import coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "coverage"

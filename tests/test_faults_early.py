@@ -253,7 +253,7 @@ HOLDER = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os
 def test_interrupt_while_waiting_for_the_checkout_then_next_run_succeeds(tmp_path, private_cache, dirty_repo):
     """The waiting run names the process holding the lock (pid and command line) within 2 s, then Ctrl-C
     ends it cleanly (exit 2)."""
-    from kpipe.tree import open_user_tree
+    from kpipe.source.tree import open_user_tree
     lock = open_user_tree(str(dirty_repo)).lock_path
     lock.parent.mkdir(parents=True, exist_ok=True)
     # "another run" holds the scratch checkout: a separate process, so it has its own pid and command line

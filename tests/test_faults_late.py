@@ -1,5 +1,5 @@
 """Fault suite, late stages (issue 7): boot, SSH, tests in the guest, the accelerator, interrupts and a damaged
-cache entry, through the real pipeline (`invoke verify`, or `kpipe.workflows.verify` in-process where a fault
+cache entry, through the real pipeline (`invoke verify`, or `kpipe.workflows.flows.verify` in-process where a fault
 has to be injected) on the real Debian 5.10 kernels in kpipe's shared cache.
 
 Each case ends with: a message naming the problem and a fix, the contract's exit code and exit line, no QEMU,
@@ -31,10 +31,12 @@ from kernel_fixture import leftovers, processes_with_env
 from kpipe_cli import REPO_ROOT, Ran, invoke, results_by_name
 from test_build import SEED, edit_patch, series
 
-from kpipe import cache, image, qemu, workflows
-from kpipe.accel import PROBE_TIMEOUT, boot_id
+from kpipe import cache
+from kpipe.guest import image, qemu
+from kpipe.workflows import flows as workflows
+from kpipe.guest.accel import PROBE_TIMEOUT, boot_id
 from kpipe.errors import EXIT_MEANING
-from kpipe.pipeline import Options
+from kpipe.workflows.pipeline import Options
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,7 @@
 """Findings scanner on real-looking kernel log snippets (5.10 x86_64 and arm64 formats)."""
 from __future__ import annotations
 
-from kpipe.findings import CONTEXT_LINES, Scanner, classify, scan_text, summarize
+from kpipe.guest.findings import CONTEXT_LINES, Scanner, classify, scan_text, summarize
 
 CLEAN_BOOT = """\
 [    0.000000] Linux version 5.10.262 (root@host) (gcc (Debian 12.2.0-14) 12.2.0) #1 Thu Nov 26 2026
@@ -221,7 +221,7 @@ def test_each_debug_report_kind():
 
 
 def test_sysrq_w_lists_only_tasks_in_d_state_inside_the_dump():
-    from kpipe.findings import blocked_task_name, describe, trace_of
+    from kpipe.guest.findings import blocked_task_name, describe, trace_of
 
     found = scan_text(SYSRQ_W, "console")
     assert [f.kind for f in found] == ["blocked_task"]      # not the idle kworker, not after the next dump
@@ -249,7 +249,7 @@ EXPECTED = tomllib.loads((GOLDEN / "expected.toml").read_text())
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_golden_console_of_a_real_run(name):
-    from kpipe.findings import trace_of
+    from kpipe.guest.findings import trace_of
 
     want = EXPECTED[name]
     found = scan_text((GOLDEN / f"{name}.log").read_text(errors="replace"), "console")
@@ -259,7 +259,7 @@ def test_golden_console_of_a_real_run(name):
         frames = trace_of(f)
         assert any(want["trace_through"][kind] in fr for fr in frames), (kind, frames)
     if "blocked" in want:
-        from kpipe.findings import blocked_task_name
+        from kpipe.guest.findings import blocked_task_name
         names = {blocked_task_name(f.line) for f in found if f.kind in ("blocked_task", "hung_task")}
         assert any(n and n.startswith(want["blocked"]) for n in names), names
 
@@ -323,7 +323,7 @@ def test_kmemleak_reports_and_kmemleak_turning_itself_off():
 def test_a_report_on_the_console_and_in_dmesg_counts_once():
     """Captured from a real run (5.10 + seed + tests/patches/debug/boot-faults.patch, kpipe_fault=warn, arm64):
     the WARNING is on the console and again in the dmesg read after the tests; it is one report."""
-    from kpipe.findings import not_seen_on
+    from kpipe.guest.findings import not_seen_on
     here = Path(__file__).parent / "data" / "consoles" / "boot-warn-arm64"
     console = scan_text((here / "serial.log").read_text(), "console")
     dmesg = scan_text((here / "dmesg.log").read_text(), "dmesg")
@@ -335,7 +335,7 @@ def test_a_report_on_the_console_and_in_dmesg_counts_once():
 
 def test_hard_lockup_is_a_stuck_kind():
     """kernel/watchdog_hld.c's report (perf NMI watchdog) is a lockup like the soft one: it ends a boot."""
-    from kpipe.findings import ENDS_BOOT_KINDS, STUCK_KINDS
+    from kpipe.guest.findings import ENDS_BOOT_KINDS, STUCK_KINDS
     line = "[   41.017329] NMI watchdog: Watchdog detected hard LOCKUP on cpu 1"
     assert classify(line) == "hard_lockup" and "hard_lockup" in STUCK_KINDS & ENDS_BOOT_KINDS
 

@@ -8,8 +8,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from kpipe.ktap import parse_document
-from kpipe.results import ArchResult, RunResult, Status, write_junit
+from kpipe.checks.ktap import parse_document
+from kpipe.report.results import ArchResult, RunResult, Status, write_junit
 
 RUN = Path(__file__).parent / "data" / "runs" / "6.12-arm64"
 

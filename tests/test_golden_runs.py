@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kpipe.ktap import parse_document
-from kpipe.verifier import load_expectations, parse_tap
+from kpipe.checks.ktap import parse_document
+from kpipe.checks.verifier import load_expectations, parse_tap
 
 RUNS = Path(__file__).parent / "data" / "runs"
 CAPTURED = sorted(p.name for p in RUNS.iterdir() if p.name.startswith("5.10-") and (p / "expected.json").is_file())

@@ -10,7 +10,7 @@ import time
 import paramiko
 import pytest
 
-from kpipe import guest
+from kpipe.guest import ssh as guest
 
 
 class _Silent(paramiko.ServerInterface):

@@ -13,9 +13,9 @@ import pytest
 
 from kpipe import cache
 from kpipe.arches import ARCHES, get_arch
-from kpipe.cpio import CpioWriter, read_names, write_gz
+from kpipe.guest.cpio import CpioWriter, read_names, write_gz
 from kpipe.errors import UsageError
-from kpipe.image import build_image, join_archives, load_recipe, make_overlay, render_init
+from kpipe.guest.image import build_image, join_archives, load_recipe, make_overlay, render_init
 
 @pytest.fixture(scope="module")
 def private_cache(tmp_path_factory):

@@ -1,4 +1,4 @@
-"""Per-object instrumentation of the touched files (kpipe/instrument.py) on a small git tree: a basename whose
+"""Per-object instrumentation of the touched files (kpipe/build/instrument.py) on a small git tree: a basename whose
 namesake lives in a folder that opts out is left out with the reason, since kbuild matches by basename."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import instrument
+from kpipe.build import instrument
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -1,4 +1,4 @@
-"""The expectation policy from the series' intent and the code together (kpipe/intent.py), with the real
+"""The expectation policy from the series' intent and the code together (kpipe/checks/intent.py), with the real
 `git patch-id --stable`, the real seed, the real 5.10 and 6.12 sources (the shared tree cache) and the wrong
 kernel under tests/patches/verifier/ that hides the rule in a helper."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import intent
+from kpipe.checks import intent
 from kpipe.errors import UsageError
-from kpipe.suite import get as get_suite
+from kpipe.checks.suite import get as get_suite
 
 SUITE = get_suite()
 

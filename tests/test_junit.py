@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kpipe.ktap import parse_document
-from kpipe.results import ArchResult, RunResult, Status, write_junit
-from kpipe.results import TestResult as Case
+from kpipe.checks.ktap import parse_document
+from kpipe.report.results import ArchResult, RunResult, Status, write_junit
+from kpipe.report.results import TestResult as Case
 
 # a kselftest run as 6.x mm tests print it: one failing subtest among passing ones
 NESTED = """TAP version 13
@@ -51,7 +51,7 @@ def test_a_failing_child_is_counted_once_and_an_own_failure_is_kept(tmp_path):
 
 
 def test_a_run_failed_only_by_a_kernel_finding_has_a_failing_case(tmp_path):
-    from kpipe.results import Finding
+    from kpipe.report.results import Finding
     ar = ArchResult(arch="arm64", verdict="fail", exit_code=1,
                     tests=[Case("verifier", "shmem-dontunmap", Status.PASS, "ok", "ok")],
                     findings=[Finding("warning", "console", "WARNING: CPU: 0 PID: 1 at mm/mremap.c:68",

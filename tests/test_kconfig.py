@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import kconfig as K
+from kpipe.build import kconfig as K
 from kpipe import proc
 from kpipe.arches import ARCHES, get_arch
 from kpipe.errors import ConfigError, InfraError, UsageError
-from kpipe.suite import get as get_suite
-from kpipe.suite import shipped_names
+from kpipe.checks.suite import get as get_suite
+from kpipe.checks.suite import shipped_names
 
 SRC = Path("/nonexistent")    # the real Debian 5.10 tree: set by the needs_tree fixture
 
@@ -131,7 +131,7 @@ def test_default_fragments_per_arch():
         assert all(p.is_file() for p in paths)
         K.merge([K.parse_fragment(p) for p in paths])      # every shipped fragment parses
         # the run's suite adds its own needs right after them (the seed suite's by default)
-        from kpipe.pipeline import Options, fragments_for
+        from kpipe.workflows.pipeline import Options, fragments_for
         got = fragments_for(arch, Options(profile="fast"))
         assert [str(p.relative_to(K.REPO_ROOT)) for p in got][2:] == ["suites/mremap-dontunmap/mremap-dontunmap.config",
                                                                       "suites/memfd-seals/memfd-seals.config"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import textwrap
 
-from kpipe.ktap import looks_like_ktap, parse_document, parse_ktap
-from kpipe.results import Status
+from kpipe.checks.ktap import looks_like_ktap, parse_document, parse_ktap
+from kpipe.report.results import Status
 
 
 def _k(text: str) -> str:

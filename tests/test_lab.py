@@ -1,4 +1,4 @@
-"""The local LAVA lab (kpipe.lab): a real lava-server, PostgreSQL, scheduler and worker on this machine, real
+"""The local LAVA lab (kpipe.lava.lab): a real lava-server, PostgreSQL, scheduler and worker on this machine, real
 lavacli submissions, real QEMU under the worker's lava-run. One lab for the module: `kpipe lab up` before the
 first test, `kpipe lab down` after the last (also when a test fails); the last test checks what down left.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import lab
+from kpipe.lava import lab
 
 from kpipe_cli import invoke, results_by_name
 
@@ -148,7 +148,7 @@ def test_premerge_through_the_lab_queues_four_jobs_and_judges_as_premerge(premer
     from test_premerge_verdict import _verifier_rows
     from test_workflows import NEEDS_514, _shmem_cases
 
-    from kpipe.verifier import load_expectations
+    from kpipe.checks.verifier import load_expectations
     ran, out = premerge_lab, premerge_lab.out
     assert ran.code == 0, ran
     res = ran.result

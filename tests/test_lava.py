@@ -3,7 +3,7 @@
 Fast tier: the job definition against golden copies (tests/data/lava/job-*.yaml), the ramdisk as one cpio
 archive that `cpio --extract` (what the dispatcher runs) reads whole, and LAVA logs captured from real
 lava-run jobs (tests/data/lava/*.log) turned into kpipe's results.
-e2e tier: real lava-run (Debian's dispatcher, installed by kpipe.lava_install), real Debian 5.10 kernels.
+e2e tier: real lava-run (Debian's dispatcher, installed by kpipe.lava.install), real Debian 5.10 kernels.
 """
 from __future__ import annotations
 
@@ -15,18 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from kpipe.suite import get as get_suite
-from kpipe.verifier import load_expectations
+from kpipe.checks.suite import get as get_suite
+from kpipe.checks.verifier import load_expectations
 import yaml
 
-from kpipe import kmemleak, qemu
+from kpipe.checks import kmemleak
+from kpipe.guest import qemu
 from kpipe.arches import ARCHES
-from kpipe.cpio import read_names, write_gz
+from kpipe.guest.cpio import read_names, write_gz
 from kpipe.lava import collect, job as jobmod, logparse, ramdisk
-from kpipe.profiles import get_profile
-from kpipe.results import ArchResult, Status
-from kpipe.selftests import BuiltTest, SelftestSpec
-from kpipe.workflows import Prepared
+from kpipe.build.profiles import get_profile
+from kpipe.report.results import ArchResult, Status
+from kpipe.checks.selftests import BuiltTest, SelftestSpec
+from kpipe.workflows.runner import Prepared
 
 from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, invoke, results_by_name
 
@@ -281,7 +282,7 @@ def test_failing_verifier_case_is_exit_1_naming_it_although_lava_run_exits_0(tmp
 def test_generated_jobs_validate_with_the_dispatchers_schema(tmp_path):
     """lava_common.schemas accepts kpipe's jobs and device dictionaries, and does reject a broken job (so the
     check can fail)."""
-    from kpipe import lava_install
+    from kpipe.lava import install as lava_install
     from kpipe.errors import InfraError
     lava = lava_install.ensure()
     for arch_name in ("x86_64", "arm64"):
@@ -327,7 +328,7 @@ def test_captured_passing_log_gives_verifys_results(tmp_path):
     own results agree case by case."""
     log, ar = _collect(tmp_path, "pass-seed-x86_64.log")
     assert log.job_result == "pass" and (ar.exit_code, ar.verdict) == (0, "pass"), ar.error
-    from kpipe import verifier
+    from kpipe.checks import verifier
     names = [t.name for t in ar.tests if t.suite == "verifier"]
     assert names == list(verifier.load_expectations().cases)
     assert ar.counts()["verifier"]["fail"] == 0 and ar.counts()["verifier"]["error"] == 0
@@ -451,7 +452,7 @@ def _replay(tmp_path, name, monkeypatch):
 def test_watch_ends_a_job_stuck_before_ready_after_verifys_grace(tmp_path, monkeypatch):
     """The real log of the lockup kernel's job: the soft lockup, seen before the ready marker, ends the job
     STUCK_GRACE simulated seconds after it was read, not at LAVA's boot timeout."""
-    from kpipe.qemu import STUCK_GRACE
+    from kpipe.guest.qemu import STUCK_GRACE
     stop, at, total, w = _replay(tmp_path, "lockup-at-boot-arm64.log", monkeypatch)
     assert stop is not None and not w.ready
     assert "soft_lockup before the guest was ready" in stop.reason and "[init:1]" in stop.reason
@@ -523,9 +524,9 @@ def test_premerge_lab_refuses_require_coverage_and_a_missing_lab_before_any_run(
 def test_a_lava_job_gives_the_verifier_verifys_limits():
     """The whole verifier run and each case get the same limits in a LAVA job as under `kpipe verify` (the job
     kept verify's old 120 s after verify's went to 300 s, b0d1ccc: arm64's 89 cases take ~100 s on a loaded host)."""
-    from kpipe import verifier
+    from kpipe.checks import verifier
     from kpipe.lava.workflow import _verifier_timeout
-    from kpipe.pipeline import Options
+    from kpipe.workflows.pipeline import Options
     assert _verifier_timeout(Options()) == verifier.TIMEOUT == 300
     assert verifier.case_timeout(verifier.TIMEOUT) == 30
     assert _verifier_timeout(Options(test_timeout=60)) == 60 and verifier.case_timeout(60) == 10

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import lava_install
+from kpipe.lava import install as lava_install
 from kpipe.errors import InfraError
 from kpipe.lava import submit
 
@@ -86,8 +86,8 @@ def test_a_job_left_waiting_is_canceled_on_the_server(tmp_path, monkeypatch, how
     error naming the job; an interrupted wait cancels every job it still waited for; polls that keep failing
     (three in a row) give the job up with lavacli's error, canceled too."""
     from kpipe.arches import ARCHES
-    from kpipe.results import ArchResult
-    from kpipe.runner import Prepared
+    from kpipe.report.results import ArchResult
+    from kpipe.workflows.runner import Prepared
     cancelled: list[str] = []         # job 4242 never leaves the queue; what lavacli cancels is recorded
     polls: list[int] = []
 

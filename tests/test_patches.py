@@ -11,9 +11,9 @@ import pytest
 from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke, leftovers,
                             make_kernel_repo, make_repo)
 from kpipe.errors import PatchError, UsageError
-from kpipe.patches import DEFAULT_SERIES, apply_series, load_series, read_patch
-from kpipe.pipeline import locked_checkout
-from kpipe.tree import open_user_tree
+from kpipe.source.patches import DEFAULT_SERIES, apply_series, load_series, read_patch
+from kpipe.workflows.pipeline import locked_checkout
+from kpipe.source.tree import open_user_tree
 
 
 def status_lines(stdout: str) -> list[list[str]]:
@@ -259,7 +259,7 @@ def test_cli_series_listing_a_missing_patch_exits_2_naming_the_line(tmp_path, pr
 def test_seed_applies_to_the_real_510_mremap_at_an_offset(tmp_path, private_cache, tree510):
     """Debian's real 5.10 files (read from kpipe's mirror at the base into a small repo): applied at the known
     offset."""
-    from kpipe.tree import git as kgit
+    from kpipe.source.tree import git as kgit
     files = {rel: kgit(tree510.repo, "show", f"{tree510.base}:{rel}", bare=True).stdout
              for rel in ("Makefile", "Kconfig", "mm/mremap.c", "mm/Kconfig")}
     repo = make_repo(tmp_path / "linux", files, "real 5.10 files")

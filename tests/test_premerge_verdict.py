@@ -1,4 +1,4 @@
-"""Premerge's per-arch judgement (kpipe/comparison.py) on ArchResults shaped like real runs: a correct flip
+"""Premerge's per-arch judgement (kpipe/workflows/comparison.py) on ArchResults shaped like real runs: a correct flip
 passes; a regression, a new failing test or a new kernel finding is the patch's fault (exit 1); a side that
 could not be verified is exit 2, and its ERRORs and missing cases are never counted against the patch (seen
 in CI: an SSH channel refused mid-selftests on the patched arm64 kernel was reported as a regression)."""
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from kpipe.comparison import judge_premerge_arch
+from kpipe.workflows.comparison import judge_premerge_arch
 from kpipe.errors import EXIT_INFRA, EXIT_KERNEL, EXIT_PASS
-from kpipe.results import ArchResult, Finding, RunExtra, RunResult, Status, to_dict
-from kpipe.results import TestResult as Result
-from kpipe.verifier import load_expectations
+from kpipe.report.results import ArchResult, Finding, RunExtra, RunResult, Status, to_dict
+from kpipe.report.results import TestResult as Result
+from kpipe.checks.verifier import load_expectations
 
 SELFTESTS = ("mremap_dontunmap", "map_fixed_noreplace", "mlock2-tests", "memfd_test")
 
@@ -129,8 +129,8 @@ def test_a_retry_needed_only_on_the_patched_side_is_flagged_not_failed(exp):
 def test_lava_sides_carry_their_job_pages_into_every_report(exp, tmp_path):
     """premerge --lab: each side's LAVA job page (boot.lava.job_url) is in result.json's premerge verdict, in
     premerge.md, summary.md, report.html and the mail, for every arch."""
-    from kpipe import report
-    from kpipe.results import LavaInfo
+    from kpipe.report import writers as report
+    from kpipe.report.results import LavaInfo
     urls, run = [], RunResult(workflow="premerge", verdict="pass", exit_code=0, out_dir=str(tmp_path))
     run.extra.premerge, run.extra.checkpatch = {}, []
     for n, arch in enumerate(("x86_64", "arm64")):

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import kconfig as K
-from kpipe import profiles, selftests
+from kpipe.build import kconfig as K
+from kpipe.build import profiles
+from kpipe.checks import selftests
 from kpipe.arches import get_arch
 from kpipe.errors import UsageError
-from kpipe.pipeline import Options, fragments_for
+from kpipe.workflows.pipeline import Options, fragments_for
 
 
 def write(d: Path, name: str, text: str) -> Path:

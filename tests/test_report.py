@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
-from kpipe import report
-from kpipe.results import (ArchResult, BisectOutcome, BisectStep, Commit, Finding, KernelInfo, PremergeArch, RunExtra,
-                           RunResult, Status)
-from kpipe.results import TestResult as Case
+from kpipe.report import writers as report
+from kpipe.report.results import (ArchResult, BisectOutcome, BisectStep, Commit, Finding, KernelInfo, PremergeArch,
+                                  RunExtra, RunResult, Status)
+from kpipe.report.results import TestResult as Case
 
 PWN = "document.title='PWNED'"
 SUBJECT = f'mm: <script>{PWN}</script> | `x` [click](javascript:alert(1)) **b** & co'
@@ -122,7 +122,7 @@ def test_report_html_in_a_real_browser_runs_no_injected_code(written):
 def test_reports_render_sections_left_empty(tmp_path):
     """A kernel that panicked at boot under LAVA: a boot section with LAVA's answer but no boot time, no build
     (seen: the boot line read a time that was never measured); every report is still written."""
-    from kpipe.results import BootInfo, LavaInfo, to_dict
+    from kpipe.report.results import BootInfo, LavaInfo, to_dict
     ar = ArchResult(arch="x86_64", verdict="fail", exit_code=1, error="kernel panic on x86_64: no init")
     ar.boot = BootInfo(accel="tcg", lava=LavaInfo(job_result="fail", error_type="Infrastructure"))
     run = RunResult(workflow="lava", verdict="fail", exit_code=1, arches={"x86_64": ar}, out_dir=str(tmp_path))

@@ -1,4 +1,4 @@
-"""report.txt, the robot's mail (kpipe/report_mail.py): goldens rendered from result.json files whose findings
+"""report.txt, the robot's mail (kpipe/report/mail.py): goldens rendered from result.json files whose findings
 are real debug-kernel consoles and whose coverage is a real run's (fast)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import report_mail
+from kpipe.report import mail as report_mail
 
 DATA = Path(__file__).parent / "data" / "report"
 GOLDENS = sorted(p.name[:-len("-result.json")] for p in DATA.glob("*-result.json"))
@@ -52,7 +52,7 @@ def test_closes_and_warnings_delta_when_result_json_has_them() -> None:
 def test_reproducer_keeps_72_columns_with_a_long_path() -> None:
     """A run folder path of 65-70 characters (a pytest tmp path, a deep $KPIPE_RUNS) still fits: continuation
     lines need no indent. Only a single word longer than the width stands alone on its line."""
-    from kpipe.report_mail import _command
+    from kpipe.report.mail import _command
     path = "/tmp/pytest-of-root/pytest-49/test_verify_all_default_tree_p0/run"      # 65 characters
     lines = _command(f"kpipe verify --arch all --tree debian:5.10 --out {path} --selftests a,b")
     assert max(map(len, lines)) <= 72 and f"{path} \\" in lines, lines

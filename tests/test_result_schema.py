@@ -1,11 +1,11 @@
-"""result.json: one serialiser (results.to_dict) with a schema_version, described by kpipe/schema/result.schema.json.
+"""result.json: one serialiser (results.to_dict) with a schema_version, described by kpipe/report/schema/result.schema.json.
 Every result the e2e tests produce is validated against it too (tests/kpipe_cli.py)."""
 from __future__ import annotations
 
 import json
 
-from kpipe import results as R
-from kpipe.results import ArchResult, Finding, RunResult, Status
+from kpipe.report import results as R
+from kpipe.report.results import ArchResult, Finding, RunResult, Status
 
 TR = R.TestResult
 

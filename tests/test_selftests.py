@@ -15,13 +15,13 @@ from local_session import LocalSession
 from kpipe.arches import get_arch
 from kpipe import proc
 from kpipe.errors import InfraError, UsageError
-from kpipe.guest import ChannelRefused
-from kpipe.ktap import parse_document
-from kpipe.results import Status
-from kpipe import selftests
-from kpipe.selftests import (BuiltTest, SelftestSpec, build_extra_tests, build_selftests, find_selftest_dir,
-                             read_elf, run_selftests, status_from_exit)
-from kpipe.suite import get as get_suite
+from kpipe.guest.ssh import ChannelRefused
+from kpipe.checks.ktap import parse_document
+from kpipe.report.results import Status
+from kpipe.checks import selftests
+from kpipe.checks.selftests import (BuiltTest, SelftestSpec, build_extra_tests, build_selftests, find_selftest_dir,
+                                    read_elf, run_selftests, status_from_exit)
+from kpipe.checks.suite import get as get_suite
 
 SEED = get_suite().selftests          # the seed suite's catalogue
 CATALOGUE, DEFAULT_SET = SEED.catalogue, SEED.default_set
@@ -360,7 +360,7 @@ def test_510_relevant_selftests_in_the_guest(kernels, src510, arch, tmp_path, mo
     KTAP map as on the host."""
     if arch not in kernels:
         pytest.skip(f"no {arch} kernel")
-    from kpipe import image, qemu
+    from kpipe.guest import image, qemu
     if ORIGINAL_CACHE is None:          # the guest image is big: use the shared cache, not the private one
         monkeypatch.delenv("KPIPE_CACHE", raising=False)
     else:
@@ -435,7 +435,7 @@ F:\t*/
 
 
 def test_maintainers_sections_and_matching():
-    from kpipe import maintainers as M
+    from kpipe.source import maintainers as M
     secs = M.parse(_MAINTAINERS)
     assert [s.title for s in secs] == ["MEMORY MANAGEMENT", "USERFAULTFD", "HMM", "KERNEL SELFTEST FRAMEWORK",
                                        "THE REST"]

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kpipe.findings import scan_text
-from kpipe.results import ArchResult, RunResult
-from kpipe.signatures import annotate, annotate_run, decode, fold, signature
+from kpipe.guest.findings import scan_text
+from kpipe.report.results import ArchResult, RunResult
+from kpipe.checks.signatures import annotate, annotate_run, decode, fold, signature
 
 DATA = Path(__file__).parent / "data" / "findings"
 

@@ -1,4 +1,4 @@
-"""Suites as data (kpipe/suite.py): the shipped suites load and agree with their C sources, a suite is chosen by
+"""Suites as data (kpipe/checks/suite.py): the shipped suites load and agree with their C sources, a suite is chosen by
 the files a series touches (or --suite), and a broken suite folder is a usage error naming file, key and fix.
 The host runs of each suite's verifier are real: compiled with the host gcc and run on this machine's kernel."""
 from __future__ import annotations
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import proc, suite
+from kpipe import proc
+from kpipe.checks import suite
 from kpipe.errors import UsageError
-from kpipe.suite import LIB_DIR
-from kpipe.verifier import expect_file_text, load_expectations, parse_tap
-from kpipe.results import Status
+from kpipe.checks.suite import LIB_DIR
+from kpipe.checks.verifier import expect_file_text, load_expectations, parse_tap
+from kpipe.report.results import Status
 
 
 def test_shipped_suites_load_default_first():
@@ -52,8 +53,8 @@ def test_chosen_by_touched_files_or_suite():
 
 
 def test_single_policy_suite_needs_no_rule(tmp_path):
-    from kpipe import intent
-    from kpipe.verifier import choose_policy
+    from kpipe.checks import intent
+    from kpipe.checks.verifier import choose_policy
     s = suite.get("memfd-seals")
     assert choose_policy(tmp_path, None, s) == ("sealing", "suite memfd-seals has one policy")
     assert intent.choose(tmp_path, None, intent.declared([], None, s), s)[0] == "sealing"

@@ -1,4 +1,4 @@
-"""Tag checks (kpipe/tags.py): Signed-off-by against the author, Fixes: looked up with real git in a tiny tree,
+"""Tag checks (kpipe/source/tags.py): Signed-off-by against the author, Fixes: looked up with real git in a tiny tree,
 checkpatch's own messages about the same tags (the 5.10 tree's real checkpatch.pl), and how premerge's reports
 show them. No kernel build."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from kernel_fixture import git, make_repo, private_cache  # noqa: F401  (autouse: a private KPIPE_CACHE)
-from kpipe import report, report_mail, tags
+from kpipe.report import writers as report, mail as report_mail
+from kpipe.source import tags
 from kpipe.errors import InfraError
-from kpipe.patches import Series, read_patch
-from kpipe.results import RunResult, schema_problems, to_dict
+from kpipe.source.patches import Series, read_patch
+from kpipe.report.results import RunResult, schema_problems, to_dict
 
 AUTHOR = "Test Author <author@example.org>"              # kernel_fixture's git identity
 FILES = {"Makefile": "VERSION = 6\nPATCHLEVEL = 1\n", "Kconfig": "config MMU\n\tdef_bool y\n",
@@ -134,9 +135,9 @@ def test_a_tree_without_history_leaves_an_unknown_fixes_unchecked(tmp_path):
 # ------------------------------------------------------------------ checkpatch's own messages (the 5.10 tree's)
 
 def test_checkpatch_show_types_messages_are_surfaced_beside_kpipes(tmp_path, tree510):
-    from kpipe import checkpatch
-    from kpipe.pipeline import locked_checkout
-    from kpipe.tree import git as kgit, open_user_tree
+    from kpipe.source import checkpatch
+    from kpipe.workflows.pipeline import locked_checkout
+    from kpipe.source.tree import git as kgit, open_user_tree
     # what checkpatch checks for at the top of a kernel tree (top_of_kernel_tree), and its own data files
     files = {**FILES, **{f: "" for f in ("COPYING", "CREDITS", "Kbuild", "MAINTAINERS", "README")},
              **{f"{d}/.keep": "" for d in ("Documentation", "arch", "drivers", "fs", "include", "init", "ipc",

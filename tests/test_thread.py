@@ -17,10 +17,11 @@ import pytest
 
 from kernel_fixture import (diff_snapshots, git, held_locks, invoke, kpipe_env, leftovers, make_repo, private_cache,  # noqa: F401
                             scratch_of, tree_snapshot)
-from kpipe import report, report_mail, revisions, thread
+from kpipe.report import writers as report, mail as report_mail
+from kpipe.source import revisions, thread
 from kpipe.errors import InfraError, UsageError
-from kpipe.patches import Series, load_series
-from kpipe.results import RunResult, schema_problems, to_dict
+from kpipe.source.patches import Series, load_series
+from kpipe.report.results import RunResult, schema_problems, to_dict
 
 AUTHOR = "Test Author <author@example.org>"          # kernel_fixture's git identity
 REVIEWER = "Rev Iewer <rev@example.org>"

@@ -14,9 +14,9 @@ from kernel_fixture import (private_cache, scratch_of, SEED_PATCH, diff_snapshot
                             make_repo, mtimes, tracked_files, tree_snapshot)
 from kpipe import cache as cachemod
 from kpipe.errors import UsageError
-from kpipe.patches import apply_series, load_series
-from kpipe.pipeline import locked_checkout
-from kpipe.tree import DEBIAN_TREES, kernel_version, open_tree, open_user_tree
+from kpipe.source.patches import apply_series, load_series
+from kpipe.workflows.pipeline import locked_checkout
+from kpipe.source.tree import DEBIAN_TREES, kernel_version, open_tree, open_user_tree
 
 
 def worktree_state(wt: Path) -> dict[str, tuple[int, bytes]]:

@@ -1,4 +1,4 @@
-"""Known tree bugs keyed to the code of mm/mremap.c (kpipe/treebugs.py), read from the real trees kpipe fetches
+"""Known tree bugs keyed to the code of mm/mremap.c (kpipe/checks/treebugs.py), read from the real trees kpipe fetches
 (5.10 and 6.12 in the shared tree cache) and from the backport patch under tests/patches/."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kpipe import treebugs
-from kpipe.suite import get as get_suite
-from kpipe.verifier import load_expectations, policy_from_source
+from kpipe.checks import treebugs
+from kpipe.checks.suite import get as get_suite
+from kpipe.checks.verifier import load_expectations, policy_from_source
 
 SEED = get_suite()
 

@@ -17,11 +17,11 @@ from local_session import LocalSession
 from kpipe import proc
 from kpipe.arches import get_arch
 from kpipe.errors import BuildError, InfraError, UsageError
-from kpipe.results import Status
-from kpipe.suite import LIB_DIR
-from kpipe.suite import get as get_suite
-from kpipe.verifier import (build_verifier, choose_policy, expect_file_text, load_expectations, parse_tap,
-                            run_verifier)
+from kpipe.report.results import Status
+from kpipe.checks.suite import LIB_DIR
+from kpipe.checks.suite import get as get_suite
+from kpipe.checks.verifier import (build_verifier, choose_policy, expect_file_text, load_expectations, parse_tap,
+                                   run_verifier)
 
 SEED = get_suite()
 VERIFY_DIR = SEED.sources
@@ -503,8 +503,8 @@ def test_run_verifier_timeout_is_reported_per_case(tmp_path, exp):
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
 def test_e2e_510_unpatched(kernels, arch, tmp_path, exp):
     """Unpatched 5.10 in QEMU: every case passes under anon-only; judged as anon+shmem the shmem cases fail."""
-    from kpipe.image import build_image
-    from kpipe.qemu import boot
+    from kpipe.guest.image import build_image
+    from kpipe.guest.qemu import boot
 
     if arch not in kernels:
         pytest.skip(f"no {arch} kernel")

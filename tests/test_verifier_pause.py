@@ -2,10 +2,10 @@
 the binary's own format, the seed suite's state.c) and as premerge judges them: non-overlapping ranges of repeated moves."""
 from __future__ import annotations
 
-from kpipe.results import Status
-from kpipe.results import TestResult as Result
-from kpipe.suite import get as get_suite
-from kpipe.verifier import fast_path, latencies, latency_regressions, pause_summary
+from kpipe.report.results import Status
+from kpipe.report.results import TestResult as Result
+from kpipe.checks.suite import get as get_suite
+from kpipe.checks.verifier import fast_path, latencies, latency_regressions, pause_summary
 
 SEED = get_suite()
 

@@ -13,12 +13,12 @@ from local_session import LocalSession
 
 from kpipe import proc
 from kpipe.errors import UsageError
-from kpipe.results import ArchResult, Status
-from kpipe.results import TestResult as Result
-from kpipe.workflows import expected_flip
-from kpipe.suite import LIB_DIR
-from kpipe.suite import get as get_suite
-from kpipe.verifier import load_expectations, parse_tap, run_verifier
+from kpipe.report.results import ArchResult, Status
+from kpipe.report.results import TestResult as Result
+from kpipe.workflows.comparison import expected_flip
+from kpipe.checks.suite import LIB_DIR
+from kpipe.checks.suite import get as get_suite
+from kpipe.checks.verifier import load_expectations, parse_tap, run_verifier
 
 SEED = get_suite()
 VERIFY_DIR = SEED.sources
@@ -235,7 +235,7 @@ def test_host_state_cases(host_state_binary, tmp_path, exp):
 
 
 def test_latency_regression_rule():
-    from kpipe.verifier import latencies, latency_regressions
+    from kpipe.checks.verifier import latencies, latency_regressions
 
     def run(us_anon, us_memfd=None, mb=256):
         out = [Result("verifier", "latency-anon", Status.PASS, detail=f"latency_us={us_anon} size_mb={mb} kind=x")]

@@ -27,7 +27,11 @@ pytestmark = pytest.mark.e2e        # downloads kpipe's dependencies from the pa
 # layers and profile fragments of both arches, the guest recipes, and the default series
 LOAD_EVERYTHING = """
 import json
-from kpipe import datadirs, image, kconfig, patches, profiles, suite
+from kpipe import datadirs
+from kpipe.build import kconfig, profiles
+from kpipe.checks import suite
+from kpipe.guest import image
+from kpipe.source import patches
 from kpipe.arches import ARCHES
 out = {"installed": datadirs.installed(), "root": str(datadirs.data_root())}
 out["suites"] = {}

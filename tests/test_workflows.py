@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kpipe.verifier import load_expectations
+from kpipe.checks.verifier import load_expectations
 
 from kpipe_cli import invoke, results_by_name
 
