@@ -1,4 +1,4 @@
 """`python3 -m kpipe` is the `kpipe` command."""
-from .program import main
+from .cli.program import main
 
 main()

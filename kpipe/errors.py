@@ -21,7 +21,7 @@ EXIT_MEANING = {
     EXIT_BUILD: "build failed",
 }
 
-# What a task's function returns (cli.run_task): an exit code, or (exit status, what it means) when the status
+# What a task's function returns (kpipe.cli.run.run_task): an exit code, or (exit status, what it means) when the status
 # is not kpipe's own (boot --cmd passes the guest command's).
 TaskOutcome: TypeAlias = int | tuple[int, str]
 

@@ -33,11 +33,9 @@ for name, p in mods.items():
             else:
                 continue
             target = base + (node.module.split(".") if node.module else [])
-            if node.module is None:
-                for a in node.names:
-                    deps.add(".".join(target + [a.name]))
-            else:
-                deps.add(".".join(target))
+            for a in node.names:            # `from ..build import kernel`: the module kernel, not the package
+                sub = ".".join(target + [a.name])
+                deps.add(sub if sub in mods or not target else ".".join(target))
     graph[name] = sorted(d for d in deps if d in mods and d != name)
 for k in sorted(graph):
     print(f"{k}: {', '.join(graph[k])}")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kpipe import report_mail
-from kpipe.findings import scan_text
-from kpipe.results import ArchResult, BuildInfo, KernelInfo, RunResult, to_dict
-from kpipe.signatures import annotate_run
+from kpipe.report import mail as report_mail
+from kpipe.guest.findings import scan_text
+from kpipe.report.results import ArchResult, BuildInfo, KernelInfo, RunResult, to_dict
+from kpipe.checks.signatures import annotate_run
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"

@@ -1,22 +1,34 @@
 """Session fixtures shared by every test: the Debian 5.10 tree and its kernels, built once per session
 through kpipe's own stages (and reused from kpipe's cache across sessions), and a guard that no QEMU child
-outlives a test."""
+outlives a test.
+
+Two folders, two tiers: tests/unit/ is the fast tier (it downloads, builds and boots nothing) and tests/e2e/ the
+real one. Every test under tests/e2e/ is marked e2e, and so is every test that uses a fixture of
+REAL_WORLD_FIXTURES wherever it is; a test under tests/unit/ that would be marked e2e stops the collection.
+The helpers both tiers use live here in tests/ (kpipe_cli.py, kernel_fixture.py, local_session.py); an e2e test
+may import a fast test module's data (tests/unit/ is on sys.path), never the other way round."""
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from kpipe.arches import ARCHES
-from kpipe.build import Kernel
-from kpipe.pipeline import Options, apply, build_kernel, locked_checkout, resolve_tree, series_of
+from kpipe.build.kernel import Kernel
+from kpipe.workflows.pipeline import Options, apply, build_kernel, locked_checkout, resolve_tree, series_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+UNIT, E2E = TESTS / "unit", TESTS / "e2e"
+for _helpers in (UNIT, TESTS):     # `from kpipe_cli import ...` anywhere; e2e files reuse fast-tier data
+    if str(_helpers) not in sys.path:
+        sys.path.insert(0, str(_helpers))
 SHARED_CACHE = os.environ.get("KPIPE_CACHE")     # as the session started: where shared trees and kernels live
 # kmemleak's scan costs ~25 s per arch and run under TCG: the suite's runs leave it out (the `leak_scan` setting),
-# except the tests about it (tests/test_workflows.py's zero-findings `verify --arch all`, the leaked-object
+# except the tests about it (tests/e2e/test_workflows.py's zero-findings `verify --arch all`, the leaked-object
 # kernels), which set KPIPE_LEAK_SCAN=1 for their run. A value the caller exported wins.
 os.environ.setdefault("KPIPE_LEAK_SCAN", "0")
 
@@ -40,9 +52,16 @@ REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels"
 
 
 def pytest_collection_modifyitems(config, items):
+    misplaced = []
     for item in items:
-        if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())):
+        path = Path(str(item.path)).resolve()
+        if REAL_WORLD_FIXTURES & set(getattr(item, "fixturenames", ())) or E2E in path.parents:
             item.add_marker(pytest.mark.e2e)
+        if UNIT in path.parents and item.get_closest_marker("e2e") is not None:
+            misplaced.append(item.nodeid)
+    if misplaced:
+        raise pytest.UsageError("tests/unit/ is the fast tier, but these tests are e2e (a real-world fixture or the "
+                                "e2e mark): move them to tests/e2e/\n  " + "\n  ".join(misplaced))
 
 
 def pytest_runtest_logreport(report):
@@ -111,7 +130,7 @@ def patched_kernels(tree510, kernels, tmp_path_factory) -> dict[str, Kernel]:
 @pytest.fixture(scope="session")
 def mremap_sources(tree510) -> dict[str, str]:
     """mm/mremap.c at the base of each Debian tree kpipe knows (fetched through kpipe's tree stage when missing)."""
-    from kpipe.tree import git
+    from kpipe.source.tree import git
     out = {}
     with shared_cache():
         for spec in ("debian:5.10", "debian:6.12"):

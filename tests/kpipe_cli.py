@@ -21,7 +21,7 @@ class Ran:
     @property
     def result(self) -> dict:
         """result.json, checked against kpipe's JSON Schema on every read."""
-        from kpipe.results import schema_problems
+        from kpipe.report.results import schema_problems
         assert self.out is not None
         data = json.loads((self.out / "result.json").read_text())
         problems = schema_problems(data)

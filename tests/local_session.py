@@ -1,5 +1,5 @@
 """The guest session's put/run API on the host: real processes in their own process group, killed on
-timeout. For host-side runs of the verifier and the selftests (the real guest is kpipe.guest.GuestSession)."""
+timeout. For host-side runs of the verifier and the selftests (the real guest is kpipe.guest.ssh.GuestSession)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from kpipe import proc
-from kpipe.guest import CommandResult
+from kpipe.guest.ssh import CommandResult
 
 
 class LocalSession:

@@ -5,7 +5,7 @@
   runner.py    lava-run on this machine
   logparse.py  LAVA's YAML log -> console lines, test blocks, LAVA results
   collect.py   parsed log -> kpipe's ArchResult (same parsers and verdict as verify)
-  submit.py    lavacli submission to a server (or the local lab: kpipe.lab)
+  submit.py    lavacli submission to a server (or the local lab: kpipe.lava.lab)
   workflow.py  `kpipe lava`
-  premerge.py  `kpipe premerge --lab`: premerge's two sides as LAVA jobs (workflows.Sides)
+  premerge.py  `kpipe premerge --lab`: premerge's two sides as LAVA jobs (workflows.flows.Sides)
 """

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import kmemleak, selftests, verifier
-from ..findings import scan_text
-from ..results import ArchResult, BootInfo, Finding, KmemleakInfo, LavaInfo, Status, TestResult
-from ..runner import Prepared, judge
+from ..checks import kmemleak, selftests, verifier
+from ..guest.findings import scan_text
+from ..report.results import ArchResult, BootInfo, Finding, KmemleakInfo, LavaInfo, Status, TestResult
+from ..workflows.runner import Prepared, judge
 from .logparse import LavaLog
 
 LAVA_STATUS = {Status.PASS: "pass", Status.XFAIL: "pass", Status.SKIP: "skip", Status.FAIL: "fail",

@@ -19,13 +19,13 @@ import yaml
 
 from ..arches import Arch
 from ..errors import InfraError
-from ..findings import PATTERNS
-from ..kmemleak import SCAN_TIMEOUT
-from ..qemu_cmdline import kernel_cmdline
+from ..guest.findings import PATTERNS
+from ..checks.kmemleak import SCAN_TIMEOUT
+from ..guest.qemu_cmdline import kernel_cmdline
 from .ramdisk import PROMPT, render
 
 if TYPE_CHECKING:
-    from ..lava_install import Lava
+    from .install import Lava
 
 # what the lab's device type adds to every QEMU command line (serial console on stdio, nothing else)
 DEVICE_OPTIONS = ("-nodefaults", "-display none", "-monitor none", "-serial stdio", "-nic none")

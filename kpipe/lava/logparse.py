@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from ..findings import Scanner
-from ..results import Finding
+from ..guest.findings import Scanner
+from ..report.results import Finding
 
 _Loader: type[yaml.CSafeLoader | yaml.SafeLoader]
 try:

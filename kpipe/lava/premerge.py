@@ -1,4 +1,4 @@
-"""`kpipe premerge --lab URL|lab`: premerge's two sides as LAVA jobs (a workflows.Sides).
+"""`kpipe premerge --lab URL|lab`: premerge's two sides as LAVA jobs (a workflows.flows.Sides).
 
   check   the dispatcher install (lavacli), then the server answers and takes the credentials (`system whoami`),
           before anything is fetched or built: exit 2 naming it, as `kpipe lava --submit` does
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..arches import Arch
-from ..checkout import Checkout
+from ..source.checkout import Checkout
 from ..errors import KpipeError, UsageError
-from ..pipeline import Options
+from ..workflows.pipeline import Options
 from ..progress import phase
-from ..results import ArchResult, RunResult
-from ..runner import Variant, _record_error, prepare_variant
-from ..tree import Tree
+from ..report.results import ArchResult, RunResult
+from ..workflows.runner import Variant, _record_error, prepare_variant
+from ..source.tree import Tree
 from . import submit
 from .workflow import write_job
 
@@ -36,7 +36,7 @@ def lab_sides(target: str, require_coverage: bool = False) -> LabSides:
         raise UsageError("premerge --lab cannot --require-coverage: the LAVA jobs do not read the kernel's gcov "
                          "counters", fix="drop --require-coverage, or run premerge here (without --lab)")
     if target == submit.LAB:
-        from .. import lab
+        from . import lab
         lab.credentials()                 # is there a local lab at all
     return LabSides(target)
 
@@ -52,7 +52,7 @@ class LabSides:
     collected: bool = False
 
     def check(self, run_dir: Path, timings: dict[str, float]) -> None:
-        from .. import lava_install
+        from . import install as lava_install
         with phase("lava-install", "lava-dispatcher (cached)", timings):
             lava = lava_install.ensure(run_dir / "lava-install.log")
         self.srv = submit.server(self.target, lava)

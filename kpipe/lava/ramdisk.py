@@ -24,8 +24,8 @@ from pathlib import Path
 
 import jinja2
 
-from .. import kmemleak
-from ..cpio import CpioWriter
+from ..checks import kmemleak
+from ..guest.cpio import CpioWriter
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PROMPT = "kpipe-lava# "

@@ -19,7 +19,7 @@ from .watch import ConsoleWatch, Stop
 POLL = 1.0                  # seconds between two looks at the job's log
 
 if TYPE_CHECKING:
-    from ..lava_install import Lava
+    from .install import Lava
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def run_job(lava: Lava, job_path: Path, device_path: Path, out_dir: Path, job_id
             p = proc.spawn(cmd, env=lava.env(), stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                            cwd=out_dir)
         except OSError as e:
-            raise InfraError(f"cannot start lava-run: {e}", fix="reinstall: python3 -m kpipe.lava_install") from None
+            raise InfraError(f"cannot start lava-run: {e}", fix="reinstall: python3 -m kpipe.lava.install") from None
         watch = ConsoleWatch(log, ready_marker)
         stopped: Stop | None = None
         try:

@@ -1,6 +1,6 @@
 """Submitting kpipe's jobs to a LAVA server with lavacli, and collecting the results.
 
-``--submit lab`` is the local lab (`kpipe lab up`, kpipe.lab): its URL and the API token from its 0600 file;
+``--submit lab`` is the local lab (`kpipe lab up`, kpipe.lava.lab): its URL and the API token from its 0600 file;
 each job gets ``tags: [<arch>]`` (the lab's devices are all of type qemu, one per arch, tagged with it). Else
 ``--submit URL``: the token comes from ``$LAVACLI_TOKEN`` (with ``$LAVACLI_USERNAME``) or from lavacli's own
 config (``~/.config/lavacli.yaml``, identity ``default``). A token is handed to lavacli in a private 0600
@@ -10,7 +10,7 @@ somewhere the lab can fetch and rewrite the URLs (``$KPIPE_LAVA_ARTIFACT_URL``: 
 ``<arch>/{kernel image,ramdisk.cpio.gz}`` are served; ``<side>/<arch>/`` for `premerge --lab`).
 Several jobs are submitted before any is waited for and polled together (one ``jobs list`` per poll); a job
 past its deadline, or every unfinished one when kpipe is interrupted, is canceled on the server. Tested
-against the local lab (tests/test_lab.py).
+against the local lab (tests/e2e/test_lab.py).
 """
 from __future__ import annotations
 
@@ -27,16 +27,16 @@ import yaml
 
 from ..errors import InfraError, KpipeError, UsageError
 from ..progress import note
-from ..results import ArchResult, BootInfo, LavaInfo
+from ..report.results import ArchResult, BootInfo, LavaInfo
 from . import collect as collect_mod, logparse
 
 if TYPE_CHECKING:
-    from ..lava_install import Lava
-    from ..runner import Prepared
+    from .install import Lava
+    from ..workflows.runner import Prepared
     from .job import WrittenJob
 
 POLL_SECONDS = 10
-LAB_POLL_SECONDS = 2          # the local lab's worker reports every 2 s (kpipe.lab.PING_INTERVAL)
+LAB_POLL_SECONDS = 2          # the local lab's worker reports every 2 s (kpipe.lava.lab.PING_INTERVAL)
 QUEUE_SECONDS = 3600          # slack for a job's wait, beyond its own timeout and those of its arch's jobs ahead
 LAB_QUEUE_SECONDS = 300       # the lab has one idle device per arch
 LAB = "lab"                   # --submit lab: the local lab
@@ -116,7 +116,7 @@ def _rewrite(job_path: Path, artifact_dir: str, tags: list[str] | None = None) -
 
 
 def _lab_url() -> str:
-    from .. import lab
+    from . import lab
     return lab.url()
 
 
@@ -137,11 +137,11 @@ class Server:
 def server(url: str, lava: Lava | None = None) -> Server:
     """--submit URL|lab: the local lab's URL and token from its own files, else URL with lavacli's credentials."""
     if lava is None:
-        from .. import lava_install
+        from . import install as lava_install
         lava = lava_install.ensure()
     if url != LAB:
         return Server(url, None, POLL_SECONDS, QUEUE_SECONDS, lava)
-    from .. import lab
+    from . import lab
     lab_url, user, token = lab.credentials()
     return Server(lab_url, (user, token), LAB_POLL_SECONDS, LAB_QUEUE_SECONDS, lava)
 
@@ -297,7 +297,7 @@ def submit_all(srv: Server, jobs: list[tuple[Prepared, WrittenJob, str | None]])
     allow), each with its deadline (deadlines()): ``jobs`` are (prepared arch, its written job, the folder of its
     artifacts under $KPIPE_LAVA_ARTIFACT_URL, None: the arch). A job that could not be submitted is its arch's
     error result; an interruption cancels what was submitted."""
-    from ..runner import _record_error
+    from ..workflows.runner import _record_error
     subs: list[Submitted | ArchResult] = []
     try:
         for prep, written, where in jobs:
@@ -315,7 +315,7 @@ def submit_all(srv: Server, jobs: list[tuple[Prepared, WrittenJob, str | None]])
 def collect_all(srv: Server, subs: list[Submitted | ArchResult], wait: bool = True) -> list[ArchResult]:
     """submit_all's jobs as results, in the same order: each collected as it finishes (wait_and_collect); a job
     that could not be collected is its arch's error result. Without ``wait``: submitted, not waited for."""
-    from ..runner import _record_error
+    from ..workflows.runner import _record_error
     live = [s for s in subs if isinstance(s, Submitted)]
     if not wait:
         for j in live:

@@ -3,7 +3,7 @@
 lava-run knows nothing of kernel reports: a kernel that locks up before userspace keeps the job in its boot
 action until LAVA's boot timeout, and one that oopses during the tests keeps it until the test timeout. kpipe
 reads the job's console records as they come, through the same scanner as its own console watcher, and ends the
-job the same number of seconds after a report that `verify` waits (kpipe.qemu's graces): before the guest is
+job the same number of seconds after a report that `verify` waits (kpipe.guest.qemu's graces): before the guest is
 ready, REPORT_GRACE after an Oops/BUG/GPF and STUCK_GRACE after a lockup, stall or hung task; once the tests run,
 FATAL_GRACE. A panic is not watched: QEMU stops on it (-no-reboot) and LAVA ends the job by itself.
 """
@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..findings import ENDS_BOOT_KINDS, FATAL_KINDS, Scanner
-from ..qemu import FATAL_GRACE, REPORT_GRACE, STUCK_GRACE
+from ..guest.findings import ENDS_BOOT_KINDS, FATAL_KINDS, Scanner
+from ..guest.qemu import FATAL_GRACE, REPORT_GRACE, STUCK_GRACE
 from . import logparse
 
 WATCHED = ENDS_BOOT_KINDS - {"panic"}

@@ -12,19 +12,22 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .. import kmemleak, proc, qemu, verifier, workflows
-from ..accel import choose_accel
+from ..checks import kmemleak, verifier
+from .. import proc
+from ..guest import qemu
+from ..workflows import flows as workflows
+from ..guest.accel import choose_accel
 from ..arches import resolve_arches
 from ..errors import KpipeError, UsageError
-from ..pipeline import Options, apply, locked_checkout, resolve_tree, series_of, with_suite
-from ..runner import check_options
+from ..workflows.pipeline import Options, apply, locked_checkout, resolve_tree, series_of, with_suite
+from ..workflows.runner import check_options
 from ..progress import note, phase
-from ..results import ArchResult, RunResult
-from ..runner import Prepared, _arch_result, _record_error, prepare_arch
+from ..report.results import ArchResult, RunResult
+from ..workflows.runner import Prepared, _arch_result, _record_error, prepare_arch
 from . import collect, job as jobmod, logparse, ramdisk, runner
 
 if TYPE_CHECKING:
-    from ..lava_install import Lava
+    from .install import Lava
 
 RUN_SLACK = 120.0          # lava-run's wall-clock limit beyond the job's own timeout
 
@@ -90,13 +93,13 @@ def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchRes
 
 def lava(opts: Options, run_local_jobs: bool = False, submit: str | None = None, wait: bool = False,
          repro: str = "") -> RunResult:
-    from .. import lava_install
+    from . import install as lava_install
 
     started = time.monotonic()
     if wait and not submit:
         raise UsageError("--wait needs --submit URL", fix="pass --submit URL (a LAVA server) or drop --wait")
     if submit == "lab":
-        from .. import lab
+        from . import lab
         lab.credentials()                 # before anything is built: is there a local lab at all
     arches = resolve_arches(opts.arch)
     series = series_of(opts)
