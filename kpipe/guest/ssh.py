@@ -50,6 +50,8 @@ def bounded_request(chan: paramiko.Channel, what: str, request: Callable[[], Non
         expired.set()
         try:
             chan.close()
+        except (paramiko.SSHException, OSError, EOFError):
+            pass                     # the transport is gone already: the waiter below still has to be woken
         finally:
             chan.event.set()         # paramiko's own wait (Channel._wait_for_event) is on this event, unbounded
 
