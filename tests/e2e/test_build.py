@@ -47,9 +47,16 @@ def test_every_requested_symbol_is_set(kernels, arch):
 
 def test_one_line_edit_rebuilds_only_that_file_and_unchanged_runs_no_make(patched_kernels, tree510, tmp_path):
     arch = ARCHES["x86_64"]
+    # the premise: the build folder's last build was of this tree but for the edit. Another test's series (a
+    # fault patch in mm/shmem.c, say) may have been built there last, so build one other edit first
+    prior = edit_patch(tree510, tmp_path / "prior.patch", f"/* kpipe test edit {uuid.uuid4().hex} */")
     edit = edit_patch(tree510, tmp_path / "edit.patch", f"/* kpipe test edit {uuid.uuid4().hex} */")
     opts = Options(series=str(series(tmp_path, SEED, edit)))
     with locked_checkout(tree510) as co:
+        (tmp_path / "prior").mkdir()
+        prior_opts = Options(series=str(series(tmp_path / "prior", SEED, prior)))
+        build_kernel(arch, apply(co, series_of(prior_opts), tmp_path / "apply0.log"), prior_opts,
+                     tmp_path / "build0.log")
         applied = apply(co, series_of(opts), tmp_path / "apply.log")
         assert [p.status for p in applied.patches] == ["applied", "applied"]
         k1, _ = build_kernel(arch, applied, opts, tmp_path / "build1.log")
