@@ -30,6 +30,7 @@
 #include "harness.h"
 #include "moves.h"
 #include "state_util.h"
+#include "uffd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,9 +48,6 @@
 
 #ifndef MADV_NOHUGEPAGE
 #define MADV_NOHUGEPAGE 15
-#endif
-#ifndef UFFD_USER_MODE_ONLY
-#define UFFD_USER_MODE_ONLY 1
 #endif
 
 static void *mremap_fixed(void *old, size_t len, void *to)
@@ -609,16 +607,9 @@ static void case_gc_mt(const struct test_case *tc, struct result *r)
 		r->rejected = 1;
 		return;
 	}
-	g->uffd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (g->uffd < 0 && errno == EPERM)
-		g->uffd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (g->uffd < 0) {
-		if (errno == ENOSYS)
-			skip(r, "userfaultfd: ENOSYS (kernel without USERFAULTFD)");
-		else
-			setup_error(r, "userfaultfd: %s", errno_name(errno));
+	g->uffd = uffd_open_reported(r);
+	if (g->uffd < 0)
 		return;
-	}
 	if (ioctl(g->uffd, UFFDIO_API, &api)) {
 		setup_error(r, "UFFDIO_API: %s", errno_name(errno));
 		return;

@@ -13,6 +13,7 @@
 #include "moves.h"
 #include "plain.h"
 #include "state.h"
+#include "uffd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -47,9 +48,6 @@
 #define RAMFS_MAGIC_ 0x858458f6
 
 /* userfaultfd bits newer than 5.10's headers (values from the uapi). */
-#ifndef UFFD_USER_MODE_ONLY
-#define UFFD_USER_MODE_ONLY 1
-#endif
 #define KP_UFFD_FEATURE_MINOR_SHMEM (1u << 10)
 #define KP_UFFDIO_REGISTER_MODE_MINOR ((__u64)1 << 2)
 #define KP_UFFD_PAGEFAULT_FLAG_MINOR (1u << 2)
@@ -60,7 +58,6 @@ struct kp_uffdio_continue {
 	__s64 mapped;
 };
 #define KP_UFFDIO_CONTINUE _IOWR(UFFDIO, KP_UFFDIO_CONTINUE_NR, struct kp_uffdio_continue)
-#define KP_USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
 
 #define DONTUNMAP (MREMAP_MAYMOVE | MREMAP_DONTUNMAP)
 #define NPAGES 4
@@ -620,21 +617,12 @@ static void case_data(const struct test_case *tc, struct result *r)
 
 static int uffd_open(struct result *r)
 {
-	int fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK), e = errno;
+	int err[2], fd = uffd_open_fd(UFFD_OPEN_DEV, err);
 
-	if (fd < 0 && e == EPERM)	/* vm.unprivileged_userfaultfd = 0 without CAP_SYS_PTRACE */
-		fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (fd < 0) {
-		int dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-		if (dev >= 0) {
-			fd = ioctl(dev, KP_USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
-			close(dev);
-		}
-	}
-	if (fd < 0 && e == ENOSYS)
+	if (fd < 0 && err[0] == ENOSYS)
 		skip(r, "userfaultfd unavailable: ENOSYS (kernel without USERFAULTFD)");
 	else if (fd < 0)
-		setup_error(r, "userfaultfd: %s", errno_name(e));
+		setup_error(r, "userfaultfd: %s", errno_name(err[0]));
 	return fd;
 }
 

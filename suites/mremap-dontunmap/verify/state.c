@@ -28,6 +28,7 @@
 #include "harness.h"
 #include "state.h"
 #include "state_util.h"
+#include "uffd.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -660,10 +661,6 @@ static void case_mlock(const struct test_case *tc, struct result *r)
 
 /* ---- uffd-*: userfaultfd registered before the move ---- */
 
-#ifndef UFFD_USER_MODE_ONLY
-#define UFFD_USER_MODE_ONLY 1
-#endif
-
 struct remap_wait {
 	int uffd;
 	struct uffd_msg msg;
@@ -709,16 +706,9 @@ static void case_uffd(const struct test_case *tc, struct result *r)
 	if (reserve(&a, len, 0, r) || hole(&dst, len, 0, r) || map_kind(&a, ua->kind, &fd, r))
 		return;
 	fill_pages(a.addr, len, 0, 47, 1);
-	w.uffd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (w.uffd < 0 && errno == EPERM)
-		w.uffd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	if (w.uffd < 0) {
-		if (errno == ENOSYS)
-			skip(r, "userfaultfd: ENOSYS (kernel without USERFAULTFD)");
-		else
-			setup_error(r, "userfaultfd: %s", errno_name(errno));
+	w.uffd = uffd_open_reported(r);
+	if (w.uffd < 0)
 		return;
-	}
 	if (ua->remap_feature)
 		api.features = UFFD_FEATURE_EVENT_REMAP;
 	if (ioctl(w.uffd, UFFDIO_API, &api)) {
