@@ -16,12 +16,15 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -204,12 +207,38 @@ static const char *signame(int sig)
 	return buf;
 }
 
-/* Runs the case in a child.  Returns 0 with *r filled, or the signal that ended the child (negative
- * for "exited without a result"). */
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* The running case's process group (its child's pid), for the signal forwarder; 0 between cases. */
+static volatile sig_atomic_t case_pgid;
+
+/* The harness told to stop (kpipe's SIGTERM before SIGKILL, ^C): the case's group goes with it, then the
+ * harness dies of the same signal. */
+static void on_stop(int sig)
+{
+	pid_t pg = case_pgid;
+	if (pg > 0)
+		kill(-pg, SIGKILL);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static const int stop_signals[] = {SIGTERM, SIGINT, SIGHUP};
+
+/* Runs the case in a child, the leader of a process group of its own: the case's time limit (its alarm(),
+ * which a case may read, and the parent's deadline just after it) and the end of the case kill the whole group,
+ * so that what a case forked cannot outlive it.  A case killed at the deadline reports as one its alarm ended.
+ * Returns 0 with *r filled, or the signal that ended the child (negative for "exited without a result"). */
 static int run_child(const struct test_case *tc, struct result *r, unsigned timeout)
 {
-	int pfd[2], status;
+	int pfd[2], status = 0, reaped = 0, overran = 0;
 	size_t got = 0;
+	double deadline = timeout ? now() + timeout + 1.0 : 0;	/* the child's own alarm comes first */
 	pid_t pid;
 
 	memset(r, 0, sizeof(*r));
@@ -227,6 +256,10 @@ static int run_child(const struct test_case *tc, struct result *r, unsigned time
 	}
 	if (pid == 0) {
 		struct result mine;
+		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);	/* the harness SIGKILLed: the case goes too */
+		for (size_t i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+			signal(stop_signals[i], SIG_DFL);
 		close(pfd[0]);
 		memset(&mine, 0, sizeof(mine));
 		alarm(timeout);
@@ -237,21 +270,49 @@ static int run_child(const struct test_case *tc, struct result *r, unsigned time
 			_exit(3);
 		_exit(0);
 	}
+	setpgid(pid, pid);	/* as the child does: whichever runs first */
+	case_pgid = pid;
 	close(pfd[1]);
+	/* Read the result until EOF; a process the case forked may hold the pipe open, so the child's exit and the
+	 * deadline are watched too (every 100 ms). */
 	for (;;) {
-		ssize_t n = read(pfd[0], (char *)r + got, sizeof(*r) - got);
-		if (n > 0 && (got += (size_t)n) < sizeof(*r))
-			continue;
-		if (n < 0 && errno == EINTR)
-			continue;
-		break;
+		struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+		int n = poll(&p, 1, 100);
+		if (n > 0) {
+			ssize_t k = read(pfd[0], (char *)r + got, sizeof(*r) - got);
+			if (k > 0 && (got += (size_t)k) < sizeof(*r))
+				continue;
+			if (k < 0 && errno == EINTR)
+				continue;
+			break;		/* the whole result, EOF, or an error */
+		}
+		if (n < 0 && errno != EINTR)
+			break;
+		if (waitpid(pid, &status, WNOHANG) == pid) {
+			reaped = 1;
+			/* it wrote before exiting: what it wrote is in the pipe */
+			fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+			for (ssize_t k; got < sizeof(*r) && (k = read(pfd[0], (char *)r + got, sizeof(*r) - got)) > 0;)
+				got += (size_t)k;
+			break;
+		}
+		if (deadline && now() >= deadline) {
+			kill(-pid, SIGKILL);
+			overran = 1;
+			break;
+		}
 	}
 	close(pfd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	if (!reaped)
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	kill(-pid, SIGKILL);	/* what the case left running (ESRCH when nothing) */
+	case_pgid = 0;
 	if (WIFSIGNALED(status)) {
+		int sig = WTERMSIG(status);
 		memset(r, 0, sizeof(*r));
-		return WTERMSIG(status);
+		/* killed at the parent's deadline: the timeout the child's alarm would have reported */
+		return overran && sig == SIGKILL ? SIGALRM : sig;
 	}
 	if (got != sizeof(*r) || WEXITSTATUS(status) != 0) {
 		memset(r, 0, sizeof(*r));
@@ -259,13 +320,6 @@ static int run_child(const struct test_case *tc, struct result *r, unsigned time
 		return -1;
 	}
 	return 0;
-}
-
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 static int wanted(const char *name, int argc, char **argv, int first)
@@ -316,6 +370,8 @@ int harness_main(int argc, char **argv, const struct test_case *cases, size_t nc
 		return 2;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(stop_signals[0]); i++)
+		signal(stop_signals[i], on_stop);
 	for (size_t i = 0; i < ncases; i++)
 		n += wanted(cases[i].name, argc, argv, optind);
 	printf("TAP version 13\n1..%d\n", n);

@@ -2,7 +2,9 @@
 cases (crashes, hangs), and a hanging binary run through a local session. The real binary built for each arch,
 host runs and the 5.10 kernels booted in QEMU: tests/e2e/test_verifier_510.py."""
 from __future__ import annotations
+import os
 import re
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -345,6 +347,91 @@ def test_harness_isolates_crashes_and_hangs(fake_harness, tmp_path):
     assert none.returncode == 1 and "expected (none)" in none.stdout
     bad = subprocess.run([binary, "no-such-case"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown case no-such-case" in bad.stderr
+
+
+HARNESS_GROUP_FAKE = r'''
+#define _GNU_SOURCE
+#include "harness.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+/* a grandchild that sleeps, its pid in $PIDS (one line per grandchild) */
+static void grandchild(void) {
+	pid_t g = fork();
+	if (g == 0) { for (;;) pause(); }
+	FILE *f = fopen(getenv("PIDS"), "a"); fprintf(f, "%d\n", (int)g); fclose(f);
+}
+static void c_fork_hang(const struct test_case *t, struct result *r) { (void)t; (void)r; grandchild(); for (;;) pause(); }
+static void c_fork_done(const struct test_case *t, struct result *r) { (void)t; grandchild(); observe(r, "ok"); }
+static void c_deaf(const struct test_case *t, struct result *r) {
+	sigset_t s; (void)t; (void)r; sigemptyset(&s); sigaddset(&s, SIGALRM); sigprocmask(SIG_BLOCK, &s, NULL);
+	grandchild(); for (;;) pause();
+}
+static void c_alarm_left(const struct test_case *t, struct result *r) {
+	unsigned left = alarm(0); (void)t; if (left) alarm(left); observe(r, left ? "ok" : "NOALARM");
+}
+static const struct test_case cases[] = {
+	{"fork-hang", c_fork_hang, 0}, {"fork-done", c_fork_done, 0}, {"deaf", c_deaf, 0},
+	{"alarm-left", c_alarm_left, 0},
+};
+int main(int argc, char **argv) { return harness_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]), "fake"); }
+'''
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for a reaper that does not reap counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def _all_gone(pids: list[int], within: float = 5.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if all(_gone(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_harness_timeout_kills_the_case_process_group(tmp_path):
+    """What a case forks dies with it: at its timeout (the child's alarm, or the parent's deadline when the case
+    blocks SIGALRM: reported the same), when it ends, and when the harness is told to stop (SIGTERM)."""
+    (tmp_path / "fake.c").write_text(HARNESS_GROUP_FAKE)
+    binary = tmp_path / "fake"
+    proc.run(["gcc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-static", "-I", str(LIB_DIR),
+              str(LIB_DIR / "harness.c"), str(tmp_path / "fake.c"), "-o", str(binary)], timeout=120)
+    (tmp_path / "e.txt").write_text("fork-hang=ok\nfork-done=ok\ndeaf=ok\nalarm-left=ok\n")
+    pids = tmp_path / "pids"
+    env = {**os.environ, "PIDS": str(pids)}
+    t = time.monotonic()
+    cp = subprocess.run([binary, "-e", tmp_path / "e.txt", "-t", "1"], capture_output=True, text=True, timeout=60,
+                        env=env)
+    took = time.monotonic() - t
+    out = cp.stdout
+    assert cp.returncode == 1, out
+    assert "# fork-hang: observed SIGALRM expected ok" in out
+    assert "not ok 1 fork-hang # crashed: SIGALRM (timeout after 1 s)\n" in out
+    assert "ok 2 fork-done\n" in out                 # its grandchild holds the result pipe open: not waited for
+    assert "# deaf: observed SIGALRM expected ok" in out
+    assert "not ok 3 deaf # crashed: SIGALRM (timeout after 1 s)\n" in out
+    assert "ok 4 alarm-left\n" in out                # a case can still read its time limit with alarm(0)
+    assert took < 10, took
+    grandchildren = [int(x) for x in pids.read_text().split()]
+    assert len(grandchildren) == 3 and _all_gone(grandchildren)
+    # the harness stopped by SIGTERM (kpipe's kill_group) takes the running case's group with it
+    pids.unlink()
+    p = subprocess.Popen([binary, "-e", tmp_path / "e.txt", "-t", "30", "fork-hang"], stdout=subprocess.PIPE,
+                         env=env)
+    end = time.monotonic() + 10
+    while not (pids.exists() and pids.read_text().endswith("\n")) and time.monotonic() < end:
+        time.sleep(0.05)
+    p.terminate()
+    assert p.wait(timeout=10) == -signal.SIGTERM
+    p.stdout.close()
+    assert _all_gone([int(x) for x in pids.read_text().split()])
 
 
 def test_run_verifier_timeout_is_reported_per_case(tmp_path, exp):
