@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include "harness.h"
+#include "codes.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -265,7 +266,7 @@ static int run_child(const struct test_case *tc, struct result *r, unsigned time
 		alarm(timeout);
 		tc->run(tc, &mine);
 		if (!mine.observed[0] && !mine.skip[0] && !mine.error[0])
-			observe(&mine, "NORESULT");
+			observe(&mine, CODE(NORESULT));
 		if (write(pfd[1], &mine, sizeof(mine)) != (ssize_t)sizeof(mine))
 			_exit(3);
 		_exit(0);
@@ -397,7 +398,7 @@ int harness_main(int argc, char **argv, const struct test_case *cases, size_t nc
 			exp = "(none)";
 
 		if (sig) {
-			const char *what = sig > 0 ? signame(sig) : "NORESULT";
+			const char *what = sig > 0 ? signame(sig) : CODE(NORESULT);
 			printf("# %s: observed %s expected %s (%.3f s)\n", tc->name, what, exp, t0);
 			if (r.detail[0])
 				printf("# %s: %s\n", tc->name, r.detail);

@@ -14,6 +14,7 @@
  * A case whose set-up fails (memfd_create, the first mapping) is an ERROR, never a pass.
  */
 #define _GNU_SOURCE
+#include "codes.h"
 #include "harness.h"
 
 #include <errno.h>
@@ -132,7 +133,7 @@ static void case_seal(const struct test_case *tc, struct result *r)
 			setup_error(r, "pread of the sealed memfd: %s", strerror(errno));
 			return;
 		}
-		observe(r, back == byte ? "FILEWRITTEN" : "ok");
+		observe(r, back == byte ? CODE(FILEWRITTEN) : "ok");
 		if (back == byte)
 			note(r, "a write through a MAP_PRIVATE mapping reached the write-sealed file");
 		break;
@@ -158,7 +159,7 @@ static void case_seal(const struct test_case *tc, struct result *r)
 	case OP_NO_SEALING: {
 		int seals = fcntl(fd, F_GET_SEALS);
 		if (seals != F_SEAL_SEAL) {
-			observe(r, "NOTSEALED");
+			observe(r, CODE(NOTSEALED));
 			note(r, "F_GET_SEALS of a memfd made without MFD_ALLOW_SEALING is 0x%x, not F_SEAL_SEAL", seals);
 			break;
 		}

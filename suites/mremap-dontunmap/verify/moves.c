@@ -27,6 +27,7 @@
  *    a HANG, reported by the case itself before the harness's time limit.
  */
 #define _GNU_SOURCE
+#include "codes.h"
 #include "harness.h"
 #include "moves.h"
 #include "state_util.h"
@@ -89,17 +90,17 @@ static int back_to_baseline(struct result *r, const struct snap *s0, long tol, l
 	note(r, "after unmap: VmSize %+ld Committed_AS %+ld Shmem %+ld kB", s3.vmsize - s0->vmsize,
 	     s3.committed - s0->committed, s3.shmem - s0->shmem);
 	if (s3.vmsize != s0->vmsize) {
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return -1;
 	}
 	if (labs(s3.committed - s0->committed) > tol) {
 		note(r, "Committed_AS not back to its baseline (tolerance %ld kB): a charge leaked", tol);
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return -1;
 	}
 	if (s3.shmem >= 0 && labs(s3.shmem - s0->shmem) > stol) {
 		note(r, "Shmem not back to its baseline (tolerance %ld kB)", stol);
-		observe(r, "SHMEM");
+		observe(r, CODE(SHMEM));
 		return -1;
 	}
 	return 0;
@@ -111,13 +112,13 @@ static int check_rss(struct result *r, enum kind k, const uint8_t *moved, const 
 {
 	if (smaps_exact((unsigned long)moved, (unsigned long)moved + len, vnew, r, "new") ||
 	    smaps_exact((unsigned long)old, (unsigned long)old + len, vold, r, "old")) {
-		observe(r, "VMA");
+		observe(r, CODE(VMA));
 		return -1;
 	}
 	if (vnew->rss != rss_kb || vnew->anon != (is_anon_private(k) ? rss_kb : 0) || vold->rss || vold->anon) {
 		note(r, "new range Rss %ld Anonymous %ld kB, old range Rss %ld Anonymous %ld kB; expected %ld/%ld and 0",
 		     vnew->rss, vnew->anon, vold->rss, vold->anon, rss_kb, is_anon_private(k) ? rss_kb : 0);
-		observe(r, "RSS");
+		observe(r, CODE(RSS));
 		return -1;
 	}
 	return 0;
@@ -178,7 +179,7 @@ static void case_replace(const struct test_case *tc, struct result *r)
 	     dst_touch >> 20);
 	if (moved != d.addr) {
 		note(r, "MREMAP_FIXED to %p returned %p", (void *)d.addr, (void *)moved);
-		observe(r, "NOTFIXED");
+		observe(r, CODE(NOTFIXED));
 		return;
 	}
 	/* exactly the source's pages at the destination: none of the replaced mapping's is left */
@@ -191,7 +192,7 @@ static void case_replace(const struct test_case *tc, struct result *r)
 	if (s2.vmsize != s1.vmsize) {
 		note(r, "VmSize moved by %ld kB, expected 0 (the replaced mapping out, the moved one in)",
 		     s2.vmsize - s1.vmsize);
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return;
 	}
 	acc_after = (has_flag(&vnew, "ac") + has_flag(&vold, "ac")) * (long)(len / 1024);
@@ -203,30 +204,30 @@ static void case_replace(const struct test_case *tc, struct result *r)
 	     file_kb, noise, s2.shmem - s1.shmem, want_shmem);
 	if (labs(s2.committed - s1.committed - want_commit) > tol) {
 		note(r, "the replaced mapping's charge is not released (tolerance %ld kB)", tol);
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return;
 	}
 	if (s2.shmem >= 0 && labs(s2.shmem - s1.shmem - want_shmem) > stol) {
 		note(r, "Shmem did not drop by the replaced memfd's pages (tolerance %ld kB)", stol);
-		observe(r, "SHMEM");
+		observe(r, CODE(SHMEM));
 		return;
 	}
 	if (bad_page(moved, src, 0, 71, 1) >= 0) {
 		note(r, "the destination does not hold the moved data");
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	{
 		long p = bad_page(moved + src, dst_touch - src, src, 0, 1);
 		if (p >= 0) {
 			note(r, "destination page %ld reads the replaced mapping's data, not zeros", (long)(src / pg) + p);
-			observe(r, "DSTDATA");
+			observe(r, CODE(DSTDATA));
 			return;
 		}
 	}
 	if (bad_page(a.addr, src, 0, is_shared(ma->kind) ? 71 : 0, 1) >= 0) {
 		note(r, "the old range does not read %s", is_shared(ma->kind) ? "the same data" : "zeros");
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	munmap(moved, len);
@@ -291,7 +292,7 @@ static void case_backforth(const struct test_case *tc, struct result *r)
 	     (void *)there);
 	if (back != a.addr) {
 		note(r, "MREMAP_FIXED to %p returned %p", (void *)a.addr, (void *)back);
-		observe(r, "NOTFIXED");
+		observe(r, CODE(NOTFIXED));
 		return;
 	}
 	/* the PTEs are back at A with their PFNs; B (the range the second move left) holds none */
@@ -304,7 +305,7 @@ static void case_backforth(const struct test_case *tc, struct result *r)
 	if (s2.vmsize - s1.vmsize != (long)(len / 1024) || s3.vmsize != s2.vmsize) {
 		note(r, "VmSize %+ld kB after the first move, %+ld after the second; expected +%zu and +0",
 		     s2.vmsize - s1.vmsize, s3.vmsize - s2.vmsize, len / 1024);
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return;
 	}
 	acc_after = (has_flag(&vback, "ac") + has_flag(&vb, "ac")) * (long)(len / 1024);
@@ -314,22 +315,22 @@ static void case_backforth(const struct test_case *tc, struct result *r)
 	if (labs(s3.committed - s1.committed - (acc_after - acc_before)) > tol ||
 	    labs(s2.committed - s1.committed - (acc_after - acc_before)) > tol) {
 		note(r, "Committed_AS does not follow the accounted VMAs (tolerance %ld kB)", tol);
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return;
 	}
 	if (s3.shmem >= 0 && labs(s3.shmem - s1.shmem) > stol) {
 		note(r, "Shmem moved across the two moves (tolerance %ld kB)", stol);
-		observe(r, "SHMEM");
+		observe(r, CODE(SHMEM));
 		return;
 	}
 	if (bad_page(back, touch, 0, 79, 1) >= 0 || bad_page(back + touch, 4 * pg, touch, 0, 1) >= 0) {
 		note(r, "the range moved back does not hold the data");
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	if (bad_page(there, touch, 0, is_shared(ma->kind) ? 79 : 0, 1) >= 0) {
 		note(r, "the range left behind does not read %s", is_shared(ma->kind) ? "the same data" : "zeros");
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	munmap(back, len);
@@ -416,7 +417,7 @@ static void case_size(const struct test_case *tc, struct result *r)
 		return;
 	if (s2.vmsize - s1.vmsize != (long)(len / 1024)) {
 		note(r, "VmSize grew by %ld kB, expected %zu", s2.vmsize - s1.vmsize, len / 1024);
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return;
 	}
 	acc_after = (has_flag(&vnew, "ac") + has_flag(&vold, "ac")) * (long)(len / 1024);
@@ -424,7 +425,7 @@ static void case_size(const struct test_case *tc, struct result *r)
 	     acc_after - acc_before, tol);
 	/* a one-page charge is below what other processes' commits blur: judged for the sparse range only */
 	if (sa->sparse && labs(s2.committed - s1.committed - (acc_after - acc_before)) > tol) {
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return;
 	}
 	/* the touched pages' data; the others were shown present nowhere, and a page present nowhere reads zeros
@@ -434,12 +435,12 @@ static void case_size(const struct test_case *tc, struct result *r)
 			continue;
 		if (bad_page(moved + i * pg, pg, i * pg, 83, 1) >= 0) {
 			note(r, "new page %zu: not the moved data", i);
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 		if (bad_page(a.addr + i * pg, pg, i * pg, is_shared(sa->kind) ? 83 : 0, 1) >= 0) {
 			note(r, "old page %zu: not %s", i, is_shared(sa->kind) ? "the file's data" : "zeros");
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 	}
@@ -659,9 +660,9 @@ static void case_gc_mt(const struct test_case *tc, struct result *r)
 		     "%ld EEXIST%s%s", waiting, GCMT_THREADS, (now_us() - t0) / 1e6, g->events, g->copies, g->npages,
 		     g->eexist, g->err[0] ? "; handler: " : "", g->err);
 		if (g->err[0])
-			observe(r, "UFFD");
+			observe(r, CODE(UFFD));
 		else if (now_us() - t_progress > GCMT_STALL_S * 1e6)
-			observe(r, "HANG");	/* threads wait on faults nobody resolves any more */
+			observe(r, CODE(HANG));	/* threads wait on faults nobody resolves any more */
 		else
 			setup_error(r, "still progressing when the case's time ran out (a slow guest): %ld of %zu "
 				    "pages installed", g->copies, g->npages);
@@ -679,12 +680,12 @@ static void case_gc_mt(const struct test_case *tc, struct result *r)
 	     len >> 20, g->events, g->copies, g->eexist, (now_us() - t0) / 1e6);
 	if (g->err[0]) {
 		note(r, "handler: %s", g->err);
-		observe(r, "UFFD");
+		observe(r, CODE(UFFD));
 		return;
 	}
 	if (bad) {
 		note(r, "the mutators read %ld wrong words", bad);
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	/* the old range was left empty: every page of it must have come from the handler */
@@ -694,14 +695,14 @@ static void case_gc_mt(const struct test_case *tc, struct result *r)
 			first++;
 		note(r, "%ld pages of the old heap were never installed by the handler (first: page %zu): they were "
 		     "read without a fault, their PTEs stayed behind", unresolved, first);
-		observe(r, "NOTRAP");
+		observe(r, CODE(NOTRAP));
 		return;
 	}
 	for (size_t i = 0; i < words; i++)
 		if (g->old[i] != gword(i / (pg / 8), i % (pg / 8)) || g->moved[i] != gword(i / (pg / 8), i % (pg / 8))) {
 			note(r, "word %zu (page %zu) of the %s heap is wrong", i, i / (pg / 8),
 			     g->old[i] != gword(i / (pg / 8), i % (pg / 8)) ? "old" : "moved");
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 	observe(r, "ok");

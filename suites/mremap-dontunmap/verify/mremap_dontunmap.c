@@ -9,6 +9,7 @@
  * without MREMAP_FIXED on some arches and rejects unknown flags itself.
  */
 #define _GNU_SOURCE
+#include "codes.h"
 #include "harness.h"
 #include "moves.h"
 #include "plain.h"
@@ -107,7 +108,7 @@ static const char *read_check(struct result *r, const char *what, const uint8_t 
 	} else if ((bad = mismatch(buf, len, 0, seed)) >= 0) {
 		note(r, "%s range byte %ld is 0x%02x, expected 0x%02x", what, bad, buf[bad],
 		     seed ? pat((size_t)bad, seed) : 0);
-		out = "BADDATA";
+		out = CODE(BADDATA);
 	}
 	free(buf);
 	return out;
@@ -542,7 +543,7 @@ static const char *check_write_shows(struct result *r, struct map *m, uint8_t *m
 
 	if (m->fd < 0) {
 		note(r, "this mapping has no file to pread");
-		return "NOFILE";
+		return CODE(NOFILE);
 	}
 	fill(moved, m->len, 0, seed2);
 	buf = malloc(m->len);
@@ -556,7 +557,7 @@ static const char *check_write_shows(struct result *r, struct map *m, uint8_t *m
 	out = "ok";
 	if (mismatch(buf, m->len, 0, seed2) >= 0) {
 		note(r, "a write through the new range does not show in the file (pread)");
-		out = "BADDATA";
+		out = CODE(BADDATA);
 	}
 	free(buf);
 	if (!strcmp(out, "ok"))
@@ -591,7 +592,7 @@ static void case_data(const struct test_case *tc, struct result *r)
 		break;
 	case OLD_MAPPED:
 		if (!old_range_mapped(r, m.addr, m.len))
-			out = "UNMAPPED";
+			out = CODE(UNMAPPED);
 		else
 			out = read_check(r, "old", m.addr, m.len, m.old_seed);
 		break;
@@ -762,9 +763,9 @@ static void gc_run(struct gc *g, struct result *r)
 	note(r, "%d faults resolved, %d pages with wrong data", g->faults, g->bad_data);
 	if (g->err[0]) {
 		note(r, "%s", g->err);
-		observe(r, "NOFAULT");
+		observe(r, CODE(NOFAULT));
 	} else if (g->bad_data) {
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 	} else {
 		observe(r, "ok");
 	}
@@ -788,7 +789,7 @@ static void case_gc_missing_anon(const struct test_case *tc, struct result *r)
 		setup_error(r, "UFFDIO_API: %s", errno_name(errno));
 		return;
 	}
-	if (gc_register(&g, r, UFFDIO_REGISTER_MODE_MISSING, "MISSING", _UFFDIO_COPY, "UFFDIO_COPY", "NOCOPY"))
+	if (gc_register(&g, r, UFFDIO_REGISTER_MODE_MISSING, "MISSING", _UFFDIO_COPY, "UFFDIO_COPY", CODE(NOCOPY)))
 		return;
 	gc_run(&g, r);
 }
@@ -831,13 +832,13 @@ static void case_gc_minor_memfd(const struct test_case *tc, struct result *r)
 		return;
 	}
 	if (gc_register(&g, r, KP_UFFDIO_REGISTER_MODE_MINOR, "MINOR", KP_UFFDIO_CONTINUE_NR, "UFFDIO_CONTINUE",
-			"NOCONTINUE"))
+			CODE(NOCONTINUE)))
 		return;
 	gc_run(&g, r);
 	if (!strcmp(r->observed, "ok")) {	/* the compaction landed in the file too */
 		uint8_t *buf = malloc(m.len);
 		if (!buf || pread(m.fd, buf, m.len, 0) != (ssize_t)m.len || mismatch(buf, m.len, 0, g.seed2) >= 0) {
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			note(r, "the memfd does not hold the data written by the handler");
 		}
 		free(buf);

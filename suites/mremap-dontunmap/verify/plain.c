@@ -22,6 +22,7 @@
  * allowed under every policy: every case expects ok.
  */
 #define _GNU_SOURCE
+#include "codes.h"
 #include "harness.h"
 #include "plain.h"
 #include "state_util.h"
@@ -207,7 +208,7 @@ static void case_plain(const struct test_case *tc, struct result *r)
 	if ((want_at && got != want_at) || (pa->op == OP_MOVE && got == from)) {
 		note(r, "mremap returned %p, expected %s%p", (void *)got, want_at ? "" : "anything but ",
 		     (void *)(want_at ? want_at : from));
-		observe(r, "ADDR");
+		observe(r, CODE(ADDR));
 		return;
 	}
 	/* pagemap: the part's PTEs where the kernel put it, with their PFNs; a grown chunk not present */
@@ -225,7 +226,7 @@ static void case_plain(const struct test_case *tc, struct result *r)
 				     "(0x%llx)", i, (after[i] & PM_PRESENT) ? "" : "not ",
 				     (unsigned long long)(after[i] & PM_PFN_MASK), (b & PM_PRESENT) ? "" : "not ",
 				     (unsigned long long)(b & PM_PFN_MASK));
-				observe(r, "PTE");
+				observe(r, CODE(PTE));
 				return;
 			}
 		}
@@ -235,13 +236,13 @@ static void case_plain(const struct test_case *tc, struct result *r)
 		int n = smaps_range((unsigned long)from, (unsigned long)from + mlen, vs, 2);
 		if (n != 0) {
 			note(r, "the old part [%p, +%zu kB) is still mapped (%d VMAs)", (void *)from, mlen / 1024, n);
-			observe(r, "OLDMAPPED");
+			observe(r, CODE(OLDMAPPED));
 			return;
 		}
 	}
 	if (s2.vmsize - s1.vmsize != ((long)new_len - (long)mlen) / 1024) {
 		note(r, "VmSize moved by %ld kB, expected %ld", s2.vmsize - s1.vmsize, ((long)new_len - (long)mlen) / 1024);
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return;
 	}
 	acc1 = acc_kb(a.addr, len + (pa->op == OP_GROW_INPLACE ? PLAIN_CHB : 0)) + (got != from ? acc_kb(got, new_len) : 0);
@@ -249,7 +250,7 @@ static void case_plain(const struct test_case *tc, struct result *r)
 	note(r, "%s: Committed_AS %+ld kB (accounted VMAs %+ld kB, tolerance %ld kB); VmPTE %+ld kB",
 	     pkind_name[pa->kind], dcommit, acc1 - acc0, tol, s2.vmpte - s1.vmpte);
 	if (labs(dcommit - (acc1 - acc0)) > tol) {
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return;
 	}
 	/* the data through the result at the right offsets, never-present pages included (shared anon's object
@@ -263,19 +264,19 @@ static void case_plain(const struct test_case *tc, struct result *r)
 		if ((bad = check_chunks(pa->kind, got, nch, off, anon_upto))) {
 			note(r, "the result reads the wrong data at offset 0x%zx of the original mapping (page %zu)", bad - 1,
 			     (bad - 1) / pg);
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 		/* the rest of the original mapping, untouched */
 		if (off && (bad = check_chunks(pa->kind, a.addr, pa->first, 0, len))) {
 			note(r, "the head left in place reads wrong at 0x%zx", bad - 1);
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 		if (off + mlen < len &&
 		    (bad = check_chunks(pa->kind, a.addr + off + mlen, PLAIN_CH - pa->first - pa->count, off + mlen, len))) {
 			note(r, "the tail left in place reads wrong at 0x%zx", bad - 1);
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 	}
@@ -291,15 +292,15 @@ static void case_plain(const struct test_case *tc, struct result *r)
 	note(r, "after unmap: VmSize %+ld Committed_AS %+ld Shmem %+ld kB (tolerances: exact, %ld, %ld kB)",
 	     s3.vmsize - s0.vmsize, s3.committed - s0.committed, s3.shmem - s0.shmem, tol, shmem_tol);
 	if (s3.vmsize != s0.vmsize) {
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return;
 	}
 	if (labs(s3.committed - s0.committed) > tol) {
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return;
 	}
 	if (s3.shmem >= 0 && labs(s3.shmem - s0.shmem) > shmem_tol) {
-		observe(r, "SHMEM");
+		observe(r, CODE(SHMEM));
 		return;
 	}
 	observe(r, "ok");

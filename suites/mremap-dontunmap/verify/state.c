@@ -25,6 +25,7 @@
  *    judged: a busy machine reuses freed pages within milliseconds).
  */
 #define _GNU_SOURCE
+#include "codes.h"
 #include "harness.h"
 #include "state.h"
 #include "state_util.h"
@@ -363,13 +364,13 @@ const char *check_pagemap(struct result *r, const uint64_t *before, uint8_t *old
 		if (!!(scratch[i] & PM_PRESENT) != want) {
 			note(r, "pagemap: new page %zu is %spresent, expected %spresent", i, want ? "not " : "",
 			     want ? "" : "not ");
-			return "NEWPTE";
+			return CODE(NEWPTE);
 		}
 		if (want && pfns && (scratch[i] & PM_PFN_MASK) != (before[i] & PM_PFN_MASK)) {
 			note(r, "pagemap: new page %zu has PFN 0x%llx, the old range had 0x%llx (not carried across)",
 			     i, (unsigned long long)(scratch[i] & PM_PFN_MASK),
 			     (unsigned long long)(before[i] & PM_PFN_MASK));
-			return "PFN";
+			return CODE(PFN);
 		}
 	}
 	if (pagemap(old, npages, scratch)) {
@@ -379,7 +380,7 @@ const char *check_pagemap(struct result *r, const uint64_t *before, uint8_t *old
 	for (size_t i = 0; i < npages; i++)
 		if (scratch[i] & PM_PRESENT) {
 			note(r, "pagemap: old page %zu is still present after the move (PTE not moved)", i);
-			return "OLDPTE";
+			return CODE(OLDPTE);
 		}
 	if (!pfns)
 		note(r, "PFNs not visible (not root?): presence checked, PFNs not compared");
@@ -478,7 +479,7 @@ static void case_state(const struct test_case *tc, struct result *r)
 	}
 	if (smaps_exact((unsigned long)moved, (unsigned long)moved + len, &vnew, r, "new") ||
 	    smaps_exact((unsigned long)a.addr, (unsigned long)a.addr + len, &vold, r, "old")) {
-		observe(r, "VMA");
+		observe(r, CODE(VMA));
 		return;
 	}
 	want_anon = is_anon_private(sa->kind) ? (long)(touch / 1024) : 0;
@@ -487,24 +488,24 @@ static void case_state(const struct test_case *tc, struct result *r)
 	if (vnew.rss != (long)(touch / 1024) || vnew.anon != want_anon) {
 		note(r, "new range: Rss %ld kB Anonymous %ld kB, expected %zu and %ld", vnew.rss, vnew.anon,
 		     touch / 1024, want_anon);
-		observe(r, "RSS");
+		observe(r, CODE(RSS));
 		return;
 	}
 	if (vold.rss != 0 || vold.anon != 0) {
 		note(r, "old range: Rss %ld kB Anonymous %ld kB right after the move, expected 0", vold.rss, vold.anon);
-		observe(r, "RSS");
+		observe(r, CODE(RSS));
 		return;
 	}
 	if (has_flag(&vnew, "ac") != (acc_before > 0)) {
 		note(r, "the new VMA is %saccounted, the old one was %saccounted (copy_vma copies vm_flags)",
 		     has_flag(&vnew, "ac") ? "" : "not ", acc_before ? "" : "not ");
-		observe(r, "VMFLAGS");
+		observe(r, CODE(VMFLAGS));
 		return;
 	}
 	if (s2.vmsize - s1.vmsize != (long)(len / 1024)) {
 		note(r, "VmSize grew by %ld kB, expected %zu (the old range stays mapped)", s2.vmsize - s1.vmsize,
 		     len / 1024);
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return;
 	}
 	acc_after = (has_flag(&vnew, "ac") + has_flag(&vold, "ac")) * (long)(len / 1024);
@@ -514,24 +515,24 @@ static void case_state(const struct test_case *tc, struct result *r)
 	if (labs(dcommit - (acc_after - acc_before)) > tol) {
 		note(r, "Committed_AS moved by %ld kB, the accounted VMAs by %ld kB (tolerance %ld kB)", dcommit,
 		     acc_after - acc_before, tol);
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return;
 	}
 	if (s2.shmem >= 0 && labs(s2.shmem - s1.shmem) > shmem_tol) {
 		note(r, "Shmem moved by %ld kB across the move, expected 0 (tolerance %ld kB)", s2.shmem - s1.shmem,
 		     shmem_tol);
-		observe(r, "SHMEM");
+		observe(r, CODE(SHMEM));
 		return;
 	}
 	if (bad_page(moved, touch, 0, 41, 1) >= 0 || bad_page(moved + touch, 4 * pg, touch, 0, 1) >= 0) {
 		note(r, "the new range does not hold the data");
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	/* shared: the old range refaults the same page-cache pages; private: zeros (anon) or the file (zeros) */
 	if (bad_page(a.addr, touch, 0, is_shared(sa->kind) ? 41 : 0, 1) >= 0) {
 		note(r, "the old range does not read %s", is_shared(sa->kind) ? "the same data" : "zeros");
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	munmap(moved, len);
@@ -545,17 +546,17 @@ static void case_state(const struct test_case *tc, struct result *r)
 	note(r, "after unmap: VmSize %+ld VmLck %+ld VmPTE %+ld Committed_AS %+ld Shmem %+ld kB", s3.vmsize - s0.vmsize,
 	     s3.vmlck - s0.vmlck, s3.vmpte - s0.vmpte, s3.committed - s0.committed, s3.shmem - s0.shmem);
 	if (s3.vmsize != s0.vmsize) {
-		observe(r, "VMSIZE");
+		observe(r, CODE(VMSIZE));
 		return;
 	}
 	if (labs(s3.committed - s0.committed) > tol) {
 		note(r, "Committed_AS not back to its baseline: a charge leaked");
-		observe(r, "COMMIT");
+		observe(r, CODE(COMMIT));
 		return;
 	}
 	if (s3.shmem >= 0 && labs(s3.shmem - s0.shmem) > shmem_tol) {
 		note(r, "Shmem not back to its baseline");
-		observe(r, "SHMEM");
+		observe(r, CODE(SHMEM));
 		return;
 	}
 	if ((bad = check_freed(r, before, npages))) {
@@ -613,7 +614,7 @@ static void case_mlock(const struct test_case *tc, struct result *r)
 	n = smaps_range((unsigned long)a.addr, (unsigned long)a.addr + len, vs, 16);
 	lo_kb = flagged_kb(vs, n, "lo", (unsigned long)a.addr, (unsigned long)a.addr + len);
 	if (smaps_exact((unsigned long)moved, (unsigned long)moved + mlen, &vnew, r, "new")) {
-		observe(r, "VMA");
+		observe(r, CODE(VMA));
 		return;
 	}
 	lo_kb += has_flag(&vnew, "lo") ? (long)(mlen / 1024) : 0;
@@ -625,25 +626,25 @@ static void case_mlock(const struct test_case *tc, struct result *r)
 	}
 	if (!has_flag(&vnew, "lo") || vnew.locked != (long)(mlen / 1024)) {
 		note(r, "the new range is not locked (VM_LOCKED copied by copy_vma)");
-		observe(r, "NEWUNLOCKED");
+		observe(r, CODE(NEWUNLOCKED));
 		return;
 	}
 	for (int i = 0; i < n; i++) {
 		unsigned long lo = (unsigned long)from, hi = lo + mlen;
 		if (vs[i].start < hi && vs[i].end > lo && has_flag(&vs[i], "lo")) {
 			note(r, "the old range is still locked (VM_LOCKED must be cleared on the old VMA)");
-			observe(r, "OLDLOCKED");
+			observe(r, CODE(OLDLOCKED));
 			return;
 		}
 	}
 	if (lck2 - lck0 != lo_kb) {
 		note(r, "VmLck says %ld kB locked, the locked VMAs hold %ld kB", lck2 - lck0, lo_kb);
-		observe(r, "VMLCK");
+		observe(r, CODE(VMLCK));
 		return;
 	}
 	if (smaps_exact((unsigned long)from, (unsigned long)from + mlen, &vold, r, "old") == 0 && vold.locked) {
 		note(r, "old range Locked %ld kB", vold.locked);
-		observe(r, "OLDLOCKED");
+		observe(r, CODE(OLDLOCKED));
 		return;
 	}
 	munmap(moved, mlen);
@@ -653,7 +654,7 @@ static void case_mlock(const struct test_case *tc, struct result *r)
 	lck3 = status_kb("VmLck");
 	if (lck3 != lck0) {
 		note(r, "VmLck %ld kB after unmapping both ranges, %ld before: locked_vm leaked", lck3, lck0);
-		observe(r, "VMLCK");
+		observe(r, CODE(VMLCK));
 		return;
 	}
 	observe(r, "ok");
@@ -744,14 +745,14 @@ static void case_uffd(const struct test_case *tc, struct result *r)
 	}
 	if (smaps_exact((unsigned long)moved, (unsigned long)moved + len, &vnew, r, "new") ||
 	    smaps_exact((unsigned long)a.addr, (unsigned long)a.addr + len, &vold, r, "old")) {
-		observe(r, "VMA");
+		observe(r, CODE(VMA));
 		return;
 	}
 	note(r, "new VMA [%s ]; old VMA [%s ]", vnew.flags, vold.flags);
 	if (ua->remap_feature) {
 		if (!w.got) {
 			note(r, "%s", w.err);
-			observe(r, "NOEVENT");
+			observe(r, CODE(NOEVENT));
 			return;
 		}
 		note(r, "event 0x%x from %llx to %llx len %llu", w.msg.event,
@@ -760,34 +761,34 @@ static void case_uffd(const struct test_case *tc, struct result *r)
 		if (w.msg.event != UFFD_EVENT_REMAP || w.msg.arg.remap.from != (unsigned long)a.addr ||
 		    w.msg.arg.remap.to != (unsigned long)moved || w.msg.arg.remap.len != len) {
 			note(r, "expected UFFD_EVENT_REMAP from %p to %p len %zu", (void *)a.addr, (void *)moved, len);
-			observe(r, "BADEVENT");
+			observe(r, CODE(BADEVENT));
 			return;
 		}
 		if (!has_flag(&vnew, "um")) {
 			note(r, "the new VMA lost its registration although EVENT_REMAP was requested");
-			observe(r, "NEWUFFD");
+			observe(r, CODE(NEWUFFD));
 			return;
 		}
 	} else {
 		if (w.got) {
 			note(r, "event 0x%x delivered without UFFD_FEATURE_EVENT_REMAP", w.msg.event);
-			observe(r, "BADEVENT");
+			observe(r, CODE(BADEVENT));
 			return;
 		}
 		if (has_flag(&vnew, "um")) {
 			note(r, "the new VMA kept the userfaultfd registration without EVENT_REMAP "
 				"(mremap_userfaultfd_prep drops it)");
-			observe(r, "NEWUFFD");
+			observe(r, CODE(NEWUFFD));
 			return;
 		}
 	}
 	if (!has_flag(&vold, "um")) {
 		note(r, "the old range lost its userfaultfd registration");
-		observe(r, "OLDUFFD");
+		observe(r, CODE(OLDUFFD));
 		return;
 	}
 	if (bad_page(moved, len, 0, 47, 1) >= 0) {
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	observe(r, "ok");
@@ -895,7 +896,7 @@ static void case_geom(const struct test_case *tc, struct result *r)
 	for (size_t i = 0; i < ga->count; i++)
 		if (!geom_page_ok(moved + i * pg, ga->first + i, fd >= 0, seed)) {
 			note(r, "new page %zu (page %zu of the mapping) has the wrong content", i, ga->first + i);
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 	/* the rest of the mapping is untouched; the moved part reads zeros (anon) or the file (shmem) */
@@ -905,7 +906,7 @@ static void case_geom(const struct test_case *tc, struct result *r)
 					     : geom_page_ok(a.addr + j * pg, j, fd >= 0, seed);
 		if (!ok) {
 			note(r, "page %zu of the original mapping has the wrong content after the move", j);
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 	}
@@ -954,19 +955,19 @@ static void case_fork(const struct test_case *tc, struct result *r)
 		if (read(pipefd[0], &c, 1) != 1 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 		    WEXITSTATUS(status)) {
 			note(r, "the child died (status 0x%x) touching the moved range", status);
-			observe(r, "CHILD");
+			observe(r, CODE(CHILD));
 			return;
 		}
 		if (c != 'k') {
 			note(r, "the child does not see the moved data");
-			observe(r, "CHILDDATA");
+			observe(r, CODE(CHILDDATA));
 			return;
 		}
 	}
 	if (bad_page(moved, len, 0, is_shared(sa->kind) ? 61 : 59, 1) >= 0) {
 		note(r, is_shared(sa->kind) ? "the child's writes do not show in the parent (shared)"
 					    : "the child's writes show in the parent (private mappings must COW)");
-		observe(r, "COW");
+		observe(r, CODE(COW));
 		return;
 	}
 	observe(r, "ok");
@@ -1046,7 +1047,7 @@ static void case_pmd(const struct test_case *tc, struct result *r)
 		return;
 	}
 	if (smaps_exact((unsigned long)moved, (unsigned long)moved + len, &vnew, r, "new")) {
-		observe(r, "VMA");
+		observe(r, CODE(VMA));
 		return;
 	}
 	dpte = status_kb("VmPTE") - pte0;
@@ -1058,7 +1059,7 @@ static void case_pmd(const struct test_case *tc, struct result *r)
 		return;
 	}
 	if (bad_page(moved, len, 0, 67, 1) >= 0) {
-		observe(r, "BADDATA");
+		observe(r, CODE(BADDATA));
 		return;
 	}
 	/* which path ran (pagemap cannot tell: the PFNs are the same either way): move_normal_pmd (or
@@ -1072,7 +1073,7 @@ static void case_pmd(const struct test_case *tc, struct result *r)
 	if (dpte >= (long)(len / pmd * (pg / 1024))) {
 		note(r, "VmPTE grew by %ld kB >= %zu kB: the move went PTE by PTE (move_ptes), not by PMD "
 		     "(move_normal_pmd / move_huge_pmd): the GC pause is not the fast path", dpte, len / pmd * (pg / 1024));
-		observe(r, "PTEPATH");
+		observe(r, CODE(PTEPATH));
 		return;
 	}
 	observe(r, "ok");
@@ -1160,7 +1161,7 @@ static void case_latency(const struct test_case *tc, struct result *r)
 		for (size_t o = 0; o < len; o += pg * 64)
 			if (moved[o] != ((uint8_t)(o / pg) | 1)) {
 				note(r, "move %d: page %zu has the wrong content", i + 1, o / pg);
-				observe(r, "BADDATA");
+				observe(r, CODE(BADDATA));
 				return;
 			}
 		/* back onto the range left behind (untimed): do_munmap of the old VMA, then the PMD move again */
@@ -1171,7 +1172,7 @@ static void case_latency(const struct test_case *tc, struct result *r)
 	}
 	for (size_t o = 0; o < len; o += pg)
 		if (heap[o] != ((uint8_t)(o / pg) | 1)) {
-			observe(r, "BADDATA");
+			observe(r, CODE(BADDATA));
 			return;
 		}
 	qsort(t, LAT_MOVES, sizeof(t[0]), cmp_double);
@@ -1182,7 +1183,7 @@ static void case_latency(const struct test_case *tc, struct result *r)
 	if (dpte_max >= (long)(len / pmd * (pg / 1024))) {
 		note(r, "VmPTE grew by %ld kB in a move of %zu PMDs: PTE by PTE (move_ptes), not the PMD move",
 		     dpte_max, len / pmd);
-		observe(r, "PTEPATH");
+		observe(r, CODE(PTEPATH));
 		return;
 	}
 	observe(r, "ok");
