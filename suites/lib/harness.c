@@ -237,7 +237,8 @@ static const int stop_signals[] = {SIGTERM, SIGINT, SIGHUP};
  * Returns 0 with *r filled, or the signal that ended the child (negative for "exited without a result"). */
 static int run_child(const struct test_case *tc, struct result *r, unsigned timeout)
 {
-	int pfd[2], status = 0, reaped = 0, overran = 0;
+	int pfd[2], status = 0, exited = 0, overran = 0;
+	siginfo_t si;
 	size_t got = 0;
 	double deadline = timeout ? now() + timeout + 1.0 : 0;	/* the child's own alarm comes first */
 	pid_t pid;
@@ -289,8 +290,9 @@ static int run_child(const struct test_case *tc, struct result *r, unsigned time
 		}
 		if (n < 0 && errno != EINTR)
 			break;
-		if (waitpid(pid, &status, WNOHANG) == pid) {
-			reaped = 1;
+		si.si_pid = 0;
+		if (!waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) && si.si_pid == pid) {
+			exited = 1;
 			/* it wrote before exiting: what it wrote is in the pipe */
 			fcntl(pfd[0], F_SETFL, O_NONBLOCK);
 			for (ssize_t k; got < sizeof(*r) && (k = read(pfd[0], (char *)r + got, sizeof(*r) - got)) > 0;)
@@ -304,11 +306,14 @@ static int run_child(const struct test_case *tc, struct result *r, unsigned time
 		}
 	}
 	close(pfd[0]);
-	if (!reaped)
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	/* the child exited (or was killed): what it left running goes, while its zombie still holds the group's id */
+	if (!exited)
+		while (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR)
 			;
-	kill(-pid, SIGKILL);	/* what the case left running (ESRCH when nothing) */
+	kill(-pid, SIGKILL);	/* ESRCH when nothing is left */
 	case_pgid = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
 	if (WIFSIGNALED(status)) {
 		int sig = WTERMSIG(status);
 		memset(r, 0, sizeof(*r));
