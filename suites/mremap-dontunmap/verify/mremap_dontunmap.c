@@ -14,6 +14,7 @@
 #include "moves.h"
 #include "plain.h"
 #include "state.h"
+#include "state_util.h"
 #include "uffd.h"
 
 #include <errno.h>
@@ -340,28 +341,9 @@ static int make_sysv_shm(struct map *m, struct result *r)
 	return 0;
 }
 
-/* A value from /proc/meminfo in its own unit, or -1 when the line is absent. */
-static long meminfo(const char *key)
-{
-	char line[128];
-	long v = -1;
-	size_t n = strlen(key);
-	FILE *f = fopen("/proc/meminfo", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, n) && line[n] == ':') {
-			v = strtol(line + n + 1, NULL, 10);
-			break;
-		}
-	fclose(f);
-	return v;
-}
-
 static int make_hugetlb(struct map *m, struct result *r)
 {
-	long kb = meminfo("Hugepagesize"), free_pages = meminfo("HugePages_Free");
+	long kb = meminfo_kb("Hugepagesize"), free_pages = meminfo_kb("HugePages_Free");
 
 	if (kb <= 0) {
 		skip(r, "kernel without hugetlb (no Hugepagesize in /proc/meminfo)");

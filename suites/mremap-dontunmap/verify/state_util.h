@@ -1,4 +1,5 @@
-/* kpipe verifier: what the kernel-state cases share (defined in state.c, used by state.c and moves.c). */
+/* kpipe verifier: what the kernel-state cases share (defined in state.c, used by state.c, moves.c, plain.c and
+ * mremap_dontunmap.c). */
 #ifndef KPIPE_STATE_UTIL_H
 #define KPIPE_STATE_UTIL_H
 
