@@ -29,6 +29,7 @@ from ..errors import InfraError, KpipeError, UsageError
 from ..progress import note
 from ..report.results import ArchResult, BootInfo, LavaInfo
 from . import collect as collect_mod, logparse
+from .watch import ConsoleWatch, Stop
 
 if TYPE_CHECKING:
     from .install import Lava
@@ -161,6 +162,9 @@ class Submitted:
     link: str
     t0: float                      # time.monotonic() at submission
     deadline: float = 0.0          # set by deadlines()
+    watch: ConsoleWatch | None = None    # follows the job's log while it runs (follow())
+    records: int = 0                     # log records read so far
+    stopped: Stop | None = None          # kpipe canceled the job on a kernel report
 
 
 def submit(srv: Server, prep: Prepared, written: WrittenJob, artifact_dir: str | None = None) -> Submitted:
@@ -223,6 +227,20 @@ def cancel(srv: Server, jobs: list[Submitted]) -> None:
         note(f"lava: could not cancel job(s) {', '.join(j.job_id for j in jobs)}: {e.message}")
 
 
+def follow(srv: Server, sub: Submitted) -> Stop | None:
+    """A running job's new log records (`jobs logs --no-follow --start N`: lavacli prints whole records, one a
+    line) appended to lava.live.log, through the console watch `--run-local` uses: a Stop once a kernel
+    report's grace is over."""
+    live = sub.prep.dir / "lava.live.log"
+    text = srv.cli("jobs", "logs", sub.job_id, "--raw", "--no-follow", "--start", str(sub.records), timeout=120)
+    with open(live, "a") as fh:
+        fh.write(text)
+    sub.records += sum(1 for ln in text.splitlines() if ln.startswith("- "))
+    if sub.watch is None:
+        sub.watch = ConsoleWatch(live, sub.prep.initrd.ready_marker or "KPIPE-GUEST-READY")
+    return sub.watch.poll()
+
+
 def collect(srv: Server, sub: Submitted) -> ArchResult:
     """A finished job: its log from the server, parsed and judged as `--run-local` does. Its seconds are the
     server's, submit to end (kpipe may see the end later: polls, or premerge's compile checks before it looks),
@@ -243,14 +261,29 @@ def collect(srv: Server, sub: Submitted) -> ArchResult:
         ar.boot.lava.server, ar.boot.lava.job_id, ar.boot.lava.job_url = srv.url, sub.job_id, sub.link
         ar.boot.lava.device, ar.boot.lava.queued_seconds = device, queued
         ar.boot.lava.ran_seconds = _seconds(started, ended)
+        if sub.stopped is not None:
+            ar.boot.lava.stopped = sub.stopped.reason
+            ar.boot.verdict_after_fatal_s = sub.stopped.after_report_s
+            ar.error = f"{sub.stopped.reason}\n{ar.error}" if ar.error else sub.stopped.reason
+    (prep.dir / "lava.live.log").unlink(missing_ok=True)
     ar.phases["lava-job"] = seconds
     return ar
 
 
+def _follow_quietly(srv: Server, sub: Submitted) -> Stop | None:
+    try:
+        return follow(srv, sub)
+    except KpipeError as e:           # the log could not be fetched this time: the job's state decides, as before
+        note(f"lava: reading job {sub.job_id}'s log failed ({e.message}); trying again")
+        return None
+
+
 def wait_and_collect(srv: Server, jobs: list[Submitted]) -> list[ArchResult | KpipeError]:
     """Poll until every job finished (each collected as soon as it has) or passed its deadline (canceled, an
-    InfraError naming it); when the server stops answering every job still waiting has that error; on an
-    interruption every unfinished job is canceled. In the order of ``jobs``."""
+    InfraError naming it); a running job's log is followed as `--run-local` follows it, and a job whose kernel
+    reported a lockup, stall, hung task or Oops is canceled after verify's grace (its result says why); when the
+    server stops answering every job still waiting has that error; on an interruption every unfinished job is
+    canceled. In the order of ``jobs``."""
     out: dict[int, ArchResult | KpipeError] = {}
     waiting = dict(enumerate(jobs))
     failed_polls = 0
@@ -277,6 +310,10 @@ def wait_and_collect(srv: Server, jobs: list[Submitted]) -> list[ArchResult | Kp
                         out[i] = collect(srv, j)
                     except KpipeError as e:
                         out[i] = e
+                elif state == "Running" and j.stopped is None and (stop := _follow_quietly(srv, j)) is not None:
+                    j.stopped = stop                     # collected as finished once the server has canceled it
+                    note(f"lava: {j.prep.arch.name} job {j.job_id}: {stop.reason}")
+                    cancel(srv, [j])
                 elif now > j.deadline:
                     del waiting[i]
                     cancel(srv, [j])

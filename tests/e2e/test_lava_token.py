@@ -126,6 +126,77 @@ def test_a_job_left_waiting_is_canceled_on_the_server(tmp_path, monkeypatch, how
         srv.server_close()
 
 
+def test_a_running_job_whose_kernel_locks_up_is_canceled_after_verifys_grace(tmp_path, monkeypatch):
+    """A submitted job's log is followed while it runs: the server hands out the real lockup job's records
+    (tests/data/lava/lockup-at-boot-arm64.log) a batch per `jobs logs --start N`; kpipe's watch sees the soft
+    lockup before the guest is ready and, STUCK_GRACE later (a simulated clock: one poll = 2 s), cancels the
+    job; the job then reads as canceled on the server and is collected as a kernel failure saying why."""
+    import types
+
+    from kpipe.arches import ARCHES
+    from kpipe.guest.qemu import STUCK_GRACE
+    from kpipe.lava import watch
+    from kpipe.report.results import ArchResult
+    from kpipe.workflows.runner import Prepared
+
+    from kpipe.checks.suite import get as get_suite
+    from kpipe.build.profiles import get_profile
+    records = [ln for ln in (Path(__file__).parent.parent / "data" / "lava" / "lockup-at-boot-arm64.log")
+               .read_text().splitlines() if ln.startswith("{")]      # lava-run's records: the server stores them
+    cut = next(i for i, r in enumerate(records) if "soft lockup" in r) + 40
+    records = records[:cut]                          # what the server has when kpipe would stop it
+    served, cancelled, starts = [0], [], []
+    now = [1000.0]
+
+    def jobs_list(*args):
+        return [{"id": 4242, "state": "Canceled" if cancelled else "Running", "health": "Canceled" if cancelled
+                 else "Unknown"}]
+
+    def jobs_logs(job_id, start=0, end=None):
+        starts.append(start)
+        served[0] = min(len(records), max(served[0], start) + 200)   # 200 new records a poll, then no more
+        text = "".join("- " + r + "\n" for r in records[start:served[0]])
+        return (bool(cancelled), text)
+
+    def jobs_show(job_id):
+        from xmlrpc.client import DateTime
+        return {"id": 4242, "state": "Finished" if cancelled else "Running", "health": "Canceled",
+                **{k: DateTime(v) for k, v in (("submit_time", "20261207T02:22:40"), ("start_time", "20261207T02:22:41"),
+                                                ("end_time", "20261207T02:23:30"))}}
+
+    srv = _serve(scheduler__jobs__list=jobs_list, scheduler__jobs__logs=jobs_logs, scheduler__jobs__show=jobs_show,
+                 scheduler__jobs__cancel=lambda job_id: cancelled.append(str(job_id)))
+
+    def tick(seconds):
+        now[0] += 2.0
+    clock = types.SimpleNamespace(monotonic=lambda: now[0], sleep=tick)     # these two modules' clock only
+    monkeypatch.setattr(watch, "time", clock)
+    monkeypatch.setattr(submit, "time", clock)
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        server = submit.Server(url, ("kpipe-ci", TOKEN), 2.0, 0.0, lava_install.ensure())
+        arch = get_profile("debug").guest_arch(ARCHES["arm64"])
+        prep = Prepared(arch, None, types.SimpleNamespace(ready_marker="KPIPE-GUEST-READY"), tmp_path / "v",
+                        "anon+shmem", [], ArchResult(arch="arm64"), tmp_path, get_suite())
+        written = {"timeout": 900, "accel": "tcg", "accel_reason": "TCG (requested)", "verifier_timeout": 300,
+                   "leak_scan": False, "leak_not_scanned": ""}
+        job = submit.Submitted(prep, written, "4242", submit.job_url(url, "4242"), now[0], now[0] + 300)
+        (ar,) = submit.wait_and_collect(server, [job])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert cancelled == ["4242"], cancelled
+    want = sorted({min(n, len(records)) for n in range(0, len(records) + 200, 200)})
+    *follows, whole = starts              # each follow asks only for what is new; collect reads the whole log
+    assert follows[:len(want)] == want and set(follows[len(want):]) <= {len(records)} and whole == 0, starts
+    assert job.stopped is not None and STUCK_GRACE <= job.stopped.after_report_s <= STUCK_GRACE + 2.0, job.stopped
+    assert not isinstance(ar, Exception), ar.render()
+    assert ar.boot.lava is not None and "soft_lockup before the guest was ready" in ar.boot.lava.stopped
+    assert ar.exit_code == 1 and "soft_lockup" in ar.error, (ar.exit_code, ar.error)
+    assert ar.boot.verdict_after_fatal_s == job.stopped.after_report_s
+    assert not (tmp_path / "lava.live.log").exists() and (tmp_path / "lava.log").is_file()
+
+
 def test_premerge_lab_on_a_server_that_does_not_answer_is_exit_2_before_anything_is_built(tmp_path):
     from kpipe_cli import invoke
     ran = invoke("premerge", "--lab", "http://127.0.0.1:9", "--selftests", "none", out=tmp_path / "pm",
