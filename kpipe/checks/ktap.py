@@ -93,7 +93,10 @@ def parse_document(text: str, suite: str = "ktap") -> KtapDoc:
 
 
 def _split_directive(rest: str) -> tuple[str, str]:
-    """``desc # directive`` -> (desc, directive); ``\\#`` stays part of the description."""
+    """``desc # directive`` -> (desc, directive); ``\\#`` stays part of the description.
+
+    Accepted format: "[<description>] [# <DIRECTIVE> [<reason>]]"
+    """
     m = re.search(r"(?<!\\)#", rest)
     if not m:
         return rest.strip().replace("\\#", "#"), ""
@@ -101,6 +104,11 @@ def _split_directive(rest: str) -> tuple[str, str]:
 
 
 def _directive_status(directive: str) -> tuple[str, Status | None]:
+    """The directive's key and the status it imposes (``("", None)`` for none or an unknown word).
+
+    Accepted format: "<WORD>[...] [<reason>]" where WORD starts with SKIP, TODO, XFAIL, XPASS, TIMEOUT
+    or ERROR, in any case.
+    """
     word = directive.split(maxsplit=1)[0].upper() if directive else ""
     for key, status in _DIRECTIVES.items():
         if word.startswith(key):
@@ -163,80 +171,165 @@ def _make_point(m: re.Match[str], number: int, suite: str, children: KtapDoc | N
                       detail="\n".join(details), subtests=subtests)
 
 
+@dataclass
+class _Level:
+    """The state of one level while its lines are read: the document so far and the lines not yet
+    attached to a test point."""
+    suite: str
+    doc: KtapDoc = field(default_factory=KtapDoc)
+    indented: list[str] = field(default_factory=list)   # lines indented deeper than this level (a KTAP subtest)
+    hashed: list[str] = field(default_factory=list)     # '#' lines since the last test point
+    other: list[str] = field(default_factory=list)      # free text since the last test point
+    numbers: list[int] = field(default_factory=list)
+
+
 def _parse_level(lines: list[str], suite: str) -> KtapDoc:
-    doc = KtapDoc()
-    pending_indented: list[str] = []   # lines indented deeper than this level (a KTAP subtest)
-    pending_hashed: list[str] = []     # '#' lines since the last test point
-    pending_other: list[str] = []      # free text since the last test point
-    numbers: list[int] = []
-    i = 0
-    n = len(lines)
-    while i < n:
-        raw = lines[i].rstrip("\r\n")
-        i += 1
-        if not raw.strip():
-            if pending_indented:
-                pending_indented.append(raw)
-            continue
-        if raw[0] in " \t":
-            pending_indented.append(raw)
+    level = _Level(suite)
+    for raw in lines:
+        raw = raw.rstrip("\r\n")
+        if _parse_indented(level, raw):
             continue
         line = raw.rstrip()
-        mv = _VERSION.match(line)
-        if mv:
-            if not doc.version and not doc.tests:
-                doc.version = line
-                doc.preamble += pending_hashed + pending_other   # e.g. the runner's "selftests: vm: X"
-                pending_hashed, pending_other = [], []
-            else:
-                pending_other.append(line)
+        if (_parse_version_line(level, line) or _parse_subtest_header(level, line)
+                or _parse_diagnostic(level, line) or _parse_plan(level, line)):
             continue
-        ms = _SUBTEST.match(line)
-        if ms and not doc.tests and not doc.name:
-            doc.name = ms.group(1).strip()
-            continue
-        if line.startswith("#"):
-            pending_hashed.append(line)
-            continue
-        mp = _PLAN.match(line)
-        if mp:
-            if doc.plan is None:
-                doc.plan = int(mp.group(1))
-                doc.plan_directive = (mp.group(2) or "").strip()
-            else:
-                doc.problems.append(f"second plan line {line!r} ignored (first was 1..{doc.plan})")
-            continue
-        mb = _BAIL.match(line)
-        if mb:
-            doc.bailed = mb.group(1).strip() or "(no reason given)"
+        if _parse_bail_out(level, line):
             break
-        mpt = _POINT.match(line)
-        if mpt:
-            number = int(mpt.group(2)) if mpt.group(2) else (numbers[-1] + 1 if numbers else 1)
-            children = None
-            diag = pending_hashed + pending_other
-            if pending_indented:
-                sub = _parse_level(_dedent(pending_indented), suite)
-                if sub.is_ktap:
-                    children = sub
-                else:
-                    diag += [ln.strip() for ln in pending_indented if ln.strip()]
-            if children is None and pending_hashed and _has_version(_unhash(pending_hashed)):
-                sub = _parse_level(_unhash(pending_hashed), suite)
-                if sub.is_ktap:
-                    children = sub
-                    diag = [f"# {d}" for d in sub.diagnostics] + pending_other
-            desc, directive = _split_directive(mpt.group(3))
-            doc.points.append(Point(mpt.group(1) == "ok", number, desc, directive,
-                                    tuple(pending_hashed + pending_other)))
-            doc.tests.append(_make_point(mpt, number, suite, children, diag))
-            numbers.append(number)
-            pending_indented, pending_hashed, pending_other = [], [], []
+        if _parse_test_line(level, line):
             continue
-        pending_other.append(line)
-    doc.diagnostics = pending_hashed + pending_other + [ln.strip() for ln in pending_indented if ln.strip()]
-    _check_plan(doc, numbers, suite)
+        level.other.append(line)
+    doc = level.doc
+    doc.diagnostics = level.hashed + level.other + [ln.strip() for ln in level.indented if ln.strip()]
+    _check_plan(doc, level.numbers, suite)
     return doc
+
+
+def _parse_indented(level: _Level, raw: str) -> bool:
+    """A blank line (kept only inside a subtest being collected) or a line of a nested KTAP subtest.
+
+    Accepted format: "<whitespace><any line of the subtest>" or an empty/blank line.
+    """
+    if not raw.strip():
+        if level.indented:
+            level.indented.append(raw)
+        return True
+    if raw[0] in " \t":
+        level.indented.append(raw)
+        return True
+    return False
+
+
+def _parse_version_line(level: _Level, line: str) -> bool:
+    """The document's version line; one after the first (or after a test point) is free text.
+
+    Accepted format: "KTAP version <n>" or "TAP version <n>"
+    """
+    if not _VERSION.match(line):
+        return False
+    doc = level.doc
+    if not doc.version and not doc.tests:
+        doc.version = line
+        doc.preamble += level.hashed + level.other   # e.g. the runner's "selftests: vm: X"
+        level.hashed, level.other = [], []
+    else:
+        level.other.append(line)
+    return True
+
+
+def _parse_subtest_header(level: _Level, line: str) -> bool:
+    """The level's name, read only before its first test point and only once.
+
+    Accepted format: "# Subtest: <name>"
+    """
+    ms = _SUBTEST.match(line)
+    if ms and not level.doc.tests and not level.doc.name:
+        level.doc.name = ms.group(1).strip()
+        return True
+    return False
+
+
+def _parse_diagnostic(level: _Level, line: str) -> bool:
+    """A diagnostic line, kept for the next test point (or for a hashed nested document in it).
+
+    Accepted format: "# <diagnostic text>"
+    """
+    if line.startswith("#"):
+        level.hashed.append(line)
+        return True
+    return False
+
+
+def _parse_plan(level: _Level, line: str) -> bool:
+    """The plan; a second one is a problem and otherwise ignored.
+
+    Accepted format: "1..<N> [# <directive>]"
+    """
+    mp = _PLAN.match(line)
+    if not mp:
+        return False
+    doc = level.doc
+    if doc.plan is None:
+        doc.plan = int(mp.group(1))
+        doc.plan_directive = (mp.group(2) or "").strip()
+    else:
+        doc.problems.append(f"second plan line {line!r} ignored (first was 1..{doc.plan})")
+    return True
+
+
+def _parse_bail_out(level: _Level, line: str) -> bool:
+    """A bail out, which ends the level (True: stop reading).
+
+    Accepted format: "Bail out! [<reason>]"
+    """
+    mb = _BAIL.match(line)
+    if not mb:
+        return False
+    level.doc.bailed = mb.group(1).strip() or "(no reason given)"
+    return True
+
+
+def _parse_test_line(level: _Level, line: str) -> bool:
+    """A test point, with the subtest and diagnostics collected since the previous one.
+
+    Accepted format: "ok|not ok [<number>] [- ]<description> [# <directive> [<reason>]]"
+    (an omitted number is the previous one plus one).
+    """
+    mpt = _POINT.match(line)
+    if not mpt:
+        return False
+    numbers = level.numbers
+    number = int(mpt.group(2)) if mpt.group(2) else (numbers[-1] + 1 if numbers else 1)
+    children, diag = _parse_subtest(level)
+    desc, directive = _split_directive(mpt.group(3))
+    level.doc.points.append(Point(mpt.group(1) == "ok", number, desc, directive,
+                                  tuple(level.hashed + level.other)))
+    level.doc.tests.append(_make_point(mpt, number, level.suite, children, diag))
+    numbers.append(number)
+    level.indented, level.hashed, level.other = [], [], []
+    return True
+
+
+def _parse_subtest(level: _Level) -> tuple[KtapDoc | None, list[str]]:
+    """The nested document that belongs to the coming test point, if any, and that point's diagnostics.
+
+    Accepted format: either the lines indented under this level (KTAP), or, when they carry a version
+    line, the '#'-prefixed lines the kselftest runner prints for a test's own KTAP output:
+    "# KTAP version 1", "# 1..N", "# ok 1 ...".
+    """
+    children = None
+    diag = level.hashed + level.other
+    if level.indented:
+        sub = _parse_level(_dedent(level.indented), level.suite)
+        if sub.is_ktap:
+            children = sub
+        else:
+            diag += [ln.strip() for ln in level.indented if ln.strip()]
+    if children is None and level.hashed and _has_version(_unhash(level.hashed)):
+        sub = _parse_level(_unhash(level.hashed), level.suite)
+        if sub.is_ktap:
+            children = sub
+            diag = [f"# {d}" for d in sub.diagnostics] + level.other
+    return children, diag
 
 
 def _check_plan(doc: KtapDoc, numbers: list[int], suite: str) -> None:

@@ -21,7 +21,7 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import cache, proc
 from ..build import toolchain
@@ -553,11 +553,6 @@ class Session(Protocol):
     def run(self, argv: list[str], timeout: float) -> CommandResult: ...
 
 
-class _SessionState(TypedDict):
-    lost: str                      # non-empty: the session failed, why (later tests are not run)
-    error: KpipeError | None       # the session's error, raised again after the results are written
-
-
 @dataclass
 class _Run:
     status: Status
@@ -634,73 +629,137 @@ def run_selftests(session: Session, built: list[BuiltTest], out_dir: Path, suite
     again (an InfraError; ``qemu.boot`` turns it into a KernelError when the console shows a panic) with
     the results so far in its ``partial_results`` attribute."""
     import concurrent.futures
-    import threading
 
     out_dir = Path(out_dir)
     rel_to = Path(rel_to) if rel_to else out_dir
-    logdir = out_dir / suite
-    logdir.mkdir(parents=True, exist_ok=True)
-    state: _SessionState = {"lost": "", "error": None}
-    retried: list[str] = []
-    push_lock = threading.Lock()
-    pushed: dict[Path, str] = {}
+    tr = _TestRun(session, out_dir, suite, rel_to, remote_dir)
     if built:
+        tr.make_remote_dir()
+
+    # The tree's own tests are known to be independent processes: side by side. --extra-test files are the
+    # user's: nothing says one does not look at what another leaves running, so they run one by one, after.
+    own = [b for b in built if b.spec.collection != "extra"]
+    extra = [b for b in built if b.spec.collection == "extra"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel),
+                                               thread_name_prefix="selftest") as pool:
+        done = dict(zip(map(id, own), pool.map(tr.one, own)))
+    done.update({id(b): tr.one(b) for b in extra})
+    outcomes = [done[id(b)] for b in built]
+    results = [r for r, _, _ in outcomes]
+    write_ktap(out_dir / f"{suite}.ktap", [(b, run, out) for b, (_, run, out) in zip(built, outcomes)])
+    error = tr.error
+    if error is not None:
+        # read back with getattr by runner.boot_and_run_tests; KpipeError does not declare it (kpipe/errors.py)
+        error.partial_results = results
+        raise error
+    return results
+
+
+class _TestRun:
+    """One run_selftests call: where the tests go and what is shared between the tests running side by side
+    (the binaries pushed so far, the retry notes, whether the session was lost)."""
+
+    def __init__(self, session: Session, out_dir: Path, suite: str, rel_to: Path, remote_dir: str) -> None:
+        import threading
+
+        self.session = session
+        self.out_dir = out_dir
+        self.suite = suite
+        self.rel_to = rel_to
+        self.remote_dir = remote_dir
+        self.logdir = out_dir / suite
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.lost = ""                           # non-empty: the session failed, why (later tests are not run)
+        self.error: KpipeError | None = None     # the session's error, raised again after the results are written
+        self.retried: list[str] = []
+        self.push_lock = threading.Lock()
+        self.pushed: dict[Path, str] = {}
+
+    def make_remote_dir(self) -> None:
         try:
-            session.run(["mkdir", "-p", remote_dir], 30)
+            self.session.run(["mkdir", "-p", self.remote_dir], 30)
         except (KpipeError, OSError, EOFError) as e:
             err = _as_kpipe_error(e, "before the tests")
-            state["error"] = err
-            state["lost"] = f"guest session failed before the tests: {err.message}"
+            self.error = err
+            self.lost = f"guest session failed before the tests: {err.message}"
 
-    def one(b: BuiltTest) -> tuple[TestResult, _Run, str]:
+    def one(self, b: BuiltTest) -> tuple[TestResult, _Run, str]:
+        """One test: its result, its run (for the KTAP line) and its output."""
         spec = b.spec
-        if state["lost"]:
-            return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "not run", state["lost"]),
-                    _Run(Status.ERROR, "not run", "error not run", [state["lost"]]), "")
+        not_run = self._not_run(b)
+        if not_run is not None:
+            return not_run
+        assert b.binary is not None                  # _not_run answered for a failed build
+        remote = f"{self.remote_dir}/{b.binary.name}"
+        start = time.monotonic()
+        pidfile = f"{self.remote_dir}/{spec.name}.pid"
+        try:
+            self._push(b.binary, remote)
+            script = _test_script(self.remote_dir, pidfile, b.binary.name, spec.args)
+            cr, runs = self._run_with_retries(spec, script, pidfile)
+        except (KpipeError, OSError, EOFError) as e:
+            return self._session_lost(spec, e, start)
+        return self._to_results(b, cr, runs, pidfile, start)
+
+    def _not_run(self, b: BuiltTest) -> tuple[TestResult, _Run, str] | None:
+        """The outcome of a test that is not run: the session is lost, it is not in this tree, or its build
+        failed (None: run it)."""
+        spec, suite = b.spec, self.suite
+        if self.lost:
+            return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "not run", self.lost),
+                    _Run(Status.ERROR, "not run", "error not run", [self.lost]), "")
         if spec.skip:
             return (TestResult(suite, spec.name, Status.SKIP, "exit 0", "not in this tree", spec.skip),
                     _Run(Status.SKIP, "not built", f"SKIP {spec.skip}", [spec.skip]), "")
         if b.binary is None:
             return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "build failed", b.error),
                     _Run(Status.ERROR, "build failed", "error build failed", [b.error]), b.error)
-        remote = f"{remote_dir}/{b.binary.name}"
-        start = time.monotonic()
-        pidfile = f"{remote_dir}/{spec.name}.pid"
-        try:
-            with push_lock:
-                if b.binary not in pushed:
-                    session.put(b.binary, remote, 0o755)
-                    pushed[b.binary] = remote
-            # The test must lead its own process group, so that a timeout also kills what it forked, not only
-            # its main process (_kill_remote kills the group): setsid when this shell is no group leader (then
-            # setsid keeps the pid); a shell that already leads its group execs the test directly.
-            script = (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
-                      f"read -r _ _ _ _ g _ < /proc/$$/stat; s=setsid; [ \"$g\" = $$ ] && s=; "
-                      f"exec $s {shlex.join(['./' + b.binary.name, *spec.args])} </dev/null 2>&1")
-            cr = _run_once(session, spec, script, pidfile, retried)
-            runs = 1
-            while cr.timed_out and runs < spec.tries and spec.known_hang and not _kernel_reported(session):
-                _kill_remote(session, pidfile)
-                (logdir / f"{spec.name}.run{runs}.log").write_text(_output(cr))
-                retried.append(f"{spec.name}: run {runs} of {spec.tries} timed out after {spec.timeout:g} s and the "
-                               f"kernel reported nothing (no hung or blocked task, no lockup, asked with SysRq): "
-                               f"a known hang of the test itself, {spec.known_hang}; its output: "
-                               f"{spec.name}.run{runs}.log; run again")
-                note(f"{spec.name}: timed out with no kernel report, a known hang of this tree's test; "
-                     f"run {runs + 1} of {spec.tries}")
-                runs += 1
-                cr = _run_once(session, spec, script, pidfile, retried)
-        except (KpipeError, OSError, EOFError) as e:
-            err = _as_kpipe_error(e, f"while running {spec.name}")
-            if not state["lost"]:
-                state["error"] = err
-                state["lost"] = f"guest session failed while running {spec.name}: {err.message}"
-            lost = f"guest session failed while running {spec.name}: {err.message}"
-            return (TestResult(suite, spec.name, Status.ERROR, "exit 0", "session lost", lost,
-                               round(time.monotonic() - start, 3)),
-                    _Run(Status.ERROR, "session lost", "error session lost", [lost]), "")
+        return None
+
+    def _push(self, binary: Path, remote: str) -> None:
+        """Copy the binary into the guest, once per binary whichever tests share it."""
+        with self.push_lock:
+            if binary not in self.pushed:
+                self.session.put(binary, remote, 0o755)
+                self.pushed[binary] = remote
+
+    def _run_with_retries(self, spec: SelftestSpec, script: str, pidfile: str) -> tuple[CommandResult, int]:
+        """The test's runs: the first, and again while it timed out in its known hang (up to spec.tries runs)
+        and the kernel, asked with SysRq, reported nothing; the last run's result and the number of runs."""
+        session = self.session
+        cr = _run_once(session, spec, script, pidfile, self.retried)
+        runs = 1
+        while cr.timed_out and runs < spec.tries and spec.known_hang and not _kernel_reported(session):
+            _kill_remote(session, pidfile)
+            (self.logdir / f"{spec.name}.run{runs}.log").write_text(_output(cr))
+            self.retried.append(f"{spec.name}: run {runs} of {spec.tries} timed out after {spec.timeout:g} s and "
+                                f"the kernel reported nothing (no hung or blocked task, no lockup, asked with "
+                                f"SysRq): a known hang of the test itself, {spec.known_hang}; its output: "
+                                f"{spec.name}.run{runs}.log; run again")
+            note(f"{spec.name}: timed out with no kernel report, a known hang of this tree's test; "
+                 f"run {runs + 1} of {spec.tries}")
+            runs += 1
+            cr = _run_once(session, spec, script, pidfile, self.retried)
+        return cr, runs
+
+    def _session_lost(self, spec: SelftestSpec, e: BaseException, start: float) -> tuple[TestResult, _Run, str]:
+        """The test's outcome when the session failed under it; the first such failure is the run's error."""
+        err = _as_kpipe_error(e, f"while running {spec.name}")
+        if not self.lost:
+            self.error = err
+            self.lost = f"guest session failed while running {spec.name}: {err.message}"
+        lost = f"guest session failed while running {spec.name}: {err.message}"
+        return (TestResult(self.suite, spec.name, Status.ERROR, "exit 0", "session lost", lost,
+                           round(time.monotonic() - start, 3)),
+                _Run(Status.ERROR, "session lost", "error session lost", [lost]), "")
+
+    def _to_results(self, b: BuiltTest, cr: CommandResult, runs: int, pidfile: str,
+                    start: float) -> tuple[TestResult, _Run, str]:
+        """The test's last run as results: its log written, what a timeout left killed, its status (ERROR,
+        inconclusive, when every run hung in the known hang and the kernel said nothing) and the retry notes."""
+        spec, session = b.spec, self.session
         output = _output(cr)
-        (logdir / f"{spec.name}.log").write_text(output)
+        (self.logdir / f"{spec.name}.log").write_text(output)
         if cr.timed_out:
             _kill_remote(session, pidfile)
         run = status_from_exit(cr.exit_status, cr.timed_out, spec.timeout)
@@ -713,30 +772,24 @@ def run_selftests(session: Session, built: list[BuiltTest], out_dir: Path, suite
                    f"({spec.known_hang})")
             run = _Run(Status.ERROR, f"inconclusive: {runs} timeouts",
                        f"TIMEOUT {spec.timeout:g} seconds, {runs} runs, inconclusive", [why])
-        res, run = _result(b, out_dir, suite, rel_to, output, run, cr.seconds or time.monotonic() - start)
-        mine = [r for r in retried if r.startswith(f"{spec.name}: ")]
+        res, run = _result(b, self.out_dir, self.suite, self.rel_to, output, run,
+                           cr.seconds or time.monotonic() - start)
+        mine = [r for r in self.retried if r.startswith(f"{spec.name}: ")]
         res = replace(res, runs=runs + sum("refused its channel" in r for r in mine))
         if mine:
             res = replace(res, detail="\n".join([*mine, res.detail]).strip())
         return res, run, output
 
-    # The tree's own tests are known to be independent processes: side by side. --extra-test files are the
-    # user's: nothing says one does not look at what another leaves running, so they run one by one, after.
-    own = [b for b in built if b.spec.collection != "extra"]
-    extra = [b for b in built if b.spec.collection == "extra"]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel),
-                                               thread_name_prefix="selftest") as pool:
-        done = dict(zip(map(id, own), pool.map(one, own)))
-    done.update({id(b): one(b) for b in extra})
-    outcomes = [done[id(b)] for b in built]
-    results = [r for r, _, _ in outcomes]
-    write_ktap(out_dir / f"{suite}.ktap", [(b, run, out) for b, (_, run, out) in zip(built, outcomes)])
-    error = state["error"]
-    if error is not None:
-        # read back with getattr by runner.boot_and_run_tests; KpipeError does not declare it (kpipe/errors.py)
-        error.partial_results = results
-        raise error
-    return results
+
+def _test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[str, ...]) -> str:
+    """The shell command that runs one test in the guest, its pid in ``pidfile``.
+
+    The test must lead its own process group, so that a timeout also kills what it forked, not only its main
+    process (_kill_remote kills the group): setsid when this shell is no group leader (then setsid keeps the
+    pid); a shell that already leads its group execs the test directly."""
+    return (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
+            f"read -r _ _ _ _ g _ < /proc/$$/stat; s=setsid; [ \"$g\" = $$ ] && s=; "
+            f"exec $s {shlex.join(['./' + binary_name, *args])} </dev/null 2>&1")
 
 
 def _run_once(session: Session, spec: SelftestSpec, script: str, pidfile: str,

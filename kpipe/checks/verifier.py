@@ -16,8 +16,8 @@ import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
-from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
 
 from .. import cache, proc
 from ..build import toolchain
@@ -332,63 +332,100 @@ def _why_missing(exit_status: int | None, bail: str | None, plan: int | None, se
            f"than the expectations?)"
 
 
-class _Common(TypedDict):
-    """The fields every result _judge returns shares."""
-    suite: str
-    name: str
+@dataclass(frozen=True)
+class _Judging:
+    """One case's inputs to the judging rules: the test point as seen, what the expectations say."""
+    s: _Seen
     expected: str
-    seconds: float
+    policy: str
+    xfail_reason: str
+
+    @property
+    def directive(self) -> str:
+        return self.s.directive
+
+    @property
+    def known(self) -> str:
+        """The known failure's code when the expectation is ``xfail:CODE``, else ""."""
+        return self.expected[len(XFAIL_PREFIX):] if self.expected.startswith(XFAIL_PREFIX) else ""
+
+    def has(self, word: str) -> bool:
+        """The directive starts with this word (any case)."""
+        return self.directive.upper().startswith(word)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """A judging rule: when it applies, the status, what was observed and why (the detail). With
+    ``notes``, the case's own notes follow the why."""
+    name: str
+    applies: Callable[[_Judging], bool]
+    status: Status
+    observed: Callable[[_Judging], str]
+    why: Callable[[_Judging], str]
+    notes: bool = False
+
+
+def _observed(j: _Judging) -> str:
+    return j.s.observed
+
+
+def _crash_observed(j: _Judging) -> str:
+    return j.s.observed or j.directive.split(":", 1)[-1].strip().split()[0]
+
+
+def _xfail_passed_why(j: _Judging) -> str:
+    return (f"expected the known failure {j.known} under {j.policy} ({j.xfail_reason}) but the case passed: "
+            f"if this kernel carries the fix, choose the policy with --expect")
+
+
+# The judging ladder, in order of precedence: the first rule that applies decides.
+_RULES: tuple[_Rule, ...] = (
+    _Rule("could not run", lambda j: j.has("ERROR"), Status.ERROR,
+          lambda j: j.s.observed or "ERROR",
+          lambda j: f"could not run: {j.directive[5:].strip() or 'no reason given'}", notes=True),
+    _Rule("crashed", lambda j: j.directive.lower().startswith("crashed"), Status.FAIL,
+          _crash_observed, lambda j: j.directive, notes=True),
+    _Rule("run with other expectations", lambda j: bool(j.s.expected and j.s.expected != j.expected), Status.ERROR,
+          _observed, lambda j: f"the binary was given expected {j.s.expected!r}, but the expectations say "
+                               f"{j.expected!r} under policy {j.policy}"),
+    _Rule("'not ok' skip", lambda j: j.has("SKIP") and not j.s.ok, Status.ERROR,
+          _observed, lambda j: f"'not ok' with a SKIP directive: {j.directive}"),
+    _Rule("skipped", lambda j: j.has("SKIP"), Status.SKIP,
+          lambda j: j.s.observed or "skip", lambda j: j.directive[4:].strip() or "no reason given", notes=True),
+    _Rule("nothing observed", lambda j: not j.s.observed, Status.ERROR,
+          lambda j: "", lambda j: "no 'observed ... expected ...' diagnostic line for this case"),
+    _Rule("known failure", lambda j: bool(j.known) and j.s.observed == j.known and j.s.ok and j.has("XFAIL"),
+          Status.XFAIL, _observed, lambda j: f"known failure under {j.policy}: {j.xfail_reason}", notes=True),
+    _Rule("known failure not XFAIL", lambda j: bool(j.known) and j.s.observed == j.known, Status.ERROR,
+          _observed, lambda j: f"the binary did not report the known failure {j.known} as XFAIL "
+                               f"('{'ok' if j.s.ok else 'not ok'} # {j.directive}')"),
+    _Rule("known failure fixed", lambda j: bool(j.known) and j.s.observed == "ok", Status.FAIL,
+          _observed, _xfail_passed_why, notes=True),
+    _Rule("other than the known failure", lambda j: bool(j.known), Status.FAIL,
+          _observed, lambda j: f"expected the known failure {j.known} under {j.policy}, observed another "
+                               f"failure {j.s.observed}", notes=True),
+    _Rule("ok contradicts", lambda j: (j.s.observed == j.expected) != j.s.ok, Status.ERROR,
+          _observed, lambda j: f"the binary said {'ok' if j.s.ok else 'not ok'} for observed {j.s.observed} "
+                               f"expected {j.expected}"),
+    _Rule("refused move succeeded", lambda j: j.s.observed != j.expected and j.expected == "skip", Status.FAIL,
+          _observed, lambda j: "the move succeeded where the policy refuses it", notes=True),
+    _Rule("as expected", lambda j: j.s.observed == j.expected, Status.PASS,
+          _observed, lambda j: "", notes=True),
+    _Rule("not as expected", lambda j: True, Status.FAIL,
+          _observed, lambda j: "", notes=True),
+)
 
 
 def _judge(name: str, s: _Seen, expected: str, policy: str, xfail_reason: str = "") -> TestResult:
-    detail = "; ".join(s.notes)
-    base = _Common(suite=SUITE, name=name, expected=expected, seconds=s.seconds)
-    directive = s.directive
-    if directive.upper().startswith("ERROR"):
-        reason = directive[5:].strip() or "no reason given"
-        return TestResult(**base, status=Status.ERROR, observed=s.observed or "ERROR",
-                          detail="; ".join(x for x in (f"could not run: {reason}", detail) if x))
-    known = expected[len(XFAIL_PREFIX):] if expected.startswith(XFAIL_PREFIX) else ""
-    if directive.lower().startswith("crashed"):
-        observed = s.observed or directive.split(":", 1)[-1].strip().split()[0]
-        return TestResult(**base, status=Status.FAIL, observed=observed,
-                          detail="; ".join(x for x in (directive, detail) if x))
-    if s.expected and s.expected != expected:
-        return TestResult(**base, status=Status.ERROR, observed=s.observed,
-                          detail=f"the binary was given expected {s.expected!r}, but the expectations say "
-                                 f"{expected!r} under policy {policy}")
-    if directive.upper().startswith("SKIP"):
-        if not s.ok:
-            return TestResult(**base, status=Status.ERROR, observed=s.observed,
-                              detail=f"'not ok' with a SKIP directive: {directive}")
-        reason = directive[4:].strip() or "no reason given"
-        return TestResult(**base, status=Status.SKIP, observed=s.observed or "skip",
-                          detail="; ".join(x for x in (reason, detail) if x))
-    if not s.observed:
-        return TestResult(**base, status=Status.ERROR, observed="",
-                          detail="no 'observed ... expected ...' diagnostic line for this case")
-    if known:
-        if s.observed == known and s.ok and directive.upper().startswith("XFAIL"):
-            return TestResult(**base, status=Status.XFAIL, observed=s.observed,
-                              detail="; ".join(x for x in (f"known failure under {policy}: {xfail_reason}", detail)
-                                               if x))
-        if s.observed == known:
-            return TestResult(**base, status=Status.ERROR, observed=s.observed,
-                              detail=f"the binary did not report the known failure {known} as XFAIL "
-                                     f"('{'ok' if s.ok else 'not ok'} # {directive}')")
-        why = (f"expected the known failure {known} under {policy} ({xfail_reason}) but the case passed: "
-               f"if this kernel carries the fix, choose the policy with --expect" if s.observed == "ok" else
-               f"expected the known failure {known} under {policy}, observed another failure {s.observed}")
-        return TestResult(**base, status=Status.FAIL, observed=s.observed,
-                          detail="; ".join(x for x in (why, detail) if x))
-    status = Status.PASS if s.observed == expected else Status.FAIL
-    if (status == Status.PASS) != s.ok:
-        return TestResult(**base, status=Status.ERROR, observed=s.observed,
-                          detail=f"the binary said {'ok' if s.ok else 'not ok'} for observed {s.observed} "
-                                 f"expected {expected}")
-    if status == Status.FAIL and expected == "skip":
-        detail = "; ".join(x for x in ("the move succeeded where the policy refuses it", detail) if x)
-    return TestResult(**base, status=status, observed=s.observed, detail=detail)
+    """The result of one case: the first rule of :data:`_RULES` that applies."""
+    j = _Judging(s, expected, policy, xfail_reason)
+    rule = next(r for r in _RULES if r.applies(j))
+    why = rule.why(j)
+    if rule.notes:
+        why = "; ".join(x for x in (why, "; ".join(s.notes)) if x)
+    return TestResult(suite=SUITE, name=name, expected=expected, seconds=s.seconds, status=rule.status,
+                      observed=rule.observed(j), detail=why)
 
 
 def parse_tap(text: str, exit_status: int | None, expectations: Expectations, policy: str) -> list[TestResult]:

@@ -165,9 +165,7 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
     at all is an infrastructure error (exit 2)."""
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"serial": str(adir / "serial.log"), "dmesg": str(adir / "dmesg.log")})
-    expectations = verifier.select(verifier.load_expectations(prep.suite), opts.cases)
-    if ar.kernel.tree_bugs is not None:
-        expectations = treebugs.apply(expectations, prep.policy, ar.kernel.tree_bugs)
+    expectations = _expectations(prep, opts)
     t_boot = time.monotonic()
     vm: qemu.VM | None = None
     wedged: KpipeError | None = None
@@ -181,79 +179,141 @@ def boot_and_run_tests(prep: Prepared, opts: Options) -> ArchResult:
                                                       cmdline_extra=opts.kernel_args, collect_dmesg=False))
                 vm = guest.vm
                 ph.update(f"{prep.arch.name} {guest.accel} ({guest.boot_seconds:.1f}s to ready)")
-            ar.boot = BootInfo(seconds=guest.boot_seconds, ssh_seconds=guest.ssh_seconds, accel=guest.accel,
-                               accel_reason=guest.accel_reason, findings=[], vcpus=prep.arch.smp)
-            ar.boot.cpus = check_guest_cpus(guest, prep.arch.smp, ar.kernel.profile or "")
-            guest.session.abort_check = vm.abandon_reason
-            guest.session.on_timeout = lambda command: ask_wedged_kernel(guest, ar)
-            try:
-                what = f" {len(expectations.cases)} selected case(s)" if opts.cases else ""
-                with phase("run", f"{prep.arch.name} verifier ({prep.policy}){what}", ar.phases):
-                    vopts: _VerifierOptions = {"timeout": opts.test_timeout} if opts.test_timeout else {}
-                    if opts.cases:
-                        vopts["only"] = True
-                    ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
-                                                      adir, **vopts)
-                    ar.pause = verifier.pause_summary(ar.tests, expectations.suite.pause)
-                if prep.tests:          # a wedged kernel stops them: the session's abort_check
-                    with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
-                        ar.tests += selftests.run_selftests(guest.session, prep.tests, adir, rel_to=adir,
-                                                           parallel=prep.arch.smp)
-            except InfraError as e:
-                if not vm.running() or vm.panicked:
-                    raise                       # qemu.boot turns it into the panic's KernelError
-                wedged = e
-                ar.tests += e.partial_results
+            _after_boot(guest, prep, ar)
+            wedged = _run_tests(guest, prep, opts, ar, expectations)
             guest.session.abort_check = guest.session.on_timeout = None
             if wedged is None and vm.running() and not vm.panicked:   # gcov counters of the changed lines
                 ar.coverage = coverage.collect(guest.session, prep.kernel, adir, ar.kernel.base, ar.kernel.head)
             if (wedged is not None or guest.session.timed_out or vm.fatal_at is not None) \
                     and ar.boot.hang_probe is None:     # not yet asked for this run
                 ask_wedged_kernel(guest, ar)
-            # leaks are looked for whenever the session still works (a test's own known hang, retried, is no reason
-            # to skip it); not after a fatal report or with a task blocked in D state (the verdict is known, and
-            # the scan would only wait on a broken kernel)
-            if kmemleak.enabled(prep.kernel.config):
-                why_not = ("the session broke" if wedged is not None or not vm.running() or vm.panicked
-                           else "the kernel reported a fatal error (the verdict is known)" if vm.fatal_at is not None
-                           else "a task is blocked in D state (the verdict is known)" if vm.blocked_at is not None
-                           else f"leak_scan is off ({opts.leak_scan_source})" if not opts.leak_scan else None)
-                if why_not is None:
-                    with phase("kmemleak", f"{prep.arch.name} scan twice, read the report", ar.phases):
-                        leaks = scan_kmemleak(guest, ar, adir)
-                else:
-                    ar.boot.kmemleak = KmemleakInfo(not_scanned=why_not)
+            leaks = _look_for_leaks(guest, prep, opts, ar, wedged)
             if vm.running() and not vm.panicked:
-                with phase("dmesg", prep.arch.name, ar.phases):
-                    try:
-                        dmesg = guest.collect_dmesg("dmesg.log", timeout=DMESG_TIMEOUT)
-                    except InfraError as e:
-                        wedged = wedged or e
+                dmesg, wedged = _collect_dmesg(guest, prep, ar, wedged)
     except KernelError as e:
         if vm is not None:
-            _note_fatal_latency(ar, vm)
-            seen = vm.findings()
-            if seen:          # name what the kernel reported before it died, not only the panic line
-                first = next((f for f in seen if f.kind in FATAL_KINDS), seen[0])
-                kinds = ", ".join(summarize(seen))
-                e.message = f"kernel misbehaved: {kinds}; first report: {describe(first)}; {e.message}"
+            _name_the_reports(e, vm, ar)
         raise
     finally:
         if vm is not None:
             ar.findings += vm.findings()       # the whole console, read to its end (QEMU has stopped)
             ar.boot.findings = [describe(f) for f in ar.findings]
+    _add_findings(ar, vm, dmesg, leaks, t_boot)
+    if wedged is not None and not ar.findings:
+        raise _with_no_kernel_report(wedged, vm, adir)
+    return judge(ar)
+
+
+def _expectations(prep: Prepared, opts: Options) -> verifier.Expectations:
+    """The verifier's expectations for this run: the selected cases, the tree's known bugs applied."""
+    expectations = verifier.select(verifier.load_expectations(prep.suite), opts.cases)
+    if prep.ar.kernel.tree_bugs is not None:
+        expectations = treebugs.apply(expectations, prep.policy, prep.ar.kernel.tree_bugs)
+    return expectations
+
+
+def _after_boot(guest: qemu.Guest, prep: Prepared, ar: ArchResult) -> None:
+    """The boot's facts, the guest's CPU count checked, and the session's hooks: abandon the tests when the
+    kernel reports a wedge, ask the kernel on every timeout."""
+    ar.boot = BootInfo(seconds=guest.boot_seconds, ssh_seconds=guest.ssh_seconds, accel=guest.accel,
+                       accel_reason=guest.accel_reason, findings=[], vcpus=prep.arch.smp)
+    ar.boot.cpus = check_guest_cpus(guest, prep.arch.smp, ar.kernel.profile or "")
+    guest.session.abort_check = guest.vm.abandon_reason
+    guest.session.on_timeout = lambda command: ask_wedged_kernel(guest, ar)
+
+
+def _run_tests(guest: qemu.Guest, prep: Prepared, opts: Options, ar: ArchResult,
+               expectations: verifier.Expectations) -> KpipeError | None:
+    """The verifier, then the selftests. The session's InfraError when it broke under them with QEMU still
+    running and no panic (the results so far kept), else None; with a panic or QEMU gone it is raised."""
+    vm = guest.vm
+    try:
+        _run_verifier(guest, prep, opts, ar, expectations)
+        if prep.tests:          # a wedged kernel stops them: the session's abort_check
+            with phase("run", f"{prep.arch.name} {len(prep.tests)} selftest(s)", ar.phases):
+                ar.tests += selftests.run_selftests(guest.session, prep.tests, prep.dir, rel_to=prep.dir,
+                                                   parallel=prep.arch.smp)
+    except InfraError as e:
+        if not vm.running() or vm.panicked:
+            raise                       # qemu.boot turns it into the panic's KernelError
+        ar.tests += e.partial_results
+        return e
+    return None
+
+
+def _run_verifier(guest: qemu.Guest, prep: Prepared, opts: Options, ar: ArchResult,
+                  expectations: verifier.Expectations) -> None:
+    what = f" {len(expectations.cases)} selected case(s)" if opts.cases else ""
+    with phase("run", f"{prep.arch.name} verifier ({prep.policy}){what}", ar.phases):
+        vopts: _VerifierOptions = {"timeout": opts.test_timeout} if opts.test_timeout else {}
+        if opts.cases:
+            vopts["only"] = True
+        ar.tests += verifier.run_verifier(guest.session, prep.verifier_bin, prep.policy, expectations,
+                                          prep.dir, **vopts)
+        ar.pause = verifier.pause_summary(ar.tests, expectations.suite.pause)
+
+
+def _look_for_leaks(guest: qemu.Guest, prep: Prepared, opts: Options, ar: ArchResult,
+                    wedged: KpipeError | None) -> list[Finding]:
+    """kmemleak's findings when the kernel has it and a scan makes sense, else none (and why not)."""
+    # leaks are looked for whenever the session still works (a test's own known hang, retried, is no reason
+    # to skip it); not after a fatal report or with a task blocked in D state (the verdict is known, and
+    # the scan would only wait on a broken kernel)
+    leaks: list[Finding] = []
+    if kmemleak.enabled(prep.kernel.config):
+        vm = guest.vm
+        why_not = ("the session broke" if wedged is not None or not vm.running() or vm.panicked
+                   else "the kernel reported a fatal error (the verdict is known)" if vm.fatal_at is not None
+                   else "a task is blocked in D state (the verdict is known)" if vm.blocked_at is not None
+                   else f"leak_scan is off ({opts.leak_scan_source})" if not opts.leak_scan else None)
+        if why_not is None:
+            with phase("kmemleak", f"{prep.arch.name} scan twice, read the report", ar.phases):
+                leaks = scan_kmemleak(guest, ar, prep.dir)
+        else:
+            ar.boot.kmemleak = KmemleakInfo(not_scanned=why_not)
+    return leaks
+
+
+def _collect_dmesg(guest: qemu.Guest, prep: Prepared, ar: ArchResult,
+                   wedged: KpipeError | None) -> tuple[list[Finding], KpipeError | None]:
+    """dmesg's findings (none when it cannot be read) and the run's wedge (the first one: its own, or
+    this failure to read dmesg)."""
+    dmesg: list[Finding] = []
+    with phase("dmesg", prep.arch.name, ar.phases):
+        try:
+            dmesg = guest.collect_dmesg("dmesg.log", timeout=DMESG_TIMEOUT)
+        except InfraError as e:
+            wedged = wedged or e
+    return dmesg, wedged
+
+
+def _name_the_reports(e: KernelError, vm: qemu.VM, ar: ArchResult) -> None:
+    """A kernel error's message names what the kernel reported before it died, not only the panic line."""
+    _note_fatal_latency(ar, vm)
+    seen = vm.findings()
+    if seen:
+        first = next((f for f in seen if f.kind in FATAL_KINDS), seen[0])
+        kinds = ", ".join(summarize(seen))
+        e.message = f"kernel misbehaved: {kinds}; first report: {describe(first)}; {e.message}"
+
+
+def _add_findings(ar: ArchResult, vm: qemu.VM | None, dmesg: list[Finding], leaks: list[Finding],
+                  t_boot: float) -> None:
+    """dmesg's findings the console did not show and the leaks join the console's; the boot+tests time."""
     ar.findings += not_seen_on(ar.findings, dmesg) + leaks
     if vm is not None:
         _note_fatal_latency(ar, vm)
     ar.boot.findings = [describe(f) for f in ar.findings]
     ar.phases["boot+tests"] = round(time.monotonic() - t_boot, 3)
-    if wedged is not None and not ar.findings:
-        wedged.detail = [*wedged.detail, "the kernel reported nothing (no hung task, lockup, stall, Oops or "
-                         "blocked task, even when asked with SysRq); last console lines:",
-                         *(vm.tail_lines() if vm else [])]
-        wedged.log = wedged.log or str(adir / "serial.log")
-        raise wedged
-    return judge(ar)
+
+
+def _with_no_kernel_report(wedged: KpipeError, vm: qemu.VM | None, adir: Path) -> KpipeError:
+    """The wedge as the run's (infrastructure) error when the kernel reported nothing: the console's last lines."""
+    wedged.detail = [*wedged.detail, "the kernel reported nothing (no hung task, lockup, stall, Oops or "
+                     "blocked task, even when asked with SysRq); last console lines:",
+                     *(vm.tail_lines() if vm else [])]
+    wedged.log = wedged.log or str(adir / "serial.log")
+    return wedged
 
 
 def scan_kmemleak(guest: qemu.Guest, ar: ArchResult, adir: Path) -> list[Finding]:
