@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from .. import proc
 from ..errors import InfraError, KpipeError, UsageError
 from ..progress import note
 from ..report.results import ArchResult, BootInfo, LavaInfo
@@ -49,12 +50,25 @@ def job_url(server: str, job_id: str) -> str:
     return f"{server.rstrip('/')}/scheduler/job/{job_id}"
 
 
-def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120,
-             credentials: tuple[str, str] | None = None) -> str:
-    """Run lavacli against ``url``. A token (``credentials`` = (user, token), else from the environment) goes
-    into a lavacli config (identity ``kpipe``) in a private 0700 folder, file mode 0600, removed afterwards:
-    never into an argv, which every user of the machine can read in /proc."""
-    import shutil
+@dataclass
+class _Client:
+    """lavacli's command line and environment for one server; ``private``: the folder of its 0600 config
+    (remove it with close() once lavacli is done)."""
+    cmd: list[str]
+    env: dict[str, str]
+    token: str
+    private: str | None
+
+    def close(self) -> None:
+        import shutil
+        if self.private is not None:
+            shutil.rmtree(self.private, ignore_errors=True)
+
+
+def _client(lava: Lava, url: str, credentials: tuple[str, str] | None) -> _Client:
+    """A token (``credentials`` = (user, token), else from the environment) goes into a lavacli config (identity
+    ``kpipe``) in a private 0700 folder, file mode 0600: never into an argv, which every user of the machine can
+    read in /proc."""
     import tempfile
     cmd, env = [*lava.lavacli()], lava.env()
     if credentials is not None:
@@ -75,11 +89,18 @@ def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120,
         cmd += ["--identity", "kpipe"]
     else:
         cmd += ["--uri", url.rstrip("/") + "/RPC2"]
+    return _Client(cmd, env, token, private)
+
+
+def _lavacli(lava: Lava, url: str, *args: str, timeout: float = 120,
+             credentials: tuple[str, str] | None = None) -> str:
+    """Run lavacli against ``url`` (credentials as _client() hands them over; its config removed afterwards)."""
+    client = _client(lava, url, credentials)
+    token = client.token
     try:
-        cp = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        cp = subprocess.run([*client.cmd, *args], env=client.env, capture_output=True, text=True, timeout=timeout)
     finally:
-        if private is not None:
-            shutil.rmtree(private, ignore_errors=True)
+        client.close()
     if cp.returncode != 0:
         said = (cp.stderr or cp.stdout).strip()
         if token:                    # lavacli's "Unable to connect" prints the URI with the token in it
@@ -162,8 +183,7 @@ class Submitted:
     link: str
     t0: float                      # time.monotonic() at submission
     deadline: float = 0.0          # set by deadlines()
-    watch: ConsoleWatch | None = None    # follows the job's log while it runs (follow())
-    records: int = 0                     # log records read so far
+    follower: LogFollower | None = None  # follows the job's log while it runs
     stopped: Stop | None = None          # kpipe canceled the job on a kernel report
 
 
@@ -227,18 +247,36 @@ def cancel(srv: Server, jobs: list[Submitted]) -> None:
         note(f"lava: could not cancel job(s) {', '.join(j.job_id for j in jobs)}: {e.message}")
 
 
-def follow(srv: Server, sub: Submitted) -> Stop | None:
-    """A running job's new log records (`jobs logs --no-follow --start N`: lavacli prints whole records, one a
-    line) appended to lava.live.log, through the console watch `--run-local` uses: a Stop once a kernel
-    report's grace is over."""
-    live = sub.prep.dir / "lava.live.log"
-    text = srv.cli("jobs", "logs", sub.job_id, "--raw", "--no-follow", "--start", str(sub.records), timeout=120)
-    with open(live, "a") as fh:
-        fh.write(text)
-    sub.records += sum(1 for ln in text.splitlines() if ln.startswith("- "))
-    if sub.watch is None:
-        sub.watch = ConsoleWatch(live, sub.prep.initrd.ready_marker or "KPIPE-GUEST-READY")
-    return sub.watch.poll()
+class LogFollower:
+    """`lavacli jobs logs ID --raw --polling N` running beside the wait, for one running job: lavacli asks the
+    server for the records it has not printed yet every N seconds, prints each as one line, and ends with the job
+    (one long-lived client per job: a lavacli started per poll cost the lab's 2-core host most of a core). kpipe's
+    console watch (the one `--run-local` uses) reads its output file: poll() -> a Stop once a kernel report's grace
+    is over. close() ends lavacli and removes its config and the file."""
+
+    def __init__(self, srv: Server, sub: Submitted):
+        self.path = sub.prep.dir / "lava.live.log"
+        self.client = _client(srv.lava, srv.url, srv.credentials)
+        self.client.env["PYTHONUNBUFFERED"] = "1"            # each record reaches the file when lavacli has it
+        self.out = open(self.path, "w")
+        try:
+            self.p = proc.spawn([*self.client.cmd, "jobs", "logs", sub.job_id, "--raw", "--polling",
+                                 str(max(1, round(srv.poll)))], env=self.client.env, stdin=subprocess.DEVNULL,
+                                stdout=self.out, stderr=subprocess.DEVNULL)
+        except BaseException:
+            self.out.close()
+            self.client.close()
+            raise
+        self.watch = ConsoleWatch(self.path, sub.prep.initrd.ready_marker or "KPIPE-GUEST-READY")
+
+    def poll(self) -> Stop | None:
+        return self.watch.poll()
+
+    def close(self) -> None:
+        proc.kill_group(self.p, grace=2.0)
+        self.out.close()
+        self.client.close()
+        self.path.unlink(missing_ok=True)
 
 
 def collect(srv: Server, sub: Submitted) -> ArchResult:
@@ -265,17 +303,26 @@ def collect(srv: Server, sub: Submitted) -> ArchResult:
             ar.boot.lava.stopped = sub.stopped.reason
             ar.boot.verdict_after_fatal_s = sub.stopped.after_report_s
             ar.error = f"{sub.stopped.reason}\n{ar.error}" if ar.error else sub.stopped.reason
-    (prep.dir / "lava.live.log").unlink(missing_ok=True)
     ar.phases["lava-job"] = seconds
     return ar
 
 
-def _follow_quietly(srv: Server, sub: Submitted) -> Stop | None:
-    try:
-        return follow(srv, sub)
-    except KpipeError as e:           # the log could not be fetched this time: the job's state decides, as before
-        note(f"lava: reading job {sub.job_id}'s log failed ({e.message}); trying again")
-        return None
+def _follow(srv: Server, sub: Submitted) -> Stop | None:
+    """The running job's watch (its follower started at the first call): a Stop once a report's grace is over."""
+    if sub.follower is None:
+        try:
+            sub.follower = LogFollower(srv, sub)
+        except (KpipeError, OSError) as e:     # the job is still judged by its end, as before
+            note(f"lava: cannot follow job {sub.job_id}'s log ({e}); its result comes when it ends")
+            return None
+    return sub.follower.poll()
+
+
+def _unfollow(jobs: list[Submitted]) -> None:
+    for j in jobs:
+        if j.follower is not None:
+            j.follower.close()
+            j.follower = None
 
 
 def wait_and_collect(srv: Server, jobs: list[Submitted]) -> list[ArchResult | KpipeError]:
@@ -306,11 +353,12 @@ def wait_and_collect(srv: Server, jobs: list[Submitted]) -> list[ArchResult | Kp
                 state = states[j.job_id]
                 if state in FINISHED:
                     del waiting[i]
+                    _unfollow([j])
                     try:
                         out[i] = collect(srv, j)
                     except KpipeError as e:
                         out[i] = e
-                elif state == "Running" and j.stopped is None and (stop := _follow_quietly(srv, j)) is not None:
+                elif state == "Running" and j.stopped is None and (stop := _follow(srv, j)) is not None:
                     j.stopped = stop                     # collected as finished once the server has canceled it
                     note(f"lava: {j.prep.arch.name} job {j.job_id}: {stop.reason}")
                     cancel(srv, [j])
@@ -326,6 +374,8 @@ def wait_and_collect(srv: Server, jobs: list[Submitted]) -> list[ArchResult | Kp
     except BaseException:
         cancel(srv, list(waiting.values()))
         raise
+    finally:
+        _unfollow(jobs)
     return [out[i] for i in range(len(jobs))]
 
 
