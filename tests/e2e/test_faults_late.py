@@ -1,4 +1,4 @@
-"""Fault suite, late stages (issue 7): boot, SSH, tests in the guest, the accelerator, interrupts and a damaged
+"""Fault suite, late stages: boot, SSH, tests in the guest, the accelerator, interrupts and a damaged
 cache entry, through the real pipeline (`invoke verify`, or `kpipe.workflows.flows.verify` in-process where a fault
 has to be injected) on the real Debian 5.10 kernels in kpipe's shared cache.
 

@@ -1,4 +1,4 @@
-"""Fault suite, early stages (issue 7): every case that fails before any kernel is built or booted, run through
+"""Fault suite, early stages: every case that fails before any kernel is built or booted, run through
 the real CLI against small synthetic trees and a private cache. Each case must end with a message naming the
 problem and a fix, the contract's exit code and exit line, no helper process and no temp entry left, no lock
 held, the user's tree byte-identical, and the cache still good for the next run."""

@@ -1,4 +1,4 @@
-"""Patch intake and application (issue 2): the shipped seed patch, series files, the applied / already-applied /
+"""Patch intake and application: the shipped seed patch, series files, the applied / already-applied /
 conflict statuses, malformed input. Real git on small synthetic kernel-like trees; the CLI is run for real. The
 seed on the real 5.10 tree: tests/e2e/test_patches_510.py."""
 from __future__ import annotations

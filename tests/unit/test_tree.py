@@ -1,4 +1,4 @@
-"""Kernel trees and the scratch checkout (issue 2): user trees are only read, the persistent scratch worktree is
+"""Kernel trees and the scratch checkout: user trees are only read, the persistent scratch worktree is
 reused and re-patched so untouched files keep their mtimes, bad --tree/--base are usage errors. Real git, real
 CLI, small synthetic trees, a private cache per test."""
 from __future__ import annotations

@@ -46,7 +46,7 @@ def test_every_case_has_all_three_policies(exp):
         assert c.description, c.name
 
 
-def test_expectations_follow_the_field_notes_table(exp):
+def test_expectations_follow_the_measured_table(exp):
     col = {p: exp.column(p) for p in POLICIES}
     for name in SHMEM_MOVES:
         assert (col["anon-only"][name], col["anon+shmem"][name], col["upstream"][name]) == ("EINVAL", "ok", "ok")
