@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke, leftovers,
-                            make_kernel_repo, make_repo)
+from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke,
+                            leftovers, make_kernel_repo, make_repo)
 
 from test_patches import assert_clean_exit  # noqa: F401  (shared with the fast tier)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke, leftovers,
-                            make_kernel_repo, make_repo)
+from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke,
+                            leftovers, make_kernel_repo, make_repo)
 from kpipe.errors import PatchError, UsageError
 from kpipe.source.patches import DEFAULT_SERIES, apply_series, load_series, read_patch
 from kpipe.workflows.pipeline import locked_checkout
