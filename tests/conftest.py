@@ -46,8 +46,8 @@ def shared_cache():
 
 # Fixtures that fetch a real tree or build real kernels: a test that uses any of them is e2e, whatever its file
 # says, so that `-m "not e2e"` (the fast tier) downloads, builds and boots nothing.
-REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "tree_src", "src510", "needs_tree", "olddefconfig",
-                       "built_510", "fakes", "host_binary",
+REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "tree_src", "src510", "needs_tree",
+                       "olddefconfig", "built_510", "fakes", "host_binary",
                        "built"}    # test_image: guest images made from downloaded Debian packages
 
 

@@ -100,7 +100,7 @@ static struct vm_area_struct *vma_to_resize(unsigned long addr,
 
 	return vma;
 }
-"""
+"""  # noqa: E501
 
 OLD_CHECK = """\
 	if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) ||

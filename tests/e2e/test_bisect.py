@@ -185,7 +185,7 @@ def test_series_mode_names_the_first_bad_patch(tree510, patched_kernels, tmp_pat
     from kpipe.source.tree import git
     mremap = git(tree510.repo, "show", f"{tree510.base}:mm/mremap.c", bare=True).stdout
     readme = git(tree510.repo, "show", f"{tree510.base}:README", bare=True).stdout
-    seeded = mremap.replace("if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) ||\n\t\t\tvma->vm_flags & VM_SHARED))",
+    seeded = mremap.replace("if (flags & MREMAP_DONTUNMAP && (!vma_is_anonymous(vma) ||\n\t\t\tvma->vm_flags & VM_SHARED))",  # noqa: E501
                             "if (flags & MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma)))")
     assert seeded != mremap
     warned = seeded.replace(ALLOW + "\n\t\treturn ERR_PTR(-EINVAL);\n",

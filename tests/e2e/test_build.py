@@ -38,7 +38,8 @@ def test_every_requested_symbol_is_set(kernels, arch):
     actual = kconfig.parse_dotconfig(kernels[arch].config)
     for frag in kconfig.default_fragments(ARCHES[arch]):
         for sym, want in kconfig.parse_fragment(frag).values.items():
-            assert actual.get(sym, "n") == want, f"CONFIG_{sym}: requested {want}, got {actual.get(sym, 'n')} ({frag.name})"
+            assert actual.get(sym, "n") == want, \
+                f"CONFIG_{sym}: requested {want}, got {actual.get(sym, 'n')} ({frag.name})"
     feature = kconfig.parse_fragment(REPO_ROOT / "suites" / "mremap-dontunmap" / "mremap-dontunmap.config").values
     for sym in ("SHMEM", "TMPFS", "MEMFD_CREATE", "USERFAULTFD", "HUGETLBFS", "SYSVIPC", "DEVMEM"):
         assert feature[sym] == "y" and actual[sym] == "y"

@@ -1,6 +1,7 @@
 """End to end on the debug profile (the default): test mutants that break the kernel in ways only a debug
-kernel sees each end `invoke verify` with exit 1 and the right finding kind. Every mutant (tests/patches/debug/) sits in vma_to_resize() behind MREMAP_DONTUNMAP,
-after the seed patch's check: nothing runs that path at boot, the verifier runs it on its first case.
+kernel sees each end `invoke verify` with exit 1 and the right finding kind. Every mutant (tests/patches/debug/)
+sits in vma_to_resize() behind MREMAP_DONTUNMAP, after the seed patch's check: nothing runs that path at boot,
+the verifier runs it on its first case.
 
 Each run's serial console is kept as a golden file in tests/data/findings/ (KPIPE_UPDATE_GOLDEN=1 refreshes
 them) for the fast findings tests. The shipped patch's zero-findings run on both arches (the correct kernel these

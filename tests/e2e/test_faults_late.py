@@ -1,4 +1,4 @@
-"""Fault suite, late stages (issue 7): boot, SSH, tests in the guest, the accelerator, interrupts and a damaged
+"""Fault suite, late stages: boot, SSH, tests in the guest, the accelerator, interrupts and a damaged
 cache entry, through the real pipeline (`invoke verify`, or `kpipe.workflows.flows.verify` in-process where a fault
 has to be injected) on the real Debian 5.10 kernels in kpipe's shared cache.
 
@@ -361,7 +361,8 @@ def test_crashing_and_hanging_tests_fail_and_the_run_goes_on(temps_before, tmp_p
     t = verify_cli(tag, out, "--selftests", "none", "--test-timeout", "5",
                    *[a for f in extra for a in ("--extra-test", str(f))])
     check_ended_cleanly(t.ran.stderr, 1, t.ran.code, tag, out, temps_before, "FAIL  selftests/segv",
-                        "FAIL  selftests/hang", "observed timeout after 5 s", "report: ", stdout=t.ran.stdout, fix=False)
+                        "FAIL  selftests/hang", "observed timeout after 5 s", "report: ",
+                        stdout=t.ran.stdout, fix=False)
     res = results_by_name(t.ran.result, ARCH, "selftests")
     assert res["segv"]["status"] == "fail" and res["segv"]["observed"] == "exit 139", res["segv"]
     assert "SIGSEGV" in res["segv"]["detail"] and "Segmentation fault" in res["segv"]["detail"]
@@ -427,7 +428,8 @@ def test_accel_kvm_where_kvm_is_broken_fails_fast(temps_before, tmp_path):
         pytest.skip("KVM works on this host: nothing broken to detect")
     check_ended_cleanly(t.ran.stderr, 2, t.ran.code, tag, out, temps_before,
                         "--accel kvm, but KVM is unusable for x86_64", "use --accel tcg")
-    assert t.seconds < PROBE_TIMEOUT + 30, f"the probe must give up at its {PROBE_TIMEOUT:.0f} s limit ({t.seconds:.0f}s)"
+    assert t.seconds < PROBE_TIMEOUT + 30, \
+        f"the probe must give up at its {PROBE_TIMEOUT:.0f} s limit ({t.seconds:.0f}s)"
     data = json.loads(memo.read_text())                  # the answer is remembered for the next run
     assert data["ident"]["boot_id"] == boot_id() and data["problem"]
     assert data["problem"] in t.ran.stderr
@@ -478,7 +480,8 @@ def test_interrupt_during_the_build_then_the_next_run_succeeds(temps_before, tre
     entries = kernel_entries()
     log = out / ARCH / "build.log"
     compiling = re.compile(r"^\s+CC\s+\S+\.o\s*$", re.M)
-    code, err = interrupt_when(tag, out, args, lambda: log.exists() and compiling.search(log.read_text(errors="replace")),
+    code, err = interrupt_when(tag, out, args,
+                               lambda: log.exists() and compiling.search(log.read_text(errors="replace")),
                                "the build (make compiling)")
     check_ended_cleanly(err, 2, code, tag, out, temps_before, "stopped by SIGINT", "run the same command again")
     assert "built 5.10" not in err and kernel_entries() == entries     # no kernel entry, whole or half

@@ -161,7 +161,8 @@ def test_a_running_job_whose_kernel_locks_up_is_canceled_after_verifys_grace(tmp
     def jobs_show(job_id):
         from xmlrpc.client import DateTime
         return {"id": 4242, "state": "Finished" if cancelled else "Running", "health": "Canceled",
-                **{k: DateTime(v) for k, v in (("submit_time", "20261207T02:22:40"), ("start_time", "20261207T02:22:41"),
+                **{k: DateTime(v) for k, v in (("submit_time", "20261207T02:22:40"),
+                                                ("start_time", "20261207T02:22:41"),
                                                 ("end_time", "20261207T02:23:30"))}}
 
     srv = _serve(scheduler__jobs__list=jobs_list, scheduler__jobs__logs=jobs_logs, scheduler__jobs__show=jobs_show,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke, leftovers,
-                            make_kernel_repo, make_repo)
+from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke,
+                            leftovers, make_kernel_repo, make_repo)
 
 from test_patches import assert_clean_exit  # noqa: F401  (shared with the fast tier)
 
@@ -22,5 +22,5 @@ def test_seed_applies_to_the_real_510_mremap_at_an_offset(tmp_path, private_cach
     assert cp.stdout.startswith("applied")
     wt = scratch_of(cp.stdout)
     diff = git(wt, "show", "--format=", "HEAD").stdout
-    assert re.search(r"^@@ -496,8 \+496,7 @@", diff, re.M), diff        # FIELD-NOTES: hunk at 496 (offset -157)
+    assert re.search(r"^@@ -496,8 \+496,7 @@", diff, re.M), diff        # measured: the hunk lands at 496 (offset -157)
     assert "+\tif (flags & MREMAP_DONTUNMAP && !(vma_is_anonymous(vma) || vma_is_shmem(vma)))" in diff

@@ -144,7 +144,8 @@ def test_compile_failure_is_an_error_result_not_a_crash(kernels, src510, tmp_pat
     shutil.copy(src510 / "tools/testing/selftests/lib.mk", vm.parent)
     for h in ("kselftest.h", "kselftest_harness.h"):          # lib.mk's pattern rule depends on both
         shutil.copy(src510 / "tools/testing/selftests" / h, vm.parent)
-    (vm / "Makefile").write_text("CFLAGS = -Wall $(EXTRA_CFLAGS)\nLDLIBS = -lrt\nTEST_GEN_FILES = broken mremap_dontunmap\n"
+    (vm / "Makefile").write_text("CFLAGS = -Wall $(EXTRA_CFLAGS)\nLDLIBS = -lrt\n"
+                                 "TEST_GEN_FILES = broken mremap_dontunmap\n"
                                  "include ../lib.mk\n")
     good = SelftestSpec("mremap_dontunmap", ("tools/testing/selftests/vm/mremap_dontunmap.c",),
                         binary_name="mremap_dontunmap", collection="vm")

@@ -73,7 +73,8 @@ def test_build_for_each_arch_static_and_cached(kernels, private_cache, tmp_path,
         log = (tmp_path / f"{arch}.log").read_text()
         assert f"-isystem {headers}/include" in log and "-static" in log
         t = time.monotonic()
-        again = build_verifier(get_arch(arch), headers, tmp_path / f"{arch}-again", log=tmp_path / f"{arch}.log", suite=SEED)
+        again = build_verifier(get_arch(arch), headers, tmp_path / f"{arch}-again", log=tmp_path / f"{arch}.log",
+                               suite=SEED)
         second = time.monotonic() - t
         assert again.read_bytes() == b.read_bytes() and "cached" in (tmp_path / f"{arch}.log").read_text()
         print(f"\n[measure] verifier build {arch}: {first:.2f} s cold, {second:.2f} s cached")

@@ -71,7 +71,7 @@ def test_verify_all_default_tree_passes_with_zero_findings(patched_kernels, tmp_
     md = (out / "summary.md").read_text()
     assert "| verifier |" in md and "x86\\_64" in md and "arm64" in md        # markdown-escaped names
     assert re.search(r"reproduce with: invoke verify --arch all", r.stderr)
-    # coverage of the changed lines (issue 19): the seed's one changed line ran on both arches; measured with the
+    # coverage of the changed lines: the seed's one changed line ran on both arches; measured with the
     # verifier alone (--selftests none): 5 of its 6 branch outcomes taken (not yet run with these selftests)
     for arch in ("x86_64", "arm64"):
         cov = res["arches"][arch]["coverage"]

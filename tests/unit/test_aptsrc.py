@@ -91,7 +91,7 @@ deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http:/
 deb-src http://mirror.example.net/debian bookworm main
 deb http://security.example.net/debian-security bookworm-security main  # security
    deb http://mirror.example.net/debian bookworm-updates
-"""
+"""  # noqa: E501
     got = _parse_list(text)
     assert [(s.uri, s.suites, s.components, s.signed_by) for s in got] == [
         ("http://mirror.example.net/debian", ("bookworm",), ("main", "contrib"),

@@ -127,4 +127,5 @@ def test_readme_measured_rows_come_from_the_recorded_bench_json() -> None:
     assert real is not None and real["rows"]
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     for r in real["rows"]:
-        assert f"| {r['phase']} | {r['arch']} | {r['profile']} | {r['kpipe_s']} | {r['raw_s']} | {r['ratio']} |" in readme
+        assert f"| {r['phase']} | {r['arch']} | {r['profile']} | {r['kpipe_s']} | {r['raw_s']} | {r['ratio']} |" \
+            in readme

@@ -94,7 +94,8 @@ def test_config_shows_each_value_and_where_it_came_from(tmp_path, env):
     assert c["profile"] == ("fast", str(elsewhere / "kpipe.yaml"))
     assert c["jobs"] == ("3", "environment KPIPE_JOBS")
     assert c["out"][1].startswith("built-in default")
-    assert c["runs"] == (str(Path(env["XDG_STATE_HOME"]) / "kpipe" / "runs"), "built-in default ($XDG_STATE_HOME/kpipe/runs)")
+    assert c["runs"] == (str(Path(env["XDG_STATE_HOME"]) / "kpipe" / "runs"),
+                         "built-in default ($XDG_STATE_HOME/kpipe/runs)")
     # inside a kernel git tree (even a subfolder) that tree beats the config files; KPIPE_TREE beats it
     c = _config(tree / "mm", {**env, "KPIPE_KCONFIGS": "x.config,y.config", "KPIPE_RUNS": str(tmp_path / "r")})
     assert c["tree"] == (str(tree.resolve()), "the kernel git tree you are in")

@@ -1,4 +1,4 @@
-"""Fault suite, early stages (issue 7): every case that fails before any kernel is built or booted, run through
+"""Fault suite, early stages: every case that fails before any kernel is built or booted, run through
 the real CLI against small synthetic trees and a private cache. Each case must end with a message naming the
 problem and a fix, the contract's exit code and exit line, no helper process and no temp entry left, no lock
 held, the user's tree byte-identical, and the cache still good for the next run."""
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (processes_with_env, private_cache, REPO_ROOT, SEED_PATCH, diff_snapshots, held_locks, invoke, kpipe_env, leftovers,  # noqa: F401 (private_cache: autouse)
-                            make_kernel_repo, make_repo, tree_snapshot)
+from kernel_fixture import (processes_with_env, private_cache, REPO_ROOT, SEED_PATCH, diff_snapshots,  # noqa: F401 (private_cache: autouse)
+                            held_locks, invoke, kpipe_env, leftovers, make_kernel_repo, make_repo, tree_snapshot)
 
 EXIT_LINE = {2: "exit 2 (infrastructure or usage error)", 3: "exit 3 (patch does not apply)", 0: "exit 0 (pass)"}
 
@@ -224,7 +224,7 @@ def test_missing_cross_compiler(tmp_path, private_cache, dirty_repo):
     check_cache_still_good(dirty_repo, private_cache, tmp_path / "r")
 
 
-# ------------------------------------------------------------------------------------------------ concurrency, interrupts, damage
+# ------------------------------------------------------------------------------- concurrency, interrupts, damage
 
 def test_two_runs_at_once_on_the_same_tree_and_cache(tmp_path, private_cache, dirty_repo):
     before = tree_snapshot(dirty_repo)

@@ -1,7 +1,7 @@
 """The tree's own selftests as a 6.12 debug kernel ran them (tests/data/runs/6.12-arm64/: `kpipe verify --tree
-debian:6.12 --no-patches --arch arm64`, 2026-12-01: 62/62 verifier cases (the verifier of that day), 3 selftests, 0 findings, 2 CPUs): the
-runner-style KTAP file, with the mm tests' own nested KTAP, reads back to that run's verdicts and nesting, and
-junit.xml counts its leaves. Nothing is built or booted."""
+debian:6.12 --no-patches --arch arm64`, 2026-12-01: 62/62 verifier cases (the verifier of that day), 3 selftests,
+0 findings, 2 CPUs): the runner-style KTAP file, with the mm tests' own nested KTAP, reads back to that run's
+verdicts and nesting, and junit.xml counts its leaves. Nothing is built or booted."""
 from __future__ import annotations
 
 import json

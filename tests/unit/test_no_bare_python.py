@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # an argv whose program is a bare interpreter or pip: ["python3", ...], ("pip", ...), or a shell line starting so
-BARE = re.compile(r"""[\[(]\s*["'](?:python3?|pip3?)["']|["'](?:sh|bash)["'],\s*["']-c["'],\s*["'](?:python3?|pip3?) """)
+BARE = re.compile(r"""[\[(]\s*["'](?:python3?|pip3?)["']|["'](?:sh|bash)["'],\s*["']-c["'],\s*["'](?:python3?|pip3?) """)  # noqa: E501
 DEBIAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

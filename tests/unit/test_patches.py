@@ -1,4 +1,4 @@
-"""Patch intake and application (issue 2): the shipped seed patch, series files, the applied / already-applied /
+"""Patch intake and application: the shipped seed patch, series files, the applied / already-applied /
 conflict statuses, malformed input. Real git on small synthetic kernel-like trees; the CLI is run for real. The
 seed on the real 5.10 tree: tests/e2e/test_patches_510.py."""
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke, leftovers,
-                            make_kernel_repo, make_repo)
+from kernel_fixture import (private_cache, scratch_of, SEED_AUTHOR, SEED_PATCH, SEED_SUBJECT, git, held_locks, invoke,
+                            leftovers, make_kernel_repo, make_repo)
 from kpipe.errors import PatchError, UsageError
 from kpipe.source.patches import DEFAULT_SERIES, apply_series, load_series, read_patch
 from kpipe.workflows.pipeline import locked_checkout

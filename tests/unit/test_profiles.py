@@ -26,7 +26,7 @@ def test_shipped_profiles_debug_is_the_default():
     assert profiles.DEFAULT_PROFILE == "debug" == Options().profile
     debug = profiles.get_profile(None)
     essential = K.merge([K.parse_fragment(p) for p in debug.layers_for(get_arch("x86_64"))]).values
-    # what issue 10 calls essential for a verdict on an mm patch
+    # what a verdict on an mm patch needs of the debug kernel
     for sym in ("DEBUG_KERNEL", "SMP", "SLUB", "KASAN", "KASAN_GENERIC", "DEBUG_VM", "PROVE_LOCKING",
                 "DEBUG_ATOMIC_SLEEP", "DEBUG_LIST", "DETECT_HUNG_TASK", "SOFTLOCKUP_DETECTOR", "MAGIC_SYSRQ",
                 "PANIC_ON_OOPS"):

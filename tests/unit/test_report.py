@@ -28,7 +28,8 @@ HOSTILE_MARKUP = ("<script", "<img", "<svg", "<iframe", "href=\"javascript", "sr
 def hostile_run(out: Path) -> RunResult:
     ar = ArchResult(arch="x86_64", verdict="fail", exit_code=1)
     ar.kernel = KernelInfo(release="5.10.0", tree="debian:5.10", base_label="HEAD", policy="anon+shmem", head="ab" * 20)
-    ar.patches = [{"file": "0001-x.patch", "subject": SUBJECT, "author": AUTHOR, "status": "applied", "commit": "cd" * 20}]
+    ar.patches = [{"file": "0001-x.patch", "subject": SUBJECT, "author": AUTHOR, "status": "applied",
+                   "commit": "cd" * 20}]
     ar.tests = [Case("verifier", TESTNAME, Status.FAIL, expected="ok", observed=f"<b>{LOGLINE}</b>",
                            detail=LOGLINE, output="javascript:alert(1)")]
     ar.findings = [Finding(kind="warning", source="dmesg", line=LOGLINE, context=(LOGLINE, "</pre><script>x</script>"))]

@@ -1,5 +1,6 @@
-"""result.json: one serialiser (results.to_dict) with a schema_version, described by kpipe/report/schema/result.schema.json.
-Every result the e2e tests produce is validated against it too (tests/kpipe_cli.py)."""
+"""result.json: one serialiser (results.to_dict) with a schema_version, described by
+kpipe/report/schema/result.schema.json. Every result the e2e tests produce is validated against it too
+(tests/kpipe_cli.py)."""
 from __future__ import annotations
 
 import json

@@ -36,7 +36,8 @@ Change = tuple[str, str, str, str]
 
 def _changes(rev: int) -> list[Change]:
     """The default series: both patches change in every revision."""
-    return [("mm: change a", "mm/foo.c", "int a;", f"int a{rev};"), ("mm: change c", "mm/foo.c", "int c;", f"int c{rev};")]
+    return [("mm: change a", "mm/foo.c", "int a;", f"int a{rev};"),
+            ("mm: change c", "mm/foo.c", "int c;", f"int c{rev};")]
 
 
 def _revision(dev: Path, rev: int, out: Path, in_reply_to: str = "", changes: list[Change] | None = None,
@@ -204,7 +205,8 @@ def test_a_dropped_patch_a_reworded_subject_an_absent_revision_and_an_incomplete
     """v1 has a and x; v3 (no v2 in the thread: v3 is compared with v1) has a under a new subject, the same diff,
     drops x and adds c."""
     reworded = ("mm: rework a", *A1[1:])
-    _, mbox, _ = series_thread(tmp_path, {1: [A1, X1], 3: [reworded, ("mm: change c", "mm/foo.c", "int c;", "int c3;")]})
+    _, mbox, _ = series_thread(tmp_path, {1: [A1, X1],
+                                          3: [reworded, ("mm: change c", "mm/foo.c", "int c;", "int c3;")]})
     s = load_series(thread=str(mbox))
     sp = s.since_previous
     assert sp is not None and (sp.revision, sp.previous, sp.changelog) == (3, 1, ())

@@ -1,4 +1,4 @@
-"""Kernel trees and the scratch checkout (issue 2): user trees are only read, the persistent scratch worktree is
+"""Kernel trees and the scratch checkout: user trees are only read, the persistent scratch worktree is
 reused and re-patched so untouched files keep their mtimes, bad --tree/--base are usage errors. Real git, real
 CLI, small synthetic trees, a private cache per test."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel_fixture import (private_cache, scratch_of, SEED_PATCH, diff_snapshots, git, held_locks, invoke, leftovers, make_kernel_repo,
-                            make_repo, mtimes, tracked_files, tree_snapshot)
+from kernel_fixture import (private_cache, scratch_of, SEED_PATCH, diff_snapshots, git, held_locks, invoke, leftovers,
+                            make_kernel_repo, make_repo, mtimes, tracked_files, tree_snapshot)
 from kpipe import cache as cachemod
 from kpipe.errors import UsageError
 from kpipe.source.patches import apply_series, load_series

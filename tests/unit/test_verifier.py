@@ -46,7 +46,7 @@ def test_every_case_has_all_three_policies(exp):
         assert c.description, c.name
 
 
-def test_expectations_follow_the_field_notes_table(exp):
+def test_expectations_follow_the_measured_table(exp):
     col = {p: exp.column(p) for p in POLICIES}
     for name in SHMEM_MOVES:
         assert (col["anon-only"][name], col["anon+shmem"][name], col["upstream"][name]) == ("EINVAL", "ok", "ok")
@@ -131,7 +131,8 @@ RULE_NEWEST = """	if ((vrm->flags & MREMAP_DONTUNMAP) &&
 
 def _tree(tmp_path, body: str) -> Path:
     (tmp_path / "mm").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "mm" / "mremap.c").write_text("// SPDX\n#include <linux/mm.h>\n\nstatic int f(void)\n{\n" + body + "}\n")
+    (tmp_path / "mm" / "mremap.c").write_text("// SPDX\n#include <linux/mm.h>\n\nstatic int f(void)\n{\n"
+                                              + body + "}\n")
     return tmp_path
 
 
@@ -266,7 +267,8 @@ def test_parse_wrong_expectations_inconsistency_and_unknown(exp):
     for r in parse_tap("\n".join(lines), 0, exp, "upstream"):
         by.setdefault(r.name, []).append(r)
     assert by["move-anon-private"][0].status == Status.ERROR and "said ok" in by["move-anon-private"][0].detail
-    assert by["move-new-thing"][0].status == Status.ERROR and "not in expectations.toml" in by["move-new-thing"][0].detail
+    assert by["move-new-thing"][0].status == Status.ERROR \
+        and "not in expectations.toml" in by["move-new-thing"][0].detail
     assert [r.status for r in by["move-vdso"]] == [Status.PASS, Status.ERROR]
     assert "plan announced" in by["verifier-exit"][0].detail
     # exit status that contradicts the points
@@ -303,7 +305,7 @@ static const struct test_case cases[] = {
 	{"rejected-case", c_rejected, 0}, {"guard-case", c_guard, 0},
 };
 int main(int argc, char **argv) { return harness_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]), "fake"); }
-'''
+'''  # noqa: E501
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +378,7 @@ static const struct test_case cases[] = {
 	{"alarm-left", c_alarm_left, 0},
 };
 int main(int argc, char **argv) { return harness_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]), "fake"); }
-'''
+'''  # noqa: E501
 
 
 def _gone(pid: int) -> bool:

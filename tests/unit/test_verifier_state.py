@@ -111,7 +111,7 @@ def test_xfail_that_passes_or_fails_otherwise_is_a_failure(exp):
 
 def test_could_not_run_is_an_error_not_a_skip(exp):
     e = _only(exp, "state-anon-private")
-    text = _one("state-anon-private", "ERROR", "ok", "not ok 1 state-anon-private # ERROR cannot read /proc/self/pagemap: ENOENT")
+    text = _one("state-anon-private", "ERROR", "ok", "not ok 1 state-anon-private # ERROR cannot read /proc/self/pagemap: ENOENT")  # noqa: E501
     (r,) = parse_tap(text, 1, e, "anon-only")
     assert r.status == Status.ERROR and "could not run: cannot read /proc/self/pagemap" in r.detail
 
@@ -217,7 +217,8 @@ def test_host_state_cases(host_state_binary, tmp_path, exp):
         if not [r for r in res if r.status.bad and r.observed == "COMMIT"]:
             break
     res = [r for r in res if r.name in names]
-    print(f"\n[measure] the verifier ({len(names)} state cases) on the host ({os.uname().release}): {time.monotonic() - t:.2f} s")
+    print(f"\n[measure] the verifier ({len(names)} state cases) on the host ({os.uname().release}): "
+          f"{time.monotonic() - t:.2f} s")
     by = {r.name: r for r in res}
     for r in res:
         print(f"[observed] {r.name:30} {r.status.value:5} {r.observed:10} {r.detail[:150]}")
@@ -245,7 +246,7 @@ def test_latency_regression_rule():
             out.append(Result("verifier", "latency-memfd", Status.SKIP, observed="EINVAL", detail="move rejected"))
         return out
     assert latencies(run(24000)) == {"latency-anon": (24000, 256)}
-    assert latency_regressions(run(24000), run(30000, 29000), SEED.pause) == []          # memfd: vs the baseline anon, < 2x
+    assert latency_regressions(run(24000), run(30000, 29000), SEED.pause) == []  # memfd: vs the baseline anon, < 2x
     (msg,) = latency_regressions(run(24000), run(60000), SEED.pause)
     assert msg.startswith("latency-anon: 60000 us vs 24000 us")
     assert latency_regressions(run(8000), run(24000), SEED.pause) == []                  # 3x, but under the 20 ms floor
