@@ -132,20 +132,6 @@ def test_kernel_panic_at_boot_is_a_kernel_failure_within_seconds(tmp_path):
 
 
 @pytest.mark.e2e
-def test_failing_verifier_case_is_exit_1_naming_it_although_lava_run_exits_0(tmp_path):
-    """5.10 without the patch under the patched policy: the shmem moves fail (EINVAL where ok is expected)."""
-    ran = _lava_cli(tmp_path, "fail", "--arch", "x86_64", "--selftests", "none", "--no-patches",
-                    "--expect", "anon+shmem")
-    assert ran.code == 1, ran
-    ar = ran.result["arches"]["x86_64"]
-    assert ar["boot"]["lava"]["lava_run_exit"] == 0 and ar["boot"]["lava"]["job_result"] == "pass"
-    assert "verifier/move-memfd-shared" in ar["error"], ar["error"]
-    t = results_by_name(ran.result, "x86_64", "verifier")["move-memfd-shared"]
-    assert (t["status"], t["expected"], t["observed"]) == ("fail", "ok", "EINVAL")
-    assert "verifier/move-memfd-shared" in ran.stdout          # the terminal table names it
-
-
-@pytest.mark.e2e
 def test_generated_jobs_validate_with_the_dispatchers_schema(tmp_path):
     """lava_common.schemas accepts kpipe's jobs and device dictionaries, and does reject a broken job (so the
     check can fail)."""
