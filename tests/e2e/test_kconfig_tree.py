@@ -191,3 +191,19 @@ def test_kconfiglib_agrees_with_make_olddefconfig(kernels, arch_name, tmp_path, 
     with capsys.disabled():
         print(f"\nkconfiglib load of 5.10 Kconfig, {arch_name}: {cp.stdout.strip()} s")
     assert K.parse_dotconfig(out) == K.parse_dotconfig(kernels[arch_name].config)
+
+
+@pytest.mark.parametrize("spec", ["debian:5.10", "debian:6.12"])
+def test_every_essential_off_request_is_a_symbol_of_each_known_tree(spec, tree510):
+    """An essential `# CONFIG_X is not set` is checked to be a symbol of the tree (typos stop the run), so one the
+    tree removed stops every run on it: the debug profile's UBSAN_SANITIZE_ALL (gone in 6.9) did on 6.12 until it
+    moved to the optional layer. Each arch, every known tree: the essential off-requests all exist (a text scan)."""
+    from conftest import shared_cache
+    from kpipe.workflows.pipeline import Options, merged_config, resolve_tree
+    with shared_cache():
+        src = (tree510 if spec == "debian:5.10" else resolve_tree(Options(tree=spec))).worktree
+    defs = K.kconfig_definitions(src)
+    for name in ("x86_64", "arm64"):
+        merged, optional = merged_config(get_arch(name), Options(tree=spec), src)
+        gone = [s for s, v in merged.values.items() if v == "n" and s not in optional and s not in defs]
+        assert gone == [], (spec, name, gone)
