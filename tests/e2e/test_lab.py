@@ -145,26 +145,16 @@ def test_kernel_panic_through_the_lab_is_exit_1_not_infrastructure(lab_up, tmp_p
 
 def test_lockup_before_userspace_through_the_lab_is_canceled_within_30s_of_the_report(lab_up, tmp_path):
     """The boot-fault kernel whose first exec spins with preemption off (arm64): the worker's lava-run would wait
-    out the job's boot timeout. kpipe follows the submitted job's log on the server (`jobs logs --no-follow
-    --start N`) through verify's console watch and cancels the job STUCK_GRACE after the soft lockup: exit 1 with
+    out the job's boot timeout. kpipe follows the submitted job's log on the server (one `lavacli jobs logs
+    --raw` streaming its records) through verify's console watch and cancels the job STUCK_GRACE after the soft lockup: exit 1 with
     the lockup, and the job's end on the server well before its boot timeout."""
-    from test_lava import FAULTS, SEED
+    from test_lava import FAULTS, SEED, assert_lockup_job_stopped_early
     t0 = time.monotonic()
     ran = invoke("lava", "--arch", "arm64", "--selftests", "none", "--accel", "tcg", "--submit", "lab", "--wait",
                  "--patch", SEED, "--patch", str(FAULTS), "--kernel-arg", "kpipe_fault=lockup",
                  out=tmp_path / "lab-lockup", timeout=900)
     TIMES["lab-lockup"] = round(time.monotonic() - t0, 1)
-    assert ran.code == 1, ran
-    ar = ran.result["arches"]["arm64"]
-    lockups = [f for f in ar["findings"] if f["kind"] == "soft_lockup"]
-    assert lockups and "[init:1]" in lockups[0]["line"], ar["findings"]
-    info = ar["boot"]["lava"]
-    assert "soft_lockup before the guest was ready" in info["stopped"], info
-    assert ar["boot"]["verdict_after_fatal_s"] <= 30, ar["boot"]
-    assert ar["tests"] == [] and "soft_lockup" in ar["error"], ar["error"]
-    job = (tmp_path / "lab-lockup" / "arm64" / "job-submit.yaml").read_text()
-    import yaml
-    boot_timeout = next(a["boot"]["timeout"]["seconds"] for a in yaml.safe_load(job)["actions"] if "boot" in a)
+    info, boot_timeout = assert_lockup_job_stopped_early(ran, tmp_path / "lab-lockup" / "arm64" / "job-submit.yaml")
     assert info["ran_seconds"] is not None and info["ran_seconds"] < boot_timeout, (info, boot_timeout)
     assert not (tmp_path / "lab-lockup" / "arm64" / "lava.live.log").exists()     # the live copy is gone
     TIMES["lockup job ran (s)"] = info["ran_seconds"]

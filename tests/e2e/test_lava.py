@@ -93,6 +93,14 @@ def test_lockup_before_userspace_ends_the_job_within_30s_of_the_report(tmp_path)
     follows its console and ends the job STUCK_GRACE after the report: exit 1 with the lockup, at once."""
     ran = _lava_cli(tmp_path, "lockup", "--arch", "arm64", "--selftests", "none", "--accel", "tcg",
                     "--patch", SEED, "--patch", str(FAULTS), "--kernel-arg", "kpipe_fault=lockup")
+    lava, boot_timeout = assert_lockup_job_stopped_early(ran, ran.out / "arm64" / "job.yaml")
+    assert lava["lava_run_seconds"] < boot_timeout, (lava, boot_timeout)
+
+
+def assert_lockup_job_stopped_early(ran, job_path) -> tuple[dict, float]:
+    """The arm64 job of the boot-fault kernel with kpipe_fault=lockup: exit 1 with init's soft lockup, ended by
+    kpipe within 30 s of the report, before any test. Returns the job's boot.lava and its boot action's timeout
+    (the caller bounds the job's run by it)."""
     assert ran.code == 1, ran
     ar = ran.result["arches"]["arm64"]
     lockups = [f for f in ar["findings"] if f["kind"] == "soft_lockup"]
@@ -100,10 +108,9 @@ def test_lockup_before_userspace_ends_the_job_within_30s_of_the_report(tmp_path)
     lava = ar["boot"]["lava"]
     assert "soft_lockup before the guest was ready" in lava["stopped"], lava
     assert ar["boot"]["verdict_after_fatal_s"] <= 30, ar["boot"]
-    job = yaml.safe_load((ran.out / "arm64" / "job.yaml").read_text())
-    boot_timeout = next(a["boot"]["timeout"]["seconds"] for a in job["actions"] if "boot" in a)
-    assert lava["lava_run_seconds"] < boot_timeout, (lava, boot_timeout)
     assert ar["tests"] == [] and "soft_lockup" in ar["error"], ar["error"]
+    job = yaml.safe_load(job_path.read_text())
+    return lava, next(a["boot"]["timeout"]["seconds"] for a in job["actions"] if "boot" in a)
 
 
 PANIC_AT_BOOT = ("--kernel-arg", "rdinit=/nonexistent", "--kernel-arg", "init=/nonexistent")   # no init: panic
