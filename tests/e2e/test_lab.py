@@ -146,8 +146,8 @@ def test_kernel_panic_through_the_lab_is_exit_1_not_infrastructure(lab_up, tmp_p
 def test_lockup_before_userspace_through_the_lab_is_canceled_within_30s_of_the_report(lab_up, tmp_path):
     """The boot-fault kernel whose first exec spins with preemption off (arm64): the worker's lava-run would wait
     out the job's boot timeout. kpipe follows the submitted job's log on the server (one `lavacli jobs logs
-    --raw` streaming its records) through verify's console watch and cancels the job STUCK_GRACE after the soft lockup: exit 1 with
-    the lockup, and the job's end on the server well before its boot timeout."""
+    --raw` streaming its records) through verify's console watch and cancels the job STUCK_GRACE after the soft
+    lockup: exit 1 with the lockup, and the job's end on the server well before its boot timeout."""
     from test_lava import FAULTS, SEED, assert_lockup_job_stopped_early
     t0 = time.monotonic()
     ran = invoke("lava", "--arch", "arm64", "--selftests", "none", "--accel", "tcg", "--submit", "lab", "--wait",
