@@ -64,6 +64,10 @@ def test_boot_ssh_push_and_exit_status(kernels, images, arch, tmp_path):
         assert slow.timed_out and slow.seconds < 10
         g.session.get("/proc/version", tmp_path / "version")
         assert k.release in (tmp_path / "version").read_text()
+        # the boot-speed argument took: the kernel registered no BSD pty pair, sshd's Unix98 ptys still work
+        assert "pty.legacy_count=0" in g.session.run("cat /proc/cmdline", timeout=20).stdout
+        assert g.session.run("test -e /dev/ptyp0", timeout=20).exit_status == 1
+        assert g.session.run("test -c /dev/pts/ptmx", timeout=20).exit_status == 0
         assert_wrong_pinned_host_key_is_refused(g, tmp_path)
         assert_guest_reaches_nothing_but_its_ssh_port(g, host)
         assert [f for f in g.findings() if f.kind == "panic"] == []

@@ -23,7 +23,8 @@ def test_qemu_command_comes_from_arch_data_only():
         assert cmd[cmd.index("-machine") + 1] == a.qemu_machine and cmd[cmd.index("-accel") + 1] == "tcg"
         assert cmd[cmd.index("-m") + 1] == str(a.memory_mb) and cmd[cmd.index("-smp") + 1] == str(a.smp)
         assert cmd[cmd.index("-append") + 1] == " ".join([f"console={a.console}", "panic=-1",
-                                                          *a.kernel_cmdline_extra, "x=1"])
+                                                          "pty.legacy_count=0", *a.kernel_cmdline_extra,
+                                                          "x=1"])
         assert {"-no-reboot", "-nodefaults"} <= set(cmd)
         # the console: a muxed stdio chardev (its input is kpipe's pipe: Ctrl-A b = serial BREAK for SysRq)
         assert cmd[cmd.index("-serial") + 1] == "chardev:con0" and cmd[cmd.index("-monitor") + 1] == "none"
