@@ -46,8 +46,8 @@ def shared_cache():
 
 # Fixtures that fetch a real tree or build real kernels: a test that uses any of them is e2e, whatever its file
 # says, so that `-m "not e2e"` (the fast tier) downloads, builds and boots nothing.
-REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "tree_src", "src510", "needs_tree",
-                       "olddefconfig", "built_510", "fakes", "host_binary",
+REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "seed_verify_all", "tree_src",
+                       "src510", "needs_tree", "olddefconfig", "built_510", "fakes", "host_binary",
                        "built"}    # test_image: guest images made from downloaded Debian packages
 
 
@@ -125,6 +125,17 @@ def kernels(tree510, tmp_path_factory) -> dict[str, Kernel]:
 def patched_kernels(tree510, kernels, tmp_path_factory) -> dict[str, Kernel]:
     """Debian 5.10 with the shipped series, both arches (built after the baseline: incremental)."""
     return _build_all(tree510, Options(), tmp_path_factory.mktemp("build-patched"))
+
+
+@pytest.fixture(scope="session")
+def seed_verify_all(patched_kernels, tmp_path_factory):
+    """The newcomer's run through the CLI, once per session: `verify --arch all` on the default tree and series,
+    the debug kernel, the workflows' selftests, kmemleak's scan on. tests/e2e/test_workflows.py judges it;
+    tests/e2e/test_lava.py compares the seed's LAVA job with it."""
+    from kpipe_cli import LEAK_SCAN_ON, SELFTESTS, invoke
+    with shared_cache():
+        return invoke("verify", "--arch", "all", *SELFTESTS, out=tmp_path_factory.mktemp("verify-all") / "run",
+                      env=LEAK_SCAN_ON)
 
 
 @pytest.fixture(scope="session")

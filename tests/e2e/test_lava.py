@@ -9,7 +9,7 @@ from kpipe.checks import kmemleak
 from kpipe.guest import qemu
 from kpipe.lava import collect, job as jobmod, logparse, ramdisk
 
-from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, invoke, results_by_name
+from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, SELFTESTS, invoke, results_by_name
 
 from test_lava_logs import golden_spec  # noqa: F401  (shared with the fast tier)
 
@@ -32,12 +32,13 @@ def _counts(result: dict, arch: str) -> dict:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("arch_name", ["arm64"])
-def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, tmp_path):
-    """The seed patch's job under real lava-run: exit 0, and the same cases with the same statuses as verify.
-    One arch here (the cross-compiled one, with a selftest and the kmemleak step); both arches' jobs of the seed
-    and of the baseline run on the lab in tests/e2e/test_lab.py's premerge --lab, counted against the same
-    expectations, and the x86_64 job's log is the golden file of tests/unit/test_lava_logs.py."""
-    sel = ("--selftests", "mremap_dontunmap")
+def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, seed_verify_all, tmp_path):
+    """The seed patch's job under real lava-run: exit 0, and the same cases with the same statuses as verify's
+    run of the same selection (the session's `verify --arch all`). One arch here (the cross-compiled one, with
+    the workflows' selftests and the kmemleak step); both arches' jobs of the seed and of the baseline run on the
+    lab in tests/e2e/test_lab.py's premerge --lab, counted against the same expectations, and the x86_64 job's
+    log is the golden file of tests/unit/test_lava_logs.py."""
+    sel = SELFTESTS
     # the job also scans for leaks (as verify's zero-findings run does): a correct kernel leaks nothing
     leak_env = LEAK_SCAN_ON if arch_name == "arm64" else None
     lava = _lava_cli(tmp_path, "lava", "--arch", arch_name, *sel, env=leak_env)
@@ -48,7 +49,7 @@ def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, tmp_
         assert (lava.out / arch_name / "kmemleak.log").is_file()
     else:
         assert kml == {"not_scanned": "leak_scan is off (environment KPIPE_LEAK_SCAN)"}, kml
-    ver = invoke("verify", "--arch", arch_name, *sel, out=tmp_path / "verify", timeout=1500)
+    ver = seed_verify_all
     assert ver.code == 0, ver
     assert _counts(lava.result, arch_name) == _counts(ver.result, arch_name)
     assert _counts(lava.result, arch_name)["verifier"]["pass"] >= 30
