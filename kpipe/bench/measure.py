@@ -149,7 +149,7 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
     """Raw QEMU to the ready marker, then the OpenSSH client pushes and runs the same binaries."""
     work.mkdir(parents=True, exist_ok=True)
     ov = image.make_overlay(work)
-    joined = image.join_archives([initrd.path, ov.path], work / "initrd.cpio.gz")
+    joined = image.join_archives([initrd.path, ov.path], work / "initrd.cpio")
     lease = qemu.PortLease()
     port = lease.port
     cmd = qemu_command(arch, kernel, accel="tcg", append=kernel_cmdline(arch), initrd=joined, ssh_port=port)

@@ -103,8 +103,10 @@ def write_gz(path: Path, build: Callable[[CpioWriter], None], level: int = 6) ->
 
 
 def read_names(path: Path) -> dict[str, tuple[int, int, int, bytes]]:
-    """Parse a gzipped newc archive: name -> (mode, uid, gid, data). For tests and sanity checks."""
-    data = gzip.decompress(Path(path).read_bytes())
+    """Parse a newc archive, gzipped or not: name -> (mode, uid, gid, data). For tests and sanity checks."""
+    data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
     out: dict[str, tuple[int, int, int, bytes]] = {}
     pos = 0
     while pos < len(data):

@@ -7,6 +7,7 @@ Target-arch binaries are only unpacked (``dpkg-deb -x``), never executed on the 
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -351,12 +352,19 @@ def make_overlay(run_dir: Path) -> Overlay:
 
 
 def join_archives(parts: list[Path], dest: Path) -> Path:
-    """Concatenate compressed cpio archives into ``dest`` (each padded to 4 bytes), mode 0600."""
+    """The boot's initramfs: the cpio archives ``parts`` (gzip-compressed or not) concatenated into ``dest``
+    uncompressed (each padded to 4 bytes), mode 0600. Uncompressed because the guest kernel inflates it with every
+    boot: under TCG with KASAN, inflating the 3.4-4.3 MB image took 1.4 s of its 2.4-2.6 s unpack (measured on
+    5.10's debug kernels); the host inflates it in ~50 ms. The cache keeps the compressed image (LAVA's ramdisk
+    is made from it)."""
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         for p in parts:
-            with open(p, "rb") as src:
-                shutil.copyfileobj(src, out)
+            with open(p, "rb") as raw:
+                compressed = raw.read(2) == b"\x1f\x8b"
+                raw.seek(0)
+                src = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+                shutil.copyfileobj(src, out, 1 << 20)
             pad = -out.tell() % 4
             out.write(b"\0" * pad)
     return dest

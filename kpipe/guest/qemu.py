@@ -458,7 +458,7 @@ def boot(arch: Arch, kernel_image: Path, initrd: Initrd, run_dir: Path, *, accel
     accel_name, reason = choose_accel(arch, accel, kernel_image)
     budget = boot_timeout(arch, accel_name, timeout)
     overlay = make_overlay(run_dir)
-    joined = run_dir / "initrd-run.cpio.gz"
+    joined = run_dir / "initrd-run.cpio"
     secrets = [overlay.path, overlay.client_key_path, joined, run_dir / "known_hosts"]
     session = None
     try:

@@ -33,7 +33,7 @@ def _kernel(kernels, arch):
 
 
 def _secrets_gone(run_dir: Path) -> None:
-    for name in ("overlay.cpio.gz", "initrd-run.cpio.gz", "ssh_client_key"):
+    for name in ("overlay.cpio.gz", "initrd-run.cpio", "ssh_client_key"):
         assert not (run_dir / name).exists(), f"{name} left in the run folder"
 
 

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.e2e
 
 ARCH = "x86_64"
 TAG = "KPIPE_FAULT_TAG"
-SECRETS = ("ssh_client_key", "overlay.cpio.gz", "initrd-run.cpio.gz", "known_hosts")
+SECRETS = ("ssh_client_key", "overlay.cpio.gz", "initrd-run.cpio", "known_hosts")
 CACHE_STAGES = ("kernels", "images", "verifier", "selftests", "probes")
 
 

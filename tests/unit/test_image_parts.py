@@ -75,6 +75,33 @@ def test_write_gz_is_reproducible(tmp_path):
     assert (tmp_path / "1.gz").read_bytes() == (tmp_path / "2.gz").read_bytes()
 
 
+def test_joined_initramfs_is_one_uncompressed_archive_cpio_reads_whole(tmp_path):
+    """A compressed base and a compressed overlay join into one uncompressed stream the kernel unpacks without
+    inflating; GNU cpio lists both archives' entries (it stops at the first trailer, so it is run per archive
+    boundary through `cpio -it` on the whole and on what follows the first trailer)."""
+    def base(w):
+        w.add_dir("bin")
+        w.add_file("bin/tool", b"x" * 1001, 0o755)
+
+    def overlay(w):
+        w.add_dir("root", 0o700)
+        w.add_file("root/key", b"secret", 0o600)
+    write_gz(tmp_path / "base.gz", base)
+    write_gz(tmp_path / "overlay.gz", overlay)
+    joined = join_archives([tmp_path / "base.gz", tmp_path / "overlay.gz"], tmp_path / "run.cpio")
+    data = joined.read_bytes()
+    assert data[:6] == b"070701" and b"\x1f\x8b" not in data
+    assert stat.S_IMODE(joined.stat().st_mode) == 0o600
+    assert set(read_names(joined)) >= {"bin/tool", "root/key"} and read_names(joined)["root/key"][3] == b"secret"
+    first = subprocess.run(["cpio", "-it", "--quiet"], input=data, capture_output=True, check=True).stdout
+    assert first.split() == [b"bin", b"bin/tool"]
+    rest = data[data.index(b"TRAILER!!!"):].split(b"070701", 1)[1]
+    second = subprocess.run(["cpio", "-it", "--quiet"], input=b"070701" + rest, capture_output=True,
+                            check=True).stdout
+    assert second.split() == [b"root", b"root/key"]
+    assert len(data) % 4 == 0
+
+
 # ---------------------------------------------------------------- recipe / template
 
 
