@@ -78,7 +78,7 @@ def _configured(args: dict[str, Any]) -> dict[str, Any]:
             continue
         value = eff[key].value
         if value not in (None, (), 0, ""):
-            # settings.effective() gives kconfigs as a tuple (Setting.value is typed object)
+            # settings.effective() gives a repeatable option (kconfigs) as a tuple (Setting.value is typed object)
             out[arg] = list(value) if spec.repeatable and isinstance(value, tuple) else value
     return out
 
