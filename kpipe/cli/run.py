@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any, Callable
 
 from .. import proc, progress
+from .options import unset
 from ..errors import EXIT_MEANING, InfraError, Interrupted, KpipeError, TaskOutcome, UsageError
 
 BISECT_MAP = {0: 0, 1: 1, 2: 125, 3: 125, 4: 125}
@@ -26,7 +27,7 @@ def reproducer(task: str, args: dict[str, Any]) -> str:
     parts = [PROGRAM, task]
     for k, v in args.items():
         flag = "--" + k.replace("_", "-")
-        if v is None or v is False or v == () or v == [] or (k == "jobs" and not v):
+        if unset(k, v):
             continue
         if v is True:
             parts.append(flag)

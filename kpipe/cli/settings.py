@@ -25,10 +25,11 @@ from invoke.config import Config
 from invoke.env import Environment
 from invoke.exceptions import UncastableEnvVar
 
-KEYS = ("tree", "arch", "profile", "kconfigs", "jobs", "out", "leak_scan")
-BUILTIN = {"tree": None, "arch": None, "profile": "debug", "kconfigs": None, "jobs": 0, "out": None, "leak_scan": True}
-BUILTIN_MEANING = {"tree": "debian:5.10", "arch": "the host's arch", "kconfigs": "none", "jobs": "all cores",
-                   "out": "a new folder under the runs folder"}
+from .options import SETTINGS
+
+KEYS = tuple(SETTINGS)
+BUILTIN = {key: spec.config_default for key, spec in SETTINGS.items()}
+BUILTIN_MEANING = {key: spec.config_default_meaning for key, spec in SETTINGS.items() if spec.config_default_meaning}
 
 
 def user_prefix() -> str:
@@ -101,20 +102,22 @@ def load(cwd: Path | None = None) -> KpipeConfig:
 
 
 def _normalise(key: str, value: Any) -> object:
-    if key == "kconfigs":
+    spec = SETTINGS[key]
+    if spec.type is list:
         if value in (None, ""):
             return ()
         if isinstance(value, str):
             return tuple(v for v in value.replace(",", " ").split() if v)
         return tuple(str(v) for v in value)
-    if key == "jobs":
+    if spec.type is int:
         try:
             return int(value or 0)
         except (TypeError, ValueError):
             from ..errors import UsageError
-            raise UsageError(f"jobs must be a number, got {value!r}",
-                             fix="fix KPIPE_JOBS or `jobs:` in your kpipe.yaml (0 = all cores)") from None
-    if key == "leak_scan":          # a file's yes/no, or the environment's text (KPIPE_LEAK_SCAN=0)
+            raise UsageError(f"{key} must be a number, got {value!r}",
+                             fix=f"fix {spec.env} or `{key}:` in your kpipe.yaml ({spec.config_default} = "
+                                 f"{spec.config_default_meaning})") from None
+    if spec.type is bool:           # a file's yes/no, or the environment's text (KPIPE_LEAK_SCAN=0)
         if isinstance(value, str):
             return value.strip().lower() not in ("0", "no", "false", "off", "")
         return bool(value)
@@ -141,7 +144,7 @@ def effective(cwd: Path | None = None) -> dict[str, Setting]:
         if key in cfg._project:
             value, source = cfg._project[key], f"{cfg._project_path}"
         if key in cfg._env:
-            value, source = cfg._env[key], f"environment KPIPE_{key.upper()}"
+            value, source = cfg._env[key], f"environment {SETTINGS[key].env}"
         out[key] = Setting(key, _normalise(key, value), source)
     return out
 

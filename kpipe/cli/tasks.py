@@ -12,47 +12,28 @@ from typing import Any
 
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
 
 from ..errors import TaskOutcome
+from .options import SETTINGS
 from .run import run_task
+from .task_from_options import Values, kpipe_task
 from ..workflows.pipeline import Options
 
-COMMON_HELP = {
-    "arch": "x86_64, arm64 or all (default: the host's arch; KPIPE_ARCH)",
-    "tree": "debian:5.10, debian:6.1, debian:6.12, or PATH of a kernel git tree (never modified); default: the "
-            "kernel git tree you are in, else debian:5.10 (KPIPE_TREE, kpipe.yaml)",
-    "base": "commit of --tree PATH to start from (default HEAD)",
-    "series": "series file listing patches in order (default patches/series)",
-    "patch": "a patch file (repeatable; replaces the series), or one mbox holding a whole series (git format-patch "
-             "--stdout, b4 am; a cover letter is skipped and kept as the series title)",
-    "range": "A..B: the commits of B not in A in your --tree PATH as the series (--base defaults to A)",
-    "thread": "a mailing-list thread as the series, through b4 am: an mbox FILE (cover letter, revisions, replies), "
-              "or a message-id/lore URL (needs network); the newest revision, the replies' trailers added",
-    "thread_revision": "with --thread: take revision N of the series instead of the newest",
-    "no_patches": "apply no patches (baseline)",
-    "kconfig": "extra kconfig fragment on top of kconfigs/ (repeatable; KPIPE_KCONFIGS, comma-separated)",
-    "defconfig": "make target to start the config from (default tinyconfig)",
-    "profile": "debug (default: SLUB, SMP, KASAN, DEBUG_VM, lockdep, hang detectors) or fast (tinyconfig, 1 vCPU); "
-               "see kconfigs/profiles.toml (KPIPE_PROFILE)",
-    "accel": "auto (probe KVM with a timeout, else TCG), kvm or tcg",
-    "expect": "the suite's verifier policy, e.g. anon-only, anon+shmem or upstream for mremap-dontunmap (default: "
-              "read from the tree's code and the series)",
-    "selftests": "all-relevant (default), none, or a comma list of selftest names",
-    "extra_test": "a C file or static binary to push and run like a selftest (repeatable)",
-    "out": "output folder (default $KPIPE_RUNS/<timestamp>-<task>, with a `latest` link; $KPIPE_RUNS defaults "
-           "to ~/.local/state/kpipe/runs)",
-    "jobs": "make -j (default: all cores; KPIPE_JOBS)",
-    "boot_timeout": "seconds to wait for the guest (default scaled for TCG)",
-    "quiet": "no progress lines",
-    "kernel_arg": "append this to the guest kernel command line (repeatable), e.g. oops=panic",
-    "test_timeout": "seconds each test may run (the verifier, each selftest and extra test)",
-    "suite": "the suite of checks: a shipped name (mremap-dontunmap, ...) or the PATH of a suite folder; default: "
-             "the shipped suite the series' touched files select (see suites/README.md)",
-    "case": "run only this verifier case (repeatable; a name or a glob such as 'plain-*'): a quick loop on one "
-            "behaviour; the verdict covers only the cases run",
-}
-ITER = ["patch", "kconfig", "extra_test", "kernel_arg", "case"]
+VERIFY_ARGS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "accel", "expect",
+               "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "profile",
+               "range", "thread", "thread_revision", "case", "suite")
+LAVA_ARGS = tuple(n for n in VERIFY_ARGS if n != "case")
+PREMERGE_ARGS = tuple(n for n in VERIFY_ARGS if n not in ("no_patches", "expect", "case"))
+WARNINGS_ARGS = ("arch", "tree", "base", "series", "patch", "kconfig", "defconfig", "out", "jobs", "profile", "range",
+                 "thread", "thread_revision", "no_patches")
+BISECT_ARGS = ("good", "bad", "arch", "tree", "series", "patch", "kconfig", "defconfig", "accel", "expect", "selftests",
+               "extra_test", "out", "jobs", "boot_timeout", "build_failure_is_bad", "series_mode", "kernel_arg",
+               "test_timeout", "profile", "range", "thread", "thread_revision", "case", "suite")
+
+
+def _pick(values: Values, names: tuple[str, ...]) -> dict[str, Any]:
+    """The named values, in the order named (the reproducer's flag order)."""
+    return {n: values[n] for n in names}
 
 
 def _opts(arch: str | None = None, tree: str | None = None, base: str | None = None, series: str | None = None,
@@ -91,14 +72,14 @@ def _configured(args: dict[str, Any]) -> dict[str, Any]:
         print(e.render(), file=sys.stderr)
         raise Exit(code=e.exit_code) from None
     out = dict(args)
-    for key, arg in (("tree", "tree"), ("arch", "arch"), ("profile", "profile"), ("kconfigs", "kconfig"),
-                     ("jobs", "jobs"), ("out", "out")):
+    for key, spec in SETTINGS.items():
+        arg = spec.name
         if arg not in out or out[arg] not in (None, (), [], 0, ""):
             continue
         value = eff[key].value
         if value not in (None, (), 0, ""):
-            # settings.effective() gives kconfigs as a tuple (Setting.value is typed object)
-            out[arg] = list(value) if arg == "kconfig" and isinstance(value, tuple) else value
+            # settings.effective() gives a repeatable option (kconfigs) as a tuple (Setting.value is typed object)
+            out[arg] = list(value) if spec.repeatable and isinstance(value, tuple) else value
     return out
 
 
@@ -140,129 +121,87 @@ def _run(name: str, fn: Callable[[], TaskOutcome], args: dict[str, Any], quiet: 
         raise Exit(code=code)
 
 
-@task(auto_shortflags=False, help={"quiet": COMMON_HELP["quiet"]})
-def setup(c: Context, quiet: bool = False) -> None:
+@kpipe_task("quiet")
+def setup(c: Context, o: Values) -> None:
     """Install host packages for both arches (toolchains, QEMU, guest-image tools); idempotent."""
     from .setup import run_setup
-    _run("setup", run_setup, {}, quiet)
+    _run("setup", run_setup, {}, o["quiet"])
 
 
-@task(auto_shortflags=False, help={k: COMMON_HELP[k] for k in ("tree", "base", "quiet")})
-def fetch(c: Context, tree: str | None = None, base: str | None = None, quiet: bool = False) -> None:
+@kpipe_task("tree", "base", "quiet")
+def fetch(c: Context, o: Values) -> None:
     """Fetch a kernel tree into kpipe's cache (debian:* from this machine's apt mirror)."""
     from . import commands
-    args = _configured(dict(tree=tree, base=base))
-    _run("fetch", lambda: commands.fetch(_opts(**args)), args, quiet)
+    args = _configured(_pick(o, ("tree", "base")))
+    _run("fetch", lambda: commands.fetch(_opts(**args)), args, o["quiet"])
 
 
-@task(auto_shortflags=False, iterable=["patch"],
-      help={k: COMMON_HELP[k] for k in ("tree", "base", "series", "patch", "range", "thread", "thread_revision",
-                                        "no_patches", "out", "quiet")})
-def apply(c: Context, tree: str | None = None, base: str | None = None, series: str | None = None,
-          patch: list[str] | None = None, no_patches: bool = False, out: str | None = None, quiet: bool = False,
-          range: str | None = None, thread: str | None = None, thread_revision: str | None = None) -> None:
+APPLY_ARGS = ("tree", "base", "series", "patch", "no_patches", "out", "range", "thread", "thread_revision")
+
+
+@kpipe_task(*APPLY_ARGS, "quiet")
+def apply(c: Context, o: Values) -> None:
     """Apply the patch series in kpipe's scratch checkout (exit 3 when a patch does not apply)."""
     from . import commands
-    args = _configured(dict(tree=tree, base=base, series=series, patch=patch, no_patches=no_patches, out=out,
-                            range=range, thread=thread, thread_revision=thread_revision))
-    _run("apply", lambda: commands.apply_only(_opts(**args)), args, quiet)
+    args = _configured(_pick(o, APPLY_ARGS))
+    _run("apply", lambda: commands.apply_only(_opts(**args)), args, o["quiet"])
 
 
-@task(auto_shortflags=False, iterable=["patch", "kconfig"], help={k: COMMON_HELP[k] for k in (
-    "arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "profile", "jobs", "out",
-    "quiet")})
-def build(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
-          series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
-          kconfig: list[str] | None = None, defconfig: str = "tinyconfig", jobs: int = 0, out: str | None = None,
-          quiet: bool = False, profile: str | None = None) -> None:
+BUILD_ARGS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "jobs", "out", "profile")
+
+
+@kpipe_task(*BUILD_ARGS, "quiet")
+def build(c: Context, o: Values) -> None:
     """Configure (validated) and build the kernel out of tree, cached by content key (exit 4 on failure)."""
     from . import commands
-    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
-                            kconfig=kconfig, defconfig=defconfig, jobs=jobs, out=out, profile=profile))
-    _run("build", lambda: commands.build(_opts(**args)), args, quiet)
+    args = _configured(_pick(o, BUILD_ARGS))
+    _run("build", lambda: commands.build(_opts(**args)), args, o["quiet"])
 
 
-@task(auto_shortflags=False, help={k: COMMON_HELP[k] for k in ("arch", "out", "quiet")})
-def image(c: Context, arch: str | None = None, out: str | None = None, quiet: bool = False) -> None:
+@kpipe_task("arch", "out", "quiet")
+def image(c: Context, o: Values) -> None:
     """Build the guest initramfs for an arch from vm_images/ (cached)."""
     from . import commands
-    args = _configured(dict(arch=arch, out=out))
-    _run("image", lambda: commands.build_image(_opts(**args)), args, quiet)
+    args = _configured(_pick(o, ("arch", "out")))
+    _run("image", lambda: commands.build_image(_opts(**args)), args, o["quiet"])
 
 
-@task(auto_shortflags=False, iterable=["kernel_arg"],
-      help={**{k: COMMON_HELP[k] for k in ("arch", "accel", "boot_timeout", "kernel_arg", "out", "quiet")},
-            "cmd": "run this command in the guest and exit with its status", "shell": "interactive shell in the guest"})
-def boot(c: Context, arch: str | None = None, accel: str = "auto", cmd: str | None = None, shell: bool = False,
-         boot_timeout: str | None = None, kernel_arg: list[str] | None = None, out: str | None = None,
-         quiet: bool = False) -> None:
+BOOT_ARGS = ("arch", "accel", "boot_timeout", "kernel_arg", "out")
+
+
+@kpipe_task(*BOOT_ARGS, "cmd", "shell", "quiet")
+def boot(c: Context, o: Values) -> None:
     """Boot the last built kernel for an arch in QEMU and run `uname -a`, --cmd, or a --shell."""
     from . import commands
-    args = _configured(dict(arch=arch, accel=accel, boot_timeout=boot_timeout, kernel_arg=kernel_arg, out=out))
-    _run("boot", lambda: commands.boot(_opts(**args), cmd, shell), {**args, "cmd": cmd, "shell": shell}, quiet)
+    args = _configured(_pick(o, BOOT_ARGS))
+    cmd, shell = o["cmd"], o["shell"]
+    _run("boot", lambda: commands.boot(_opts(**args), cmd, shell), {**args, "cmd": cmd, "shell": shell}, o["quiet"])
 
 
-VERIFY_KEYS = ("arch", "tree", "base", "series", "patch", "range", "thread", "thread_revision", "no_patches", "kconfig",
-               "defconfig", "profile",
-               "accel", "expect", "suite",
-               "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "quiet")
-
-
-@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
-                           "bisect_exit_codes": "map exit codes for `git bisect run` (0 good, 1 bad, 125 skip)",
-                           "report": "mail: print report.txt (the robot's mail) on stdout at the end",
-                           "case": COMMON_HELP["case"]})
-def verify(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
-           series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
-           kconfig: list[str] | None = None, defconfig: str = "tinyconfig", accel: str = "auto",
-           expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
-           out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
-           test_timeout: str | None = None, bisect_exit_codes: bool = False, quiet: bool = False,
-           profile: str | None = None, range: str | None = None, thread: str | None = None,
-           thread_revision: str | None = None, report: str | None = None,
-           case: list[str] | None = None, suite: str | None = None) -> None:
+@kpipe_task(*VERIFY_ARGS, "bisect_exit_codes", "report", "quiet")
+def verify(c: Context, o: Values) -> None:
     """The whole chain: apply, configure, build, boot, verifier + selftests, dmesg scan, reports."""
     from ..workflows import flows as workflows
     from .run import reproducer
-    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
-                            kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
-                            extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            thread=thread, thread_revision=thread_revision, case=case, suite=suite))
+    args = _configured(_pick(o, VERIFY_ARGS))
+    bisect_exit_codes, report = o["bisect_exit_codes"], o["report"]
     repro = reproducer("verify", _resolved({**args, "bisect_exit_codes": bisect_exit_codes}))
     _check_report(report)
     _run("verify", lambda: _mail(workflows.verify(_opts(**args), repro), report),
-         {**args, "bisect_exit_codes": bisect_exit_codes}, quiet, bisect_exit_codes)
+         {**args, "bisect_exit_codes": bisect_exit_codes}, o["quiet"], bisect_exit_codes)
 
 
-@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
-      "no_warnings": "skip the compile checks (W=1, sparse, clang warnings delta; bisectability)",
-      "allow_new_warnings": "report new compiler/sparse warnings without failing",
-                           "report": "mail: print report.txt (the robot's mail) on stdout at the end",
-                           "require_coverage": "fail when a changed line ran in no test on any arch",
-                           "lab": "boot and test both sides as LAVA jobs on this server (URL, token: "
-                                  "$LAVACLI_TOKEN or lavacli's config), or `lab`: the local lab of `kpipe lab up`; "
-                                  "all jobs are queued at once"})
-def premerge(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
-             series: str | None = None, patch: list[str] | None = None, kconfig: list[str] | None = None,
-             defconfig: str = "tinyconfig", accel: str = "auto", selftests: str = "all-relevant",
-             extra_test: list[str] | None = None, out: str | None = None, jobs: int = 0,
-             boot_timeout: str | None = None, quiet: bool = False, expect: str | None = None, no_patches: bool = False,
-             kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
-             range: str | None = None, thread: str | None = None, thread_revision: str | None = None,
-             no_warnings: bool = False,
-             allow_new_warnings: bool = False, report: str | None = None, require_coverage: bool = False,
-             suite: str | None = None, lab: str | None = None) -> None:
+@kpipe_task(*PREMERGE_ARGS, "expect", "no_patches", "no_warnings", "allow_new_warnings", "report",
+            "require_coverage", "lab", "quiet")
+def premerge(c: Context, o: Values) -> None:
     """Maintainer check: baseline vs patched on every arch (default all), expected flip, checkpatch, premerge.md."""
     from ..workflows import flows as workflows
     from .run import reproducer
-    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
-                            defconfig=defconfig, accel=accel, selftests=selftests, extra_test=extra_test, out=out,
-                            jobs=jobs, boot_timeout=boot_timeout, kernel_arg=kernel_arg, test_timeout=test_timeout,
-                            profile=profile, range=range, thread=thread, thread_revision=thread_revision,
-                            suite=suite))
+    args = _configured(_pick(o, PREMERGE_ARGS))
     args["arch"] = args["arch"] or "all"
     import dataclasses
+    no_warnings, allow_new_warnings, lab = o["no_warnings"], o["allow_new_warnings"], o["lab"]
+    report, require_coverage = o["report"], o["require_coverage"]
     repro = reproducer("premerge", _resolved({**args, "no_warnings": no_warnings,
                                               "allow_new_warnings": allow_new_warnings, "lab": lab}))
     _check_report(report)
@@ -274,112 +213,65 @@ def premerge(c: Context, arch: str | None = None, tree: str | None = None, base:
         return lab_sides(lab, require_coverage) if lab else None
     _run("premerge", lambda: _mail(workflows.premerge(dataclasses.replace(
         _opts(**args), warnings=not no_warnings, allow_new_warnings=allow_new_warnings), repro,
-        require_coverage=require_coverage, sides=sides()), report), {**args, "lab": lab}, quiet)
+        require_coverage=require_coverage, sides=sides()), report), {**args, "lab": lab}, o["quiet"])
 
 
-@task(auto_shortflags=False, iterable=ITER,
-      help={**{k: COMMON_HELP[k] for k in ("arch", "tree", "base", "series", "patch", "kconfig", "defconfig", "out",
-                                            "jobs", "quiet", "profile", "range", "thread", "thread_revision",
-                                            "no_patches") if k in COMMON_HELP},
-            "allow_new_warnings": "report new warnings without failing (exit 0)",
-            "tools": "comma-separated subset of gcc-W=1,sparse,clang (default all)"})
-def warnings(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
-             series: str | None = None, patch: list[str] | None = None, kconfig: list[str] | None = None,
-             defconfig: str = "tinyconfig", out: str | None = None, jobs: int = 0, quiet: bool = False,
-             profile: str | None = None, range: str | None = None, thread: str | None = None,
-             thread_revision: str | None = None, no_patches: bool = False,
-             allow_new_warnings: bool = False, tools: str = "gcc-W=1,sparse,clang") -> None:
+@kpipe_task(*WARNINGS_ARGS, "allow_new_warnings", "tools", "quiet")
+def warnings(c: Context, o: Values) -> None:
     """Compile-only: the warnings delta (gcc W=1, sparse C=2, clang) of the touched objects, baseline vs
     patched, and each patch of the series building on its own. No boot."""
     from ..workflows import compile_checks, flows as workflows
     from .run import reproducer
-    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, kconfig=kconfig,
-                            defconfig=defconfig, out=out, jobs=jobs, profile=profile, range=range, thread=thread,
-                            thread_revision=thread_revision, no_patches=no_patches))
+    args = _configured(_pick(o, WARNINGS_ARGS))
     args["arch"] = args["arch"] or "all"
-    chosen = compile_checks.parse_tools(tools)
+    allow_new_warnings = o["allow_new_warnings"]
+    chosen = compile_checks.parse_tools(o["tools"])
     repro = reproducer("warnings", _resolved({**args, "allow_new_warnings": allow_new_warnings}))
     _run("warnings", lambda: workflows.warnings(_opts(**args), repro, allow_new_warnings, chosen).exit_code,
-         args, quiet)
+         args, o["quiet"])
 
 
-@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
-                           "good": "a good revision (verified first: it must pass under the policy)",
-                           "bad": "a bad revision (verified first: it must fail under the policy)",
-                           "build_failure_is_bad": "count build failures as bad instead of skip",
-                           "series_mode": "bisect inside the patch series: which patch first breaks",
-                           "case": COMMON_HELP["case"]})
-def bisect(c: Context, good: str | None = None, bad: str | None = None, arch: str | None = None,
-           tree: str | None = None, series: str | None = None, patch: list[str] | None = None,
-           kconfig: list[str] | None = None, defconfig: str = "tinyconfig", accel: str = "auto",
-           expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
-           out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, build_failure_is_bad: bool = False,
-           series_mode: bool = False, quiet: bool = False, base: str | None = None, no_patches: bool = False,
-           kernel_arg: list[str] | None = None, test_timeout: str | None = None, profile: str | None = None,
-           range: str | None = None, thread: str | None = None,
-           thread_revision: str | None = None, case: list[str] | None = None, suite: str | None = None) -> None:
+@kpipe_task(*BISECT_ARGS, "base", "no_patches", "quiet")
+def bisect(c: Context, o: Values) -> None:
     """Bisect in kpipe's own checkout: both endpoints verified first, then each step verifies incrementally."""
     from ..workflows import flows as workflows
     from .run import reproducer
-    args = _configured(dict(good=good, bad=bad, arch=arch, tree=tree, series=series, patch=patch, kconfig=kconfig,
-                            defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
-                            extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
-                            build_failure_is_bad=build_failure_is_bad, series_mode=series_mode,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            thread=thread, thread_revision=thread_revision, case=case, suite=suite))
+    args = _configured(_pick(o, BISECT_ARGS))
     opt_args = {k: v for k, v in args.items() if k not in ("good", "bad", "build_failure_is_bad", "series_mode")}
     repro = reproducer("bisect", _resolved(args))
     # workflows.bisect types good and bad as str, but takes None for a missing one (bisection.bisect_commits
-    # raises the UsageError): drop this ignore when it says str | None
-    _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=base), good, bad,
-                                            build_failure_is_bad,
-                                            series_mode, repro).exit_code, args, quiet)
+    # raises the UsageError)
+    _run("bisect", lambda: workflows.bisect(_opts(**opt_args, base=o["base"]), o["good"], o["bad"],
+                                            o["build_failure_is_bad"], o["series_mode"], repro).exit_code,
+         args, o["quiet"])
 
 
-@task(auto_shortflags=False, iterable=ITER, help={**{k: COMMON_HELP[k] for k in VERIFY_KEYS},
-                           "run_local": "run each job here with lava-run and report as verify does",
-                           "submit": "submit each job to this LAVA server with lavacli (token: $LAVACLI_TOKEN "
-                                     "or lavacli's config), or to `lab`: the local lab of `kpipe lab up`",
-                           "wait": "with --submit: wait for the jobs and collect their results"})
-def lava(c: Context, arch: str | None = None, tree: str | None = None, base: str | None = None,
-         series: str | None = None, patch: list[str] | None = None, no_patches: bool = False,
-         kconfig: list[str] | None = None, defconfig: str = "tinyconfig", accel: str = "auto",
-         expect: str | None = None, selftests: str = "all-relevant", extra_test: list[str] | None = None,
-         out: str | None = None, jobs: int = 0, boot_timeout: str | None = None, kernel_arg: list[str] | None = None,
-         test_timeout: str | None = None, quiet: bool = False, profile: str | None = None, range: str | None = None,
-         thread: str | None = None, thread_revision: str | None = None,
-         run_local: bool = False, submit: str | None = None, wait: bool = False, suite: str | None = None) -> None:
+@kpipe_task(*LAVA_ARGS, "run_local", "submit", "wait", "quiet")
+def lava(c: Context, o: Values) -> None:
     """The same kernels and tests as LAVA v2 jobs (one per arch): write, --run-local with lava-run, or --submit."""
     from .run import reproducer
     from ..lava import workflow
-    args = _configured(dict(arch=arch, tree=tree, base=base, series=series, patch=patch, no_patches=no_patches,
-                            kconfig=kconfig, defconfig=defconfig, accel=accel, expect=expect, selftests=selftests,
-                            extra_test=extra_test, out=out, jobs=jobs, boot_timeout=boot_timeout,
-                            kernel_arg=kernel_arg, test_timeout=test_timeout, profile=profile, range=range,
-                            thread=thread, thread_revision=thread_revision, suite=suite))
-    extra = dict(run_local=run_local, submit=submit, wait=wait)
+    args = _configured(_pick(o, LAVA_ARGS))
+    extra = _pick(o, ("run_local", "submit", "wait"))
     repro = reproducer("lava", _resolved({**args, **extra}))
-    _run("lava", lambda: workflow.lava(_opts(**args), run_local, submit, wait, repro).exit_code, {**args, **extra},
-         quiet)
+    _run("lava", lambda: workflow.lava(_opts(**args), o["run_local"], o["submit"], o["wait"], repro).exit_code,
+         {**args, **extra}, o["quiet"])
 
 
-@task(auto_shortflags=False, help={"arch": "x86_64, arm64 or all (default all)",
-                                   "out": "where bench.json goes (default under the runs folder)",
-            "quick": "skip the cold builds (warm, unchanged, premerge only)", "quiet": COMMON_HELP["quiet"],
-            "profile": "debug (default), fast, or all (both, plus the debug/fast cost per phase)",
-            "resume": "a stopped bench's folder: run only the steps whose rows its bench.json lacks",
-            "only": "just these step kinds, comma-separated (cold,newdir,warm,unchanged,all,premerge,lava)"})
-def bench(c: Context, arch: str = "all", out: str | None = None, quick: bool = False, quiet: bool = False,
-          profile: str = "debug", resume: str | None = None, only: str | None = None) -> None:
+BENCH_ARGS = ("arch", "out", "quick", "profile", "resume", "only")
+
+
+@kpipe_task(*BENCH_ARGS, "quiet")
+def bench(c: Context, o: Values) -> None:
     """Measure kpipe against raw make and raw qemu doing the same work; prints each row and rewrites bench.json
     as it is measured (--resume DIR finishes a stopped one)."""
     from ..bench import measure as benchmod
-    _run("bench", lambda: benchmod.run_bench(arch, out, quick, profile, resume, only),
-         {"arch": arch, "out": out, "quick": quick, "profile": profile, "resume": resume, "only": only}, quiet)
+    _run("bench", lambda: benchmod.run_bench(o["arch"], o["out"], o["quick"], o["profile"], o["resume"], o["only"]),
+         _pick(o, BENCH_ARGS), o["quiet"])
 
 
-@task(auto_shortflags=False)
-def config(c: Context) -> None:
+@kpipe_task()
+def config(c: Context, o: Values) -> None:
     """Print the effective defaults (tree, arch, profile, kconfigs, jobs, out, runs, cache) and their sources.
 
     Sources, later wins: built-in, /etc/kpipe.yaml, ~/.config/kpipe.yaml ($XDG_CONFIG_HOME), the kernel git tree
@@ -388,28 +280,22 @@ def config(c: Context) -> None:
     print("\n".join(settings.describe()))
 
 
-@task(auto_shortflags=False, help={
-    "older_than": "remove entries unused for longer than this (e.g. 14d, 12h, 2w)",
-    "keep_last": "keep only the N most recently used entries of each kind",
-    "max_size": "remove least recently used entries until the cache is under this size (e.g. 20G)",
-    "dry_run": "show what would be removed; remove nothing"})
-def clean(c: Context, older_than: str | None = None, keep_last: str | None = None, max_size: str | None = None,
-          dry_run: bool = False) -> None:
+@kpipe_task("older_than", "keep_last", "max_size", "dry_run")
+def clean(c: Context, o: Values) -> None:
     """Show cache use per kind (trees, work, builds, kernels, images, ccache); remove by age, count or size.
 
     Nothing is removed without --older-than, --keep-last or --max-size; what a running kpipe holds is never
     removed (each entry's locks are taken non-blocking first)."""
     from .. import cache
     from ..build.clean import run_clean
-    args = {"older_than": older_than, "keep_last": keep_last, "max_size": max_size, "dry_run": dry_run}
-    _run("clean", lambda: run_clean(cache.cache_root(), older_than, int(keep_last) if keep_last is not None else None,
-                                    max_size, dry_run), args)
+    keep_last = o["keep_last"]
+    _run("clean", lambda: run_clean(cache.cache_root(), o["older_than"],
+                                    int(keep_last) if keep_last is not None else None, o["max_size"], o["dry_run"]),
+         dict(o))
 
 
-@task(auto_shortflags=False, help={"k": "only tests matching this pytest -k expression",
-                                   "fast": "the fast tier only (builds, boots and downloads nothing; under 60 s)",
-                                   "no_lint": "skip ruff and mypy (they run first otherwise)"})
-def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = False) -> None:
+@kpipe_task("k", "fast", "no_lint")
+def test(c: Context, o: Values) -> None:
     """Lint (ruff) and type-check (mypy --strict on kpipe/), then run the test suite (real git, real builds,
     real QEMU and SSH) from the kpipe checkout."""
     import shlex
@@ -421,12 +307,12 @@ def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = F
               "  fix: clone kpipe and run ./kpipe-setup test there", file=sys.stderr)
         raise Exit(code=2)
     cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=10"]
-    if fast:
+    if o["fast"]:
         cmd += ["-m", "not e2e"]
-    if k:
-        cmd += ["-k", k]
+    if o["k"]:
+        cmd += ["-k", o["k"]]
     with c.cd(str(root)):
-        if not no_lint:
+        if not o["no_lint"]:
             c.run(shlex.join([sys.executable, "-m", "ruff", "check", "kpipe", "tests", "tasks.py", "scripts"]),
                   pty=False)
             c.run(shlex.join([sys.executable, "-m", "mypy"]), pty=False)      # strict on kpipe/ (pyproject.toml)
@@ -436,14 +322,14 @@ def test(c: Context, k: str | None = None, fast: bool = False, no_lint: bool = F
 LAB_ACTIONS = ("up", "down", "status")
 
 
-@task(auto_shortflags=False, help={"action": "up (install if needed, start; idempotent), down (stop what up "
-                                             "started) or status", "quiet": COMMON_HELP["quiet"]})
-def lab(c: Context, action: str, quiet: bool = False) -> None:
+@kpipe_task("action", "quiet")
+def lab(c: Context, o: Values) -> None:
     """A single-machine LAVA lab (lava-server, PostgreSQL, one worker; 127.0.0.1 only) for
     `kpipe lava --submit lab --wait`: `kpipe lab up|down|status`."""
     from ..lava import lab as labmod
+    action = o["action"]
     if action not in LAB_ACTIONS:
         print(f"kpipe: error: lab {action!r}: use one of {', '.join(LAB_ACTIONS)}", file=sys.stderr)
         raise Exit(code=2)
     fn = {"up": labmod.up, "down": labmod.down, "status": labmod.status}[action]
-    _run("lab", fn, {"action": action}, quiet)
+    _run("lab", fn, {"action": action}, o["quiet"])
