@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -188,12 +187,13 @@ def kpipe_env(cache: Path, **extra: str) -> dict:
 def invoke(*args: str, cache: Path, out: Path | None = None, env: dict | None = None, timeout: float = 120,
            ) -> subprocess.CompletedProcess:
     """Run ``invoke ARGS`` in the repository (as a user would) with a private cache; ``--out`` keeps run folders
-    out of the repository."""
-    cmd = [sys.executable, "-m", "invoke", *args]
+    out of the repository. A process of its own, forked from a zygote that already imported kpipe (forkserver.py):
+    what `python -m invoke` runs after its imports, without paying for them on every call."""
+    from forkserver import run_invoke
+    cmd = [*args]
     if out is not None:
         cmd += ["--out", str(out)]
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=env or kpipe_env(cache), capture_output=True, text=True,
-                          timeout=timeout)
+    return run_invoke(cmd, cwd=REPO_ROOT, env=env or kpipe_env(cache), timeout=timeout)
 
 
 # ------------------------------------------------------------------ proving a tree untouched
