@@ -1,5 +1,6 @@
-"""`python -m invoke ARGS` as a real process of its own, without paying for a new interpreter and kpipe's imports on
-every call (~0.4-0.8 s each on a busy 2-CPU host; the fast tier runs the CLI about a hundred times).
+"""`python -m invoke ARGS` (or `python -m kpipe ARGS`) as a real process of its own, without paying for a new
+interpreter and kpipe's imports on every call (~0.4-0.8 s each on a busy 2-CPU host; the fast tier runs the CLI
+about a hundred times).
 
 A zygote process started once per session imports invoke and kpipe's task modules, then forks one child per run.
 The child is what `python -m invoke` would be after its imports: it takes the caller's stdin, stdout and stderr
@@ -13,6 +14,7 @@ KPIPE_TEST_NO_FORKSERVER=1 turns the zygote off (every call a new interpreter)."
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import locale
 import os
@@ -30,7 +32,11 @@ PRELOAD = ("invoke", "invoke.main", "invoke.program", "invoke.loader", "kpipe.cl
 
 
 def _python_vars(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith("PYTHON")}
+    """What decides a new interpreter's imports; PYTHONPATH as its entries in order, each once."""
+    out = {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHONPATH"}
+    entries = [os.path.realpath(e) for e in env.get("PYTHONPATH", "").split(os.pathsep) if e]
+    out["PYTHONPATH"] = str(list(dict.fromkeys(entries)))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ zygote side
@@ -72,7 +78,7 @@ def _run(req: dict, fds: list[int]) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         import runpy
         try:
-            runpy.run_module("invoke", run_name="__main__", alter_sys=True)
+            runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as e:
             if e.code is None:
@@ -137,14 +143,15 @@ class _Zygote:
         self.path = os.path.join(self.dir, "sock")
         # no KPIPE_* in its environment: tests look for a run's processes by the KPIPE_CACHE in /proc/PID/environ
         env = {k: v for k, v in os.environ.items() if not k.startswith("KPIPE_")}
-        self.env = env
+        log = open(os.path.join(self.dir, "zygote.log"), "wb")
         self.p = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {TESTS!r}); "
                                    f"import forkserver; forkserver.serve({self.path!r})"],
                                   cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  text=True)
+                                  stderr=log, text=True)
+        log.close()
         assert self.p.stdout is not None
         if self.p.stdout.readline().strip() != "ready":
-            raise RuntimeError("the invoke zygote did not start")
+            raise RuntimeError("the invoke zygote did not start:\n" + Path(self.dir, "zygote.log").read_text())
         atexit.register(self.stop)
 
     def stop(self) -> None:
@@ -164,8 +171,15 @@ def run_invoke(args: list[str], cwd: Path, env: dict, timeout: float,
                stdin: int | None = None) -> subprocess.CompletedProcess:
     """What ``subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, env=env, capture_output=True,
     text=True, timeout=timeout, stdin=stdin)`` returns, from a child of the zygote."""
+    return run_module("invoke", args, cwd, env, timeout, stdin)
+
+
+def run_module(module: str, args: list[str], cwd: Path, env: dict, timeout: float,
+               stdin: int | None = None) -> subprocess.CompletedProcess:
+    """What ``subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
+    text=True, timeout=timeout, stdin=stdin)`` returns, from a child of the zygote (``module``: invoke or kpipe)."""
     global _zygote
-    cmd = [sys.executable, "-m", "invoke", *args]
+    cmd = [sys.executable, "-m", module, *args]
     if os.environ.get("KPIPE_TEST_NO_FORKSERVER") == "1" or _python_vars(env) != _python_vars(os.environ):
         return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=stdin)
     with _lock:
@@ -176,8 +190,10 @@ def run_invoke(args: list[str], cwd: Path, env: dict, timeout: float,
             open(os.devnull, "rb") as devnull, socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.connect(path)
         in_fd = devnull.fileno() if stdin == subprocess.DEVNULL else 0
-        req = {"args": args, "env": env, "cwd": str(cwd),
-               "argv0": os.path.join(os.path.dirname(__import__("invoke").__file__), "__main__.py")}
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.submodule_search_locations, module
+        req = {"module": module, "args": args, "env": env, "cwd": str(cwd),
+               "argv0": os.path.join(spec.submodule_search_locations[0], "__main__.py")}
         socket.send_fds(s, [json.dumps(req).encode() + b"\n"], [in_fd, out.fileno(), err.fileno()])
         s.settimeout(timeout)
         lines = s.makefile("r")
@@ -188,7 +204,8 @@ def run_invoke(args: list[str], cwd: Path, env: dict, timeout: float,
             os.kill(pid, signal.SIGKILL)
             raise subprocess.TimeoutExpired(cmd, timeout) from None
         if not line.startswith("exit "):
-            raise RuntimeError(f"the invoke zygote lost the run of {args}: {line!r}")
+            log = Path(_zygote.dir, "zygote.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the invoke zygote lost the run of {args}: {line!r}\n{log}")
         code = int(line.split()[1])
         return subprocess.CompletedProcess(cmd, code, _text(out), _text(err))
 

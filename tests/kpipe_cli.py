@@ -42,12 +42,12 @@ SELFTESTS = ("--selftests", "mremap_dontunmap,map_fixed_noreplace,mlock2-tests,m
 
 def invoke(*args: str, out: Path | None = None, env: dict | None = None, timeout: float = 1800,
            cwd: Path = REPO_ROOT) -> Ran:
-    cmd = [sys.executable, "-m", "invoke", *args]
+    from forkserver import run_invoke       # a process of its own, forked with kpipe already imported
+    cmd = [*args]
     if out is not None:
         cmd += ["--out", str(out)]
     full_env = {**os.environ, **(env or {})}
-    p = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
-                       stdin=subprocess.DEVNULL)
+    p = run_invoke(cmd, cwd=cwd, env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
     sys.stderr.write(p.stderr[-3000:])
     return Ran(p.returncode, p.stdout, p.stderr, out)
 

@@ -6,13 +6,13 @@ import fcntl
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from kernel_fixture import file_snapshot, private_cache  # noqa: F401  (autouse: KPIPE_CACHE is a temp folder)
+from forkserver import run_module
 from kpipe_cli import REPO_ROOT
 
 DAY = 86400
@@ -65,8 +65,7 @@ def cache(private_cache) -> Path:
 def clean(cache: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KPIPE_CACHE": str(cache),
            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "kpipe", "clean", *args], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=cache.parent)
+    return run_module("kpipe", ["clean", *args], env=env, timeout=120, cwd=cache.parent)     # `python -m kpipe`
 
 
 class Held:
