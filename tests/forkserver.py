@@ -112,8 +112,16 @@ def _run(req: dict, fds: list[int]) -> None:
 def serve(path: str) -> None:
     """The zygote: import, then fork a handler per connection until the test session (its parent) is gone."""
     import importlib
+    import pkgutil
     for name in PRELOAD:
         importlib.import_module(name)
+    import kpipe           # and every module a task imports when it runs (paramiko, jinja2, ...): one that fails
+    for mod in pkgutil.walk_packages(kpipe.__path__, "kpipe."):     # here is imported (and fails) in the run again
+        if not mod.name.endswith("__main__"):
+            try:
+                importlib.import_module(mod.name)
+            except Exception:
+                pass
     parent = os.getppid()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
