@@ -99,6 +99,27 @@ def no_qemu_left_behind():
 
 
 @pytest.fixture(scope="session")
+def host_suite_binary(tmp_path_factory):
+    """A shipped suite's verifier compiled for this host (gcc -Werror, static), once per session and suite:
+    test_suite checks every suite's, test_verifier_state runs the seed's."""
+    from kpipe import proc
+    from kpipe.checks import suite
+    from kpipe.checks.suite import LIB_DIR
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            s = suite.get(name)
+            binary = tmp_path_factory.mktemp(f"suite-{name}") / s.binary
+            proc.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-pthread", "-I",
+                      str(LIB_DIR), *map(str, sorted(s.sources.glob("*.c")) + sorted(LIB_DIR.glob("*.c"))), "-o",
+                      str(binary)], timeout=300)
+            built[name] = binary
+        return built[name]
+    return get
+
+
+@pytest.fixture(scope="session")
 def tree510():
     with shared_cache():
         return resolve_tree(Options())

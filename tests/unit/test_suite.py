@@ -104,14 +104,12 @@ def test_a_user_suite_folder_loads_by_path(tmp_path):
 
 
 @pytest.mark.parametrize("name", suite.shipped_names())
-def test_each_suite_verifier_matches_its_expectations_on_the_host(name, tmp_path):
+def test_each_suite_verifier_matches_its_expectations_on_the_host(name, tmp_path, host_suite_binary):
     """Every shipped suite's C cases are exactly its expectations' cases, and on this host (a recent kernel)
-    the cases that need no policy of the tree run as the expectations say (the seed's upstream column)."""
+    the cases that need no policy of the tree run as the expectations say (the seed's upstream column).
+    The compile (gcc -Werror) is conftest's host_suite_binary, shared with test_verifier_state."""
     s = suite.get(name)
-    binary = tmp_path / s.binary
-    proc.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-pthread", "-I", str(LIB_DIR),
-              *map(str, sorted(s.sources.glob("*.c")) + sorted(LIB_DIR.glob("*.c"))), "-o", str(binary)],
-             timeout=300)
+    binary = host_suite_binary(name)
     exp = load_expectations(s)
     listed = subprocess.run([binary, "-l"], capture_output=True, text=True, check=True).stdout.split()
     assert sorted(listed) == sorted(exp.cases)

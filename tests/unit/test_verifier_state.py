@@ -192,12 +192,9 @@ HOST_MLOCK_LEAK = {"mlock-whole-anon", "mlock-onfault-whole-anon", "mlock-whole-
 
 
 @pytest.fixture(scope="module")
-def host_state_binary(tmp_path_factory):
-    d = tmp_path_factory.mktemp("statebin")
-    binary = d / "mremap_dontunmap"
-    proc.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-pthread",
-              "-I", str(LIB_DIR), *map(str, sorted(VERIFY_DIR.glob("*.c")) + sorted(LIB_DIR.glob("*.c"))), "-o",
-              str(binary)], timeout=300)
+def host_state_binary(host_suite_binary):
+    binary = host_suite_binary(SEED.name)         # compiled once per session (conftest), test_suite's too
+    assert binary.name == "mremap_dontunmap"
     return binary
 
 
