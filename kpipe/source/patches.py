@@ -24,8 +24,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import git as gitpython
-
 from .checkout import Checkout, is_clean, read_state, reset_to, write_state
 from ..datadirs import data_dir
 from ..errors import PatchError, UsageError
@@ -374,6 +372,7 @@ def _apply_one(co: Checkout, pf: PatchFile, log: Path | None) -> AppliedPatch:
         else:
             git(co.path, "reset", "-q", "--hard", check=False, log=log)
     if ok:
+        import git as gitpython     # here, not at the top: GitPython costs every CLI start ~0.05-0.1 s, `--help` too
         commit = gitpython.Repo(co.path).head.commit
         return AppliedPatch(pf.path.name, pf.subject, pf.author or f"{commit.author.name} <{commit.author.email}>",
                             "applied", commit.hexsha, pf.origin)
