@@ -8,8 +8,9 @@ The child is what `python -m invoke` would be after its imports: it takes the ca
 exits with Python's exit status. kpipe's own children see the caller's environment as in a real run; a run is a
 process with its own pid, locks, signal handlers and module state (imports only: nothing of an earlier run).
 
-What stays a real `python -m invoke`: a call whose environment changes a PYTHON* variable (imports would differ)
-and, in the test files, the tests that signal or race runs (they start them with Popen themselves).
+What stays a real `python -m invoke`: every call from an e2e test (tests/e2e/: the command exactly as a user runs
+it), a call whose environment changes a PYTHON* variable (imports would differ) and, in the test files, the tests
+that signal or race runs (they start them with Popen themselves).
 KPIPE_TEST_NO_FORKSERVER=1 turns the zygote off (every call a new interpreter)."""
 from __future__ import annotations
 
@@ -175,6 +176,14 @@ _zygote: _Zygote | None = None
 _lock = threading.Lock()
 
 
+def _in_an_e2e_test() -> bool:
+    """The e2e tier runs the command exactly as a user does (a new interpreter, whose run boots QEMU and builds
+    kernels); the zygote is for the fast tier's many short CLI runs. Set by pytest for a test's setup, call and
+    teardown, so a session fixture first asked for by an e2e test counts too."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "")
+    return current.startswith("tests/e2e/") or "/tests/e2e/" in current
+
+
 def run_invoke(args: list[str], cwd: Path, env: dict, timeout: float,
                stdin: int | None = None) -> subprocess.CompletedProcess:
     """What ``subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, env=env, capture_output=True,
@@ -188,7 +197,8 @@ def run_module(module: str, args: list[str], cwd: Path, env: dict, timeout: floa
     text=True, timeout=timeout, stdin=stdin)`` returns, from a child of the zygote (``module``: invoke or kpipe)."""
     global _zygote
     cmd = [sys.executable, "-m", module, *args]
-    if os.environ.get("KPIPE_TEST_NO_FORKSERVER") == "1" or _python_vars(env) != _python_vars(os.environ):
+    if os.environ.get("KPIPE_TEST_NO_FORKSERVER") == "1" or _python_vars(env) != _python_vars(os.environ) \
+            or _in_an_e2e_test():
         return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=stdin)
     with _lock:
         if _zygote is None or _zygote.p.poll() is not None:

@@ -19,8 +19,9 @@ from kpipe_cli import REPO_ROOT
 
 
 def run_kpipe(*args: str, cwd: Path, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kpipe", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    """`python -m kpipe ARGS` as a process of its own, forked from the session's zygote (tests/forkserver.py)."""
+    from forkserver import run_module
+    return run_module("kpipe", [*args], cwd=cwd, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture

@@ -44,3 +44,13 @@ def test_forked_python_m_kpipe_is_a_new_interpreters_run(tmp_path):
     real = subprocess.run([sys.executable, "-m", "kpipe", "config"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
     _same(r, real)
+
+
+def test_e2e_tests_run_a_new_interpreter(monkeypatch):
+    """Only the fast tier forks from the zygote: an e2e test's CLI run (also a session fixture it set up) is the
+    command as a user runs it."""
+    import forkserver
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/e2e/test_workflows.py::test_x (setup)")
+    assert forkserver._in_an_e2e_test()
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/unit/test_command.py::test_y (call)")
+    assert not forkserver._in_an_e2e_test()
