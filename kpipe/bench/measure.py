@@ -41,6 +41,7 @@ from ..build import kernel as buildmod
 from .. import cache, proc
 from ..guest import image, qemu
 from ..build import kconfig
+from ..checks import kmemleak
 from ..workflows import flows as workflows
 from ..arches import ARCHES, Arch, resolve_arches
 from .rows import (HEADER, Step, _row, add_row, format_row, load_doc, median, missing_steps, new_doc, plan_steps, table,
@@ -52,7 +53,7 @@ from ..workflows.pipeline import (Options, apply, build_kernel, locked_checkout,
 from ..build.profiles import get_profile
 from ..progress import note, phase
 from ..guest.qemu_cmdline import kernel_cmdline, qemu_command
-from ..report.results import RunResult
+from ..report.results import ArchResult, RunResult
 from ..source.tree import Tree, git
 
 T = TypeVar("T")
@@ -145,8 +146,9 @@ def _raw_cold_make(arch: Arch, src: Path, config_text: str, raw_dir: Path, log: 
 
 
 def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries: list[tuple[Path, list[str]]],
-                       work: Path) -> float:
-    """Raw QEMU to the ready marker, then the OpenSSH client pushes and runs the same binaries."""
+                       work: Path, leak_scan: bool = False) -> float:
+    """Raw QEMU to the ready marker, then the OpenSSH client pushes and runs the same binaries, and (``leak_scan``,
+    when kpipe's run scanned) the same kmemleak scan (two scans and the read: 25-35 s per arch under TCG)."""
     work.mkdir(parents=True, exist_ok=True)
     ov = image.make_overlay(work)
     joined = image.join_archives([initrd.path, ov.path], work / "initrd.cpio")
@@ -185,6 +187,8 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
         if rest:
             subprocess.run([*ssh, "cd /tmp/raw && " + " & ".join(run(g) for g in lanes if g) + " & wait; true"],
                            timeout=1200)
+        if leak_scan:
+            subprocess.run([*ssh, kmemleak.SCAN_SCRIPT], timeout=kmemleak.SCAN_TIMEOUT, capture_output=True)
         subprocess.run([*ssh, "reboot -f"], timeout=30, capture_output=True)
         p.wait(timeout=60)
         return round(time.monotonic() - t0, 2)
@@ -209,9 +213,18 @@ def _binaries(arch_dir: Path, src: Path, touched: list[str]) -> list[tuple[Path,
 
 def _raw_boot_of(run: RunResult, arch: Arch, tree: Tree, out: Path, profile: str, work: Path) -> float:
     """Raw QEMU + OpenSSH with the kernel and binaries of the kpipe run in ``out``."""
-    kern_image = Path(run.arches[arch.name].build.image or "")
+    ar = run.arches[arch.name]
+    kern_image = Path(ar.build.image or "")
     bins = _binaries(out / arch.name, tree.worktree, ["mm/mremap.c"])
-    return _raw_boot_and_test(get_profile(profile).guest_arch(arch), kern_image, image.build_image(arch), bins, work)
+    return _raw_boot_and_test(get_profile(profile).guest_arch(arch), kern_image, image.build_image(arch), bins, work,
+                              leak_scan=kpipe_scanned_for_leaks(ar))
+
+
+def kpipe_scanned_for_leaks(ar: ArchResult) -> bool:
+    """Whether kpipe's run of this arch ran kmemleak's scan (the debug profile's default): the raw side then runs
+    the same scan, or the ratio would compare unequal work."""
+    km = ar.boot.kmemleak
+    return bool(km and not km.not_scanned and km.seconds is not None)
 
 
 def _raw_incremental_make(arch: Arch, tree: Tree, run: RunResult, nonce: str, log: Path) -> float:

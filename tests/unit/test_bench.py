@@ -129,3 +129,16 @@ def test_readme_measured_rows_come_from_the_recorded_bench_json() -> None:
     for r in real["rows"]:
         assert f"| {r['phase']} | {r['arch']} | {r['profile']} | {r['kpipe_s']} | {r['raw_s']} | {r['ratio']} |" \
             in readme
+
+
+def test_raw_side_scans_for_leaks_exactly_when_kpipes_run_did():
+    """The warm/unchanged rows compare the same work: kpipe's debug run ends with kmemleak's scan (25-35 s per arch
+    under TCG), so the raw side runs the same scan script then, and only then."""
+    from kpipe.report.results import ArchResult, KmemleakInfo
+    ar = ArchResult(arch="arm64")
+    assert not bench.kpipe_scanned_for_leaks(ar)                       # fast profile: no scan at all
+    ar.boot.kmemleak = KmemleakInfo(not_scanned="leak_scan is off (environment KPIPE_LEAK_SCAN)")
+    assert not bench.kpipe_scanned_for_leaks(ar)
+    ar.boot.kmemleak = KmemleakInfo(seconds=34.98, leaks=0)
+    assert bench.kpipe_scanned_for_leaks(ar)
+    assert "echo scan >" in bench.kmemleak.SCAN_SCRIPT                 # the script the raw side sends over ssh
