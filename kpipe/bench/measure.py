@@ -181,12 +181,16 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
         lanes = [rest[i::max(1, arch.smp)] for i in range(max(1, arch.smp))]     # as kpipe: one lane per vCPU
 
         def run(group: list[tuple[Path, list[str]]]) -> str:
-            return "(" + "; ".join(f"./{b.name} {' '.join(a)} >/dev/null 2>&1" for b, a in group) + ")"
+            return "(" + "; ".join(f"./{b.name} {' '.join(a)} >/dev/null 2>&1; echo \"{RAW_EXIT} $? {b.name} "
+                                   f"{' '.join(a)}\"" for b, a in group) + ")"
+        said = ""
         if verifier:
-            subprocess.run([*ssh, "cd /tmp/raw && " + run(verifier) + "; true"], timeout=600)
+            said += subprocess.run([*ssh, "cd /tmp/raw && " + run(verifier) + "; true"], timeout=600,
+                                   capture_output=True, text=True).stdout
         if rest:
-            subprocess.run([*ssh, "cd /tmp/raw && " + " & ".join(run(g) for g in lanes if g) + " & wait; true"],
-                           timeout=1200)
+            said += subprocess.run([*ssh, "cd /tmp/raw && " + " & ".join(run(g) for g in lanes if g) + " & wait; true"],
+                                   timeout=1200, capture_output=True, text=True).stdout
+        check_raw_exits(said, runnable)
         if leak_scan:
             subprocess.run([*ssh, kmemleak.SCAN_SCRIPT], timeout=kmemleak.SCAN_TIMEOUT, capture_output=True)
         subprocess.run([*ssh, "reboot -f"], timeout=30, capture_output=True)
@@ -195,6 +199,22 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
     finally:
         proc.kill_group(p)
         shutil.rmtree(work, ignore_errors=True)
+
+
+RAW_EXIT = "KPIPE-RAW-EXIT"
+
+
+def check_raw_exits(said: str, runnable: list[tuple[Path, list[str]]]) -> None:
+    """The raw side's premise: every binary ran and passed (exit 0; 4 is kselftest's skip), as in kpipe's passing
+    run. A raw run that failed fast would make the ratio compare kpipe's work with less (exit 2 naming it)."""
+    exits = [ln.split(None, 2)[1:] for ln in said.splitlines() if ln.startswith(RAW_EXIT + " ")]
+    bad = [f"{cmd.strip()} exited {code}" for code, cmd in exits if code not in ("0", "4")]
+    if len(exits) != len(runnable) or bad:
+        ran = {cmd.split()[0] for _, cmd in exits}
+        missing = [b.name for b, _ in runnable if b.name not in ran]
+        raise InfraError("the raw side did not do kpipe's work: " + "; ".join(bad + [f"{m} did not run"
+                                                                                    for m in missing]),
+                         fix="run the binaries by hand in `kpipe boot --shell` to see why; the row is not measured")
 
 
 def _binaries(arch_dir: Path, src: Path, touched: list[str]) -> list[tuple[Path, list[str]]]:

@@ -142,3 +142,20 @@ def test_raw_side_scans_for_leaks_exactly_when_kpipes_run_did():
     ar.boot.kmemleak = KmemleakInfo(seconds=34.98, leaks=0)
     assert bench.kpipe_scanned_for_leaks(ar)
     assert "echo scan >" in bench.kmemleak.SCAN_SCRIPT                 # the script the raw side sends over ssh
+
+
+
+def test_raw_side_that_failed_fast_is_not_a_measurement():
+    """Every raw binary must run and pass (exit 0, or kselftest's skip 4): a raw run that exits early would make
+    kpipe look slow against less work."""
+    from kpipe.errors import InfraError
+    runnable = [(Path("mremap_dontunmap"), ["-e", "verifier-expect.txt"]), (Path("userfaultfd"), ["anon", "16", "4"]),
+                (Path("userfaultfd"), ["shmem", "16", "4"]), (Path("memfd_test"), [])]
+    lines = ["KPIPE-RAW-EXIT 0 mremap_dontunmap -e verifier-expect.txt", "KPIPE-RAW-EXIT 0 userfaultfd anon 16 4",
+             "KPIPE-RAW-EXIT 0 userfaultfd shmem 16 4", "KPIPE-RAW-EXIT 4 memfd_test "]
+    bench.check_raw_exits("\n".join(lines) + "\n", runnable)
+    failed = [ln.replace("0 userfaultfd shmem", "1 userfaultfd shmem") for ln in lines]
+    with pytest.raises(InfraError, match=r"userfaultfd shmem 16 4 exited 1"):
+        bench.check_raw_exits("\n".join(failed), runnable)
+    with pytest.raises(InfraError, match=r"memfd_test did not run"):
+        bench.check_raw_exits("\n".join(lines[:3]), runnable)
