@@ -188,8 +188,10 @@ def _raw_boot_and_test(arch: Arch, kernel: Path, initrd: image.Initrd, binaries:
             said += subprocess.run([*ssh, "cd /tmp/raw && " + run(verifier) + "; true"], timeout=600,
                                    capture_output=True, text=True).stdout
         if rest:
-            said += subprocess.run([*ssh, "cd /tmp/raw && " + " & ".join(run(g) for g in lanes if g) + " & wait; true"],
-                                   timeout=1200, capture_output=True, text=True).stdout
+            # `cd X && (a) & (b) & wait` would background `cd X && (a)` as one job and run (b) where ssh started:
+            # the cd comes first, on its own
+            said += subprocess.run([*ssh, "cd /tmp/raw || exit 1; " + " & ".join(run(g) for g in lanes if g)
+                                    + " & wait; true"], timeout=1200, capture_output=True, text=True).stdout
         check_raw_exits(said, runnable)
         if leak_scan:
             subprocess.run([*ssh, kmemleak.SCAN_SCRIPT], timeout=kmemleak.SCAN_TIMEOUT, capture_output=True)
