@@ -25,7 +25,12 @@ class OptionSpec:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return flag_of(self.name)
+
+
+def flag_of(name: str) -> str:
+    """The command line's spelling of option ``name`` (invoke's: underscores become dashes)."""
+    return "--" + name.replace("_", "-")
 
 
 def _setting(name: str, type_: type, default: object, help_: str, key: str, config_default: object = None,

@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any, Callable
 
 from .. import proc, progress
-from .options import unset
+from .options import flag_of, unset
 from ..errors import EXIT_MEANING, InfraError, Interrupted, KpipeError, TaskOutcome, UsageError
 
 BISECT_MAP = {0: 0, 1: 1, 2: 125, 3: 125, 4: 125}
@@ -26,9 +26,9 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 def reproducer(task: str, args: dict[str, Any]) -> str:
     parts = [PROGRAM, task]
     for k, v in args.items():
-        flag = "--" + k.replace("_", "-")
         if unset(k, v):
             continue
+        flag = flag_of(k)
         if v is True:
             parts.append(flag)
         elif isinstance(v, (list, tuple)):
