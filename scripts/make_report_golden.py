@@ -1,6 +1,6 @@
 """Re-make tests/data/report/uaf-result.json: a premerge run's result.json whose findings are the real uaf
-consoles (tests/data/findings/uaf-*.log, real debug-kernel runs of tests/patches/debug/), with signatures, and
-its report.txt golden. Run: python scripts/make_report_golden.py (then review the diff)."""
+consoles (tests/data/findings/uaf-*.log, real debug-kernel runs of the uaf mutant), with signatures, and its
+report.txt golden. Run: python scripts/make_report_golden.py (then review the diff)."""
 from __future__ import annotations
 
 import json
@@ -19,12 +19,12 @@ def main() -> None:
     run = RunResult(workflow="premerge", verdict="fail", exit_code=1, started="2026-12-02T21:00:00+0000",
                     reproducer="kpipe premerge --arch all --tree debian:5.10 --patch "
                               "patches/0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch --patch "
-                              "tests/patches/debug/uaf.patch --profile debug")
+                              "tests/patches/test-kernel.patch --kernel-arg kpipe_mutant=uaf --profile debug")
     run.extra.series = {"source": "--patch", "title": "", "patches": [
         {"file": "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch", "origin": "",
          "subject": "mm: Allow shmem mappings with MREMAP_DONTUNMAP", "author": "Brian Geffon <bgeffon@google.com>"},
-        {"file": "uaf.patch", "origin": "",
-         "subject": "TEST MUTANT (never merge): mm/mremap: use-after-free in the DONTUNMAP path: KASAN reports it",
+        {"file": "test-kernel.patch", "origin": "",
+         "subject": "TEST KERNEL (never merge): mm/mremap: kpipe_mutant= picks one wrong behaviour at boot",
          "author": "kpipe tests <kpipe@localhost>"}]}
     compilers = {"x86_64": "gcc (Debian 12.2.0-14+deb12u1) 12.2.0",
                  "arm64": "aarch64-linux-gnu-gcc (Debian 12.2.0-14) 12.2.0"}

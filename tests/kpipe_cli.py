@@ -65,3 +65,21 @@ def assert_compile_checks_found_nothing_new(warn: dict) -> None:
             assert t["new"] == [] and t["failed"] == [] and t["baseline_failed"] == [], (arch, tool, t)
         assert w["tools"]["sparse"]["both"], (arch, "sparse ran: the checked files have old warnings")
         assert [(b["patch"], b["builds"], b["objects"]) for b in w["bisect"]] == [(1, True, ["mm/mremap.o"])]
+
+
+SEED = REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
+# kpipe's wrong kernels as one build per arch: 5.10 + the seed + this patch, whose kpipe_mutant=<name> boot
+# parameter breaks exactly one behaviour (its commit message lists them, and what must catch each)
+TEST_KERNEL = REPO_ROOT / "tests" / "patches" / "test-kernel.patch"
+
+
+def mutant_args(name: str) -> list[str]:
+    """The verify arguments of the test kernel with mutant `name` active."""
+    return ["--patch", str(SEED), "--patch", str(TEST_KERNEL), "--kernel-arg", f"kpipe_mutant={name}"]
+
+
+def assert_mutant_was_active(run_dir: Path, arch: str, name: str) -> None:
+    """The premise of a wrong-kernel test, from the same run: the booted kernel says the mutant is active."""
+    console = (run_dir / arch / "serial.log").read_text(errors="replace")
+    assert f"kpipe test kernel: mutant {name}\n" in console.replace("\r\n", "\n"), \
+        f"the booted kernel did not activate mutant {name}: {run_dir / arch / 'serial.log'}"

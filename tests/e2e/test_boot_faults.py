@@ -1,7 +1,8 @@
 """Every kernel report is a verdict, in every phase (real debug kernels, real QEMU): one test kernel, 5.10 + the
-seed + tests/patches/debug/boot-faults.patch, whose `kpipe_fault=` boot parameter picks the fault, so the four
-faults share one build. They run on arm64 only: the checks (the console scanner, the boot's early verdict,
-kmemleak's report) do not depend on the arch, and arm64's debug kernel boots fastest.
+seed + tests/patches/test-kernel.patch, whose `kpipe_mutant=` boot parameter picks the fault, so the four
+faults share one build (with every other wrong kernel of the tests). They run on arm64 only: the checks (the
+console scanner, the boot's early verdict, kmemleak's report) do not depend on the arch, and arm64's debug
+kernel boots fastest.
 
 - lockup: init's first exec spins with preemption off: soft lockup before userspace -> exit 1 within 30 s of the
   report (not the boot timeout), not "infrastructure".
@@ -19,24 +20,23 @@ from pathlib import Path
 
 import pytest
 
-from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, invoke
+from kpipe_cli import LEAK_SCAN_ON, assert_mutant_was_active, invoke, mutant_args
 
 pytestmark = pytest.mark.e2e
 
 ARCH = "arm64"
-SEED = REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
-FAULTS = REPO_ROOT / "tests" / "patches" / "debug" / "boot-faults.patch"
 
 
 def run_fault(tmp_path: Path, fault: str, *extra: str, env: dict[str, str] | None = None):
     # the faults hook exec and the DONTUNMAP path: the verifier's moves reach the leak; the rest adds time
-    args = ["verify", "--arch", ARCH, "--selftests", "none", "--case", "move-*", "--accel", "tcg", "--patch", str(SEED),
-            "--patch", str(FAULTS), "--kernel-arg", f"kpipe_fault={fault}", *extra]
+    args = ["verify", "--arch", ARCH, "--selftests", "none", "--case", "move-*", "--accel", "tcg",
+            *mutant_args(fault), *extra]
     t0 = time.monotonic()
     ran = invoke(*args, out=tmp_path / "run", timeout=1800, env=env)
     seconds = time.monotonic() - t0
     assert (tmp_path / "run" / "result.json").is_file(), str(ran)
     ar = ran.result["arches"][ARCH]
+    assert_mutant_was_active(tmp_path / "run", ARCH, fault)
     print(f"\n{fault}: exit {ran.code} in {seconds:.0f}s, kinds {[f['kind'] for f in ar['findings']]}, "
           f"boot {ar.get('boot')}, phases {ar.get('phases')}")
     return ran, ar

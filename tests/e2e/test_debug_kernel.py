@@ -1,5 +1,6 @@
 """End to end on the debug profile (the default): test mutants that break the kernel in ways only a debug
-kernel sees each end `invoke verify` with exit 1 and the right finding kind. Every mutant (tests/patches/debug/)
+kernel sees each end `invoke verify` with exit 1 and the right finding kind. Every mutant (the test kernel's,
+tests/patches/test-kernel.patch, picked at boot with kpipe_mutant=<name>: one build per arch for all of them)
 sits in vma_to_resize() behind MREMAP_DONTUNMAP, after the seed patch's check: nothing runs that path at boot,
 the verifier runs it on its first case.
 
@@ -16,24 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from kpipe_cli import REPO_ROOT, invoke
+from kpipe_cli import REPO_ROOT, assert_mutant_was_active, invoke, mutant_args
 
 pytestmark = pytest.mark.e2e
 
-SEED = str(REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch")
-MUTANTS = REPO_ROOT / "tests" / "patches" / "debug"
 GOLDEN = REPO_ROOT / "tests" / "data" / "findings"
 TEST_TIMEOUT = 20          # seconds for the verifier: the deadlock case waits it out
 
 
-def verify(tmp_path: Path, arch: str, *patches: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
-    args = ["verify", "--arch", arch, "--selftests", "none", "--accel", "tcg", "--patch", SEED]
-    for p in patches:
-        args += ["--patch", str(MUTANTS / p)]
+def verify(tmp_path: Path, arch: str, mutant: str, extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    args = ["verify", "--arch", arch, "--selftests", "none", "--accel", "tcg", *mutant_args(mutant)]
     t0 = time.monotonic()
     ran = invoke(*args, *extra, out=tmp_path / "run", timeout=2400, env=env)
     seconds = time.monotonic() - t0
     assert (tmp_path / "run" / "result.json").is_file(), str(ran)
+    assert_mutant_was_active(tmp_path / "run", arch, mutant)
     return ran, ran.result["arches"][arch], seconds
 
 
@@ -52,21 +50,21 @@ def kinds(ar: dict) -> set[str]:
 # tmpfs, shared and private) reach it; the other cases only add run time
 DONTUNMAP_MOVES = ("--case", "move-*")
 
-# (mutant patch, arch, a finding kind it must produce, kinds that must not be missing alongside)
+# (mutant, arch, a finding kind it must produce, kinds that must not be missing alongside)
 CASES = [
-    ("uaf.patch", "x86_64", "kasan"),
-    ("vm-bug-on.patch", "x86_64", "kernel_bug"),
-    ("sleep-in-atomic.patch", "x86_64", "sleep_in_atomic"),
-    ("recursive-lock.patch", "x86_64", "lockdep_recursive"),
-    ("vm-bug-on.patch", "arm64", "kernel_bug"),
-    ("uaf.patch", "arm64", "kasan"),
+    ("uaf", "x86_64", "kasan"),
+    ("vm-bug-on", "x86_64", "kernel_bug"),
+    ("sleep-in-atomic", "x86_64", "sleep_in_atomic"),
+    ("recursive-lock", "x86_64", "lockdep_recursive"),
+    ("vm-bug-on", "arm64", "kernel_bug"),
+    ("uaf", "arm64", "kasan"),
 ]
 
 
-@pytest.mark.parametrize("patch,arch,kind", CASES, ids=[f"{p.removesuffix('.patch')}-{a}" for p, a, _ in CASES])
-def test_mutant_is_a_kernel_verdict_with_the_right_finding(tmp_path, patch, arch, kind):
-    ran, ar, seconds = verify(tmp_path, arch, patch, extra=("--test-timeout", str(TEST_TIMEOUT), *DONTUNMAP_MOVES))
-    print(f"\n{arch} {patch}: exit {ran.code} in {seconds:.0f}s, kinds {sorted(kinds(ar))}, boot {ar['boot']}")
+@pytest.mark.parametrize("mutant,arch,kind", CASES, ids=[f"{m}-{a}" for m, a, _ in CASES])
+def test_mutant_is_a_kernel_verdict_with_the_right_finding(tmp_path, mutant, arch, kind):
+    ran, ar, seconds = verify(tmp_path, arch, mutant, extra=("--test-timeout", str(TEST_TIMEOUT), *DONTUNMAP_MOVES))
+    print(f"\n{arch} {mutant}: exit {ran.code} in {seconds:.0f}s, kinds {sorted(kinds(ar))}, boot {ar['boot']}")
     assert ran.code == 1, str(ran)
     assert kind in kinds(ar), (kinds(ar), ar["error"])
     f = next(f for f in ar["findings"] if f["kind"] == kind)
@@ -78,12 +76,12 @@ def test_mutant_is_a_kernel_verdict_with_the_right_finding(tmp_path, patch, arch
         assert ar["boot"]["verdict_after_fatal_s"] < 30, ar["boot"]
         if arch == "x86_64":
             assert "vm_bug_on" in kinds(ar)           # VM_BUG_ON_VMA's dump_vma() before the BUG
-    keep_golden(tmp_path, arch, patch.removesuffix(".patch"))
+    keep_golden(tmp_path, arch, mutant)
 
 
 def test_deadlock_in_the_syscall_names_the_blocked_task(tmp_path):
     arch = "x86_64"
-    ran, ar, seconds = verify(tmp_path, arch, "deadlock.patch",
+    ran, ar, seconds = verify(tmp_path, arch, "deadlock",
                               extra=("--test-timeout", str(TEST_TIMEOUT), *DONTUNMAP_MOVES))
     tests_s = ar["phases"]["boot+tests"] - ar["boot"]["ssh_seconds"]
     print(f"\ndeadlock: exit {ran.code} in {seconds:.0f}s (tests to verdict {tests_s:.1f}s), "
@@ -108,7 +106,7 @@ def test_ctrl_c_while_the_guest_is_wedged_ends_the_run_at_once(tmp_path):
 
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "invoke", "verify", "--arch", "x86_64", "--selftests", "none", "--accel", "tcg",
-           "--patch", SEED, "--patch", str(MUTANTS / "deadlock.patch"), "--test-timeout", "60", "--out", str(out)]
+           *mutant_args("deadlock"), "--test-timeout", "60", "--out", str(out)]
     p = subprocess.Popen(cmd, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -142,7 +140,7 @@ def test_oops_without_panic_is_judged_within_30s_not_after_the_timeouts(tmp_path
     """With panic_on_oops switched off (sysctl on the command line, 5.8+), a kernel BUG kills the verifier's
     case holding mmap_lock: it then hangs in exit_mm() and every later guest command would wait out its
     timeout. kpipe stops waiting FATAL_GRACE after the report, asks SysRq, and gives the verdict."""
-    ran, ar, seconds = verify(tmp_path, "x86_64", "vm-bug-on.patch",
+    ran, ar, seconds = verify(tmp_path, "x86_64", "vm-bug-on",
                               extra=("--test-timeout", "300", "--kernel-arg", "sysctl.kernel.panic_on_oops=0"))
     print(f"\nOops without panic: exit {ran.code} in {seconds:.0f}s, kinds {sorted(kinds(ar))}, "
           f"verdict {ar['boot'].get('verdict_after_fatal_s')}s after the first fatal report, "

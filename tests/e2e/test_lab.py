@@ -16,7 +16,8 @@ import pytest
 
 from kpipe.lava import lab
 
-from kpipe_cli import assert_compile_checks_found_nothing_new, invoke, results_by_name
+from kpipe_cli import (assert_compile_checks_found_nothing_new, assert_mutant_was_active, invoke, mutant_args,
+                       results_by_name)
 
 pytestmark = pytest.mark.e2e
 
@@ -148,11 +149,11 @@ def test_lockup_before_userspace_through_the_lab_is_canceled_within_30s_of_the_r
     out the job's boot timeout. kpipe follows the submitted job's log on the server (one `lavacli jobs logs
     --raw` streaming its records) through verify's console watch and cancels the job STUCK_GRACE after the soft
     lockup: exit 1 with the lockup, and the job's end on the server well before its boot timeout."""
-    from test_lava import FAULTS, SEED, assert_lockup_job_stopped_early
+    from test_lava import assert_lockup_job_stopped_early
     t0 = time.monotonic()
     ran = invoke("lava", "--arch", "arm64", "--selftests", "none", "--accel", "tcg", "--submit", "lab", "--wait",
-                 "--patch", SEED, "--patch", str(FAULTS), "--kernel-arg", "kpipe_fault=lockup",
-                 out=tmp_path / "lab-lockup", timeout=900)
+                 *mutant_args("lockup"), out=tmp_path / "lab-lockup", timeout=900)
+    assert_mutant_was_active(tmp_path / "lab-lockup", "arm64", "lockup")
     TIMES["lab-lockup"] = round(time.monotonic() - t0, 1)
     info, boot_timeout = assert_lockup_job_stopped_early(ran, tmp_path / "lab-lockup" / "arm64" / "job-submit.yaml")
     assert info["ran_seconds"] is not None and info["ran_seconds"] < boot_timeout, (info, boot_timeout)

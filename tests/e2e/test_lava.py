@@ -9,12 +9,10 @@ from kpipe.checks import kmemleak
 from kpipe.guest import qemu
 from kpipe.lava import collect, job as jobmod, logparse, ramdisk
 
-from kpipe_cli import LEAK_SCAN_ON, REPO_ROOT, SELFTESTS, invoke, results_by_name
+from kpipe_cli import LEAK_SCAN_ON, SELFTESTS, assert_mutant_was_active, invoke, mutant_args, results_by_name
 
 from test_lava_logs import golden_spec  # noqa: F401  (shared with the fast tier)
 
-SEED = "patches/0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
-FAULTS = REPO_ROOT / "tests" / "patches" / "debug" / "boot-faults.patch"
 
 
 # ------------------------------------------------------------------------------------------------ e2e
@@ -73,7 +71,8 @@ def test_leaked_object_is_a_kernel_failure_under_lava_run_too(tmp_path):
     builds it: cached), as a LAVA job: its tests pass and LAVA calls the job complete, but the job's kmemleak
     step reports the leak and kpipe judges it as verify does: exit 1, a kmemleak finding with its backtrace."""
     ran = _lava_cli(tmp_path, "leak", "--arch", "arm64", "--selftests", "none", "--accel", "tcg",
-                    "--patch", SEED, "--patch", str(FAULTS), "--kernel-arg", "kpipe_fault=leak", env=LEAK_SCAN_ON)
+                    *mutant_args("leak"), env=LEAK_SCAN_ON)
+    assert_mutant_was_active(ran.out, "arm64", "leak")
     assert ran.code == 1, ran
     ar = ran.result["arches"]["arm64"]
     leaks = [f for f in ar["findings"] if f["kind"] == "kmemleak"]
@@ -93,13 +92,14 @@ def test_lockup_before_userspace_ends_the_job_within_30s_of_the_report(tmp_path)
     the boot and repeated; lava-run alone would wait for the boot timeout. kpipe follows the job's log as verify
     follows its console and ends the job STUCK_GRACE after the report: exit 1 with the lockup, at once."""
     ran = _lava_cli(tmp_path, "lockup", "--arch", "arm64", "--selftests", "none", "--accel", "tcg",
-                    "--patch", SEED, "--patch", str(FAULTS), "--kernel-arg", "kpipe_fault=lockup")
+                    *mutant_args("lockup"))
+    assert_mutant_was_active(ran.out, "arm64", "lockup")
     lava, boot_timeout = assert_lockup_job_stopped_early(ran, ran.out / "arm64" / "job.yaml")
     assert lava["lava_run_seconds"] < boot_timeout, (lava, boot_timeout)
 
 
 def assert_lockup_job_stopped_early(ran, job_path) -> tuple[dict, float]:
-    """The arm64 job of the boot-fault kernel with kpipe_fault=lockup: exit 1 with init's soft lockup, ended by
+    """The arm64 job of the boot-fault kernel with kpipe_mutant=lockup: exit 1 with init's soft lockup, ended by
     kpipe within 30 s of the report, before any test. Returns the job's boot.lava and its boot action's timeout
     (the caller bounds the job's run by it)."""
     assert ran.code == 1, ran

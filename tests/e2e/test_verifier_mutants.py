@@ -1,18 +1,18 @@
 """End to end through the real CLI on real 5.10 kernels: each kernel-state check fails a kernel broken in
-exactly its behaviour (a mutant patch under tests/patches/verifier/, applied on top of the seed) and names
-the failing case; the correct kernels pass every check (5.10 + the seed: tests/e2e/test_workflows.py's
-zero-findings `verify --arch all`; upstream's rule backported; a reworded seed is judged by its code).
+exactly its behaviour (a mutant of the test kernel, tests/patches/test-kernel.patch on top of the seed, picked
+at boot with kpipe_mutant=<name>: one build per arch for all of them; or, where what breaks is the source kpipe
+reads, a patch under tests/patches/verifier/) and names the failing case; the correct kernels pass every
+check (5.10 + the seed: tests/e2e/test_workflows.py's zero-findings `verify --arch all`; upstream's rule
+backported; a reworded seed is judged by its code).
 That every mutant names what it breaks and whom it must fail: tests/unit/test_verifier_mutant_list.py."""
 from __future__ import annotations
 import time
 from pathlib import Path
 
 import pytest
-from kpipe_cli import REPO_ROOT, invoke, results_by_name
+from kpipe_cli import REPO_ROOT, SEED, assert_mutant_was_active, invoke, mutant_args, results_by_name
 
-from test_verifier_mutant_list import MUTANTS, CAUGHT  # noqa: F401  (shared with the fast tier)
-
-SEED = REPO_ROOT / "patches" / "0001-mm-Allow-shmem-mappings-with-MREMAP_DONTUNMAP.patch"
+from test_verifier_mutant_list import MUTANTS, CAUGHT, SOURCE_CHANGES  # shared with the fast tier
 
 
 def _verify(tmp_path: Path, arch: str, *args: str):
@@ -29,7 +29,11 @@ def test_e2e_mutant_is_caught(mutant, tmp_path):
     arch, cases = CAUGHT[mutant]
     # only the cases that must catch it run (--case): the correct kernels run every case elsewhere
     only = [a for c in cases for a in ("--case", c)]
-    ran = _verify(tmp_path, arch, "--patch", str(SEED), "--patch", str(MUTANTS / mutant), *only)
+    if mutant in SOURCE_CHANGES:
+        ran = _verify(tmp_path, arch, "--patch", str(SEED), "--patch", str(MUTANTS / f"{mutant}.patch"), *only)
+    else:
+        ran = _verify(tmp_path, arch, *mutant_args(mutant), *only)
+        assert_mutant_was_active(tmp_path / "run", arch, mutant)
     assert ran.code == 1, ran
     res = results_by_name(ran.result, arch, "verifier")
     for case, code in cases.items():

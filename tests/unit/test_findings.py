@@ -140,8 +140,8 @@ def test_classify_words_that_only_look_alike():
 
 
 # ------------------------------------------------------------------------------------------------ debug kernels
-# Report formats of 5.10's debug options (the header lines are the kernel's own strings). The mutants in
-# tests/patches/debug/ produce real ones: see the golden-file tests below.
+# Report formats of 5.10's debug options (the header lines are the kernel's own strings). The test kernel's
+# debug mutants (tests/patches/test-kernel.patch) produce real ones: see the golden-file tests below.
 
 LOCKDEP_CIRCULAR = """\
 [   30.100000] ======================================================
@@ -322,8 +322,9 @@ def test_kmemleak_reports_and_kmemleak_turning_itself_off():
 
 
 def test_a_report_on_the_console_and_in_dmesg_counts_once():
-    """Captured from a real run (5.10 + seed + tests/patches/debug/boot-faults.patch, kpipe_fault=warn, arm64):
-    the WARNING is on the console and again in the dmesg read after the tests; it is one report."""
+    """Captured from a real run (5.10 + seed + the warn fault, then boot-faults.patch with kpipe_fault=warn,
+    now the test kernel's warn mutant; arm64): the WARNING is on the console and again in the dmesg read after
+    the tests; it is one report."""
     from kpipe.guest.findings import not_seen_on
     here = Path(__file__).parents[1] / "data" / "consoles" / "boot-warn-arm64"
     console = scan_text((here / "serial.log").read_text(), "console")

@@ -260,8 +260,9 @@ def test_captured_log_with_selftests_gives_their_results_and_ktap(tmp_path):
 
 
 def test_captured_leak_log_is_judged_as_verify_judges_its_scan(tmp_path):
-    """A real job of the leaking boot-fault kernel (arm64, seed + tests/patches/debug/boot-faults.patch,
-    kpipe_fault=leak): every test passes and LAVA completes the job; its kmemleak step's report is the verdict."""
+    """A real job of the leaking boot-fault kernel (arm64, seed + the test kernel's leak mutant, captured when it
+    was a patch of its own, boot-faults.patch with kpipe_fault=leak): every test passes and LAVA completes the
+    job; its kmemleak step's report is the verdict."""
     log = logparse.parse((DATA / "leak-seed-faults-arm64.log").read_text())
     ar = collect.to_arch_result(_prep(tmp_path, arch_name="arm64"), log, "tcg", "", 120, 0, 20.0, False,
                                 leak_scan=True)

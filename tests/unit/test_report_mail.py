@@ -34,7 +34,8 @@ def test_uaf_mail_names_the_cause_the_signature_and_how_to_reproduce() -> None:
     text = (DATA / "uaf-report.txt").read_text()
     assert text.splitlines()[0] == "Subject: [kpipe premerge] FAIL: kasan: vma_to_resize < sys_mremap (mm:"
     assert "seen 2x in: patched/x86_64, patched/arm64" in text       # one signature over both arches
-    assert "      --patch tests/patches/debug/uaf.patch --profile debug\n" in text
+    assert ("      --patch tests/patches/test-kernel.patch --kernel-arg \\\n"
+            "      kpipe_mutant=uaf --profile debug\n") in text
     assert "Closes:" not in text                                     # the series came without a URL
 
 
