@@ -54,6 +54,9 @@ KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
 # ``known_hang``: a bug of the test itself (user space) that can make it sleep forever on a correct kernel, found
 # in the tree's source (``file`` has no ``fixed_by``): a timeout on which the kernel reports nothing (no hung or
 # blocked task, no lockup, even when asked with SysRq) is retried, up to ``tries`` runs, and the result says so.
+# ``stalled_after``: the hang is a sleep, so the test's process group stops using CPU time; a guest-side
+# watchdog ends the run after that many seconds without any (as a timeout: the kernel is asked, the test retried)
+# instead of waiting out the test's whole timeout.
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SelftestSpec:
@@ -71,6 +74,7 @@ class SelftestSpec:
     why: str = ""                  # why it was chosen (the suite's map, the tree's MAINTAINERS, --selftests)
     known_hang: str = ""           # a user-space hang of this tree's test on a correct kernel (why), see the catalogue
     tries: int = 1                 # runs allowed when a timeout is that known hang
+    stalled_after: int = 0         # >0: end a run whose process group used no CPU time for this many seconds
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,8 @@ def _spec_for(entry: CatalogueEntry, tree: Path, mmdir: str) -> SelftestSpec:
         return SelftestSpec(name=entry["name"], sources=(f"{SELFTESTS}/{target}.c",), args=args,
                             timeout=float(entry["timeout"]), display=" ".join([target, *args]),
                             collection=collection, binary_name=binary, needs=tuple(entry.get("needs", ())),
-                            known_hang=hang["why"] if hang else "", tries=hang["tries"] if hang else 1)
+                            known_hang=hang["why"] if hang else "", tries=hang["tries"] if hang else 1,
+                            stalled_after=hang.get("stalled_after", 0) if hang else 0)
     return SelftestSpec(name=entry["name"], sources=(), timeout=float(entry["timeout"]), collection=mmdir,
                         display=entry["name"],
                         skip=f"not in this tree (looked for {' and '.join(tried)} under {SELFTESTS}, built by "
@@ -695,7 +700,7 @@ class _TestRun:
         pidfile = f"{self.remote_dir}/{spec.name}.pid"
         try:
             self._push(b.binary, remote)
-            script = _test_script(self.remote_dir, pidfile, b.binary.name, spec.args)
+            script = _test_script(self.remote_dir, pidfile, b.binary.name, spec.args, spec.stalled_after)
             cr, runs = self._run_with_retries(spec, script, pidfile)
         except (KpipeError, OSError, EOFError) as e:
             return self._session_lost(spec, e, start)
@@ -732,11 +737,11 @@ class _TestRun:
         while cr.timed_out and runs < spec.tries and spec.known_hang and not _kernel_reported(session):
             _kill_remote(session, pidfile)
             (self.logdir / f"{spec.name}.run{runs}.log").write_text(_output(cr))
-            self.retried.append(f"{spec.name}: run {runs} of {spec.tries} timed out after {spec.timeout:g} s and "
+            self.retried.append(f"{spec.name}: run {runs} of {spec.tries} {_hung_how(spec, cr)} and "
                                 f"the kernel reported nothing (no hung or blocked task, no lockup, asked with "
                                 f"SysRq): a known hang of the test itself, {spec.known_hang}; its output: "
                                 f"{spec.name}.run{runs}.log; run again")
-            note(f"{spec.name}: timed out with no kernel report, a known hang of this tree's test; "
+            note(f"{spec.name}: {_hung_how(spec, cr)} with no kernel report, a known hang of this tree's test; "
                  f"run {runs + 1} of {spec.tries}")
             runs += 1
             cr = _run_once(session, spec, script, pidfile, self.retried)
@@ -763,12 +768,16 @@ class _TestRun:
         if cr.timed_out:
             _kill_remote(session, pidfile)
         run = status_from_exit(cr.exit_status, cr.timed_out, spec.timeout)
+        if _stalled(spec, cr):
+            run = _Run(Status.FAIL, f"stalled: no CPU time for {spec.stalled_after} s",
+                       f"TIMEOUT stalled {spec.stalled_after} seconds",
+                       [f"# STALLED: killed after {spec.stalled_after} s without CPU time"])
         if cr.timed_out and spec.known_hang and spec.tries > 1 and runs >= spec.tries and \
                 not _kernel_reported(session):
             # every run hung in the test's known user-space bug and the kernel said nothing when asked: nothing
             # is known about the kernel from this test (exit 2), it is not the kernel's failure (exit 1)
-            why = (f"inconclusive: all {runs} runs timed out after {spec.timeout:g} s and the kernel reported "
-                   f"nothing, even asked with SysRq each time: the known hang of the test itself "
+            why = (f"inconclusive: all {runs} runs hung (the last {_hung_how(spec, cr)}) and the kernel "
+                   f"reported nothing, even asked with SysRq each time: the known hang of the test itself "
                    f"({spec.known_hang})")
             run = _Run(Status.ERROR, f"inconclusive: {runs} timeouts",
                        f"TIMEOUT {spec.timeout:g} seconds, {runs} runs, inconclusive", [why])
@@ -781,15 +790,68 @@ class _TestRun:
         return res, run, output
 
 
-def _test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[str, ...]) -> str:
+def _test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[str, ...],
+                 stalled_after: int = 0) -> str:
     """The shell command that runs one test in the guest, its pid in ``pidfile``.
 
     The test must lead its own process group, so that a timeout also kills what it forked, not only its main
     process (_kill_remote kills the group): setsid when this shell is no group leader (then setsid keeps the
-    pid); a shell that already leads its group execs the test directly."""
+    pid); a shell that already leads its group execs the test directly. With ``stalled_after``, the stall
+    watchdog's script instead (_watched_test_script)."""
+    if stalled_after:
+        return _watched_test_script(remote_dir, pidfile, binary_name, args, stalled_after)
     return (f"cd {shlex.quote(remote_dir)} && echo $$ > {shlex.quote(pidfile)} && "
             f"read -r _ _ _ _ g _ < /proc/$$/stat; s=setsid; [ \"$g\" = $$ ] && s=; "
             f"exec $s {shlex.join(['./' + binary_name, *args])} </dev/null 2>&1")
+
+
+STALL_MARKER = "KPIPE-STALLED"
+
+
+def _watched_test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[str, ...],
+                         stalled_after: int) -> str:
+    """The test in the background, its own process group (setsid in a background job, which leads no group,
+    keeps the pid), and a watchdog in the foreground (POSIX sh with only built-ins in its loop: busybox's ash in
+    the guest, dash in the fast tier): once a second it sums the CPU time (utime, stime and reaped children's
+    cutime, cstime: /proc/<pid>/stat fields 14-17, read after the command name's ")") of every process in the
+    test's group; when that sum has not moved for ``stalled_after`` seconds, it says so (STALL_MARKER) and kills
+    the group. It ends when the test has (its /proc entry gone or a zombie) and exits with the test's status:
+    128+9 when the watchdog killed it."""
+    return "\n".join([
+        f"cd {shlex.quote(remote_dir)} || exit 1",
+        f"setsid {shlex.join(['./' + binary_name, *args])} </dev/null 2>&1 &",
+        "p=$!",
+        f"echo $p > {shlex.quote(pidfile)}",
+        "last=; still=0",
+        "while sleep 1; do",
+        "  read -r s 2>/dev/null </proc/$p/stat || break",
+        "  set -- ${s##*)}; case $1 in Z|X) break;; esac",
+        "  t=0",
+        "  for f in /proc/[0-9]*/stat; do",
+        "    read -r l 2>/dev/null <$f || continue",
+        "    set -- ${l##*)}; [ \"$3\" = \"$p\" ] && t=$((t + ${12} + ${13} + ${14} + ${15}))",
+        "  done",
+        "  if [ \"$t\" = \"$last\" ]; then still=$((still + 1)); else still=0; last=$t; fi",
+        f"  if [ $still -ge {int(stalled_after)} ]; then",
+        f"    echo \"{STALL_MARKER}: the test's process group used no CPU time for {int(stalled_after)} s: killed\"",
+        "    kill -9 -$p 2>/dev/null; break",
+        "  fi",
+        "done",
+        "wait $p",
+    ])
+
+
+def _stalled(spec: SelftestSpec, cr: CommandResult) -> bool:
+    """The stall watchdog ended this run: its marker, the test killed, before the timeout (a group asleep in D
+    state, which no kill ends, runs on to its timeout: that run is the timeout's)."""
+    return (bool(spec.stalled_after) and cr.exit_status == 128 + 9 and STALL_MARKER in (cr.stdout or "")
+            and cr.seconds < spec.timeout - 1)
+
+
+def _hung_how(spec: SelftestSpec, cr: CommandResult) -> str:
+    if _stalled(spec, cr):
+        return f"stalled (no CPU time in its process group for {spec.stalled_after} s, killed)"
+    return f"timed out after {spec.timeout:g} s"
 
 
 def _run_once(session: Session, spec: SelftestSpec, script: str, pidfile: str,
@@ -798,13 +860,21 @@ def _run_once(session: Session, spec: SelftestSpec, script: str, pidfile: str,
     whatever started is killed (pid file) and the test runs once more; a second refusal is the session's
     error as any other."""
     try:
-        return session.run(["sh", "-c", script], spec.timeout)
+        cr = session.run(["sh", "-c", script], spec.timeout)
     except ChannelRefused as e:
         _kill_remote(session, pidfile)
         session.run(["rm", "-f", pidfile], 10)
         retried.append(f"{spec.name}: run again after the guest's SSH server refused its channel: {e.message}")
         note(f"{spec.name}: the guest's SSH server refused the test's channel; running it again")
-        return session.run(["sh", "-c", script], spec.timeout)
+        cr = session.run(["sh", "-c", script], spec.timeout)
+    if not cr.timed_out and _stalled(spec, cr):
+        # the known hang ended early is a timeout as any other: the kernel is asked (SysRq) before anything is
+        # judged or run again
+        hung = getattr(session, "command_hung", None)
+        if hung is not None:
+            hung(cr.command)
+        cr = replace(cr, timed_out=True)
+    return cr
 
 
 def _kernel_reported(session: Session) -> bool:

@@ -62,6 +62,7 @@ class KnownHang(TypedDict):
     fixed_by: str                  # a string the fixed source has
     tries: int
     why: str
+    stalled_after: NotRequired[int]   # seconds without CPU time in the test's process group: the hang, end it
 
 
 class CatalogueVariant(TypedDict):
@@ -160,7 +161,12 @@ def _selftests(root: Path) -> Selftests:
                 if v["known_hang"] not in hangs:
                     raise _err(path, f"catalogue entry {e['name']!r}: known_hang {v['known_hang']!r} is not "
                                      f"a [known_hangs] table")
-                v["known_hang"] = dict(hangs[v["known_hang"]])
+                hang = dict(hangs[v["known_hang"]])
+                stall = hang.get("stalled_after")
+                if stall is not None and (not isinstance(stall, int) or isinstance(stall, bool) or stall < 5):
+                    raise _err(path, f"[known_hangs.{v['known_hang']}] stalled_after must be a whole number of "
+                                     f"seconds, at least 5 (got {stall!r})")
+                v["known_hang"] = hang
             variants.append(v)
         catalogue.append(cast(CatalogueEntry, {**e, "variants": variants}))
     names = {str(e["name"]) for e in catalogue}

@@ -312,13 +312,18 @@ class GuestSession:
         if status == -1:              # no exit-status message at all
             status = None
         if timed_out:
-            self.timed_out.append(command)
-            if self.on_timeout is not None:
-                self.on_timeout(command)
+            self.command_hung(command)
         res = CommandResult(command=command, exit_status=status, stdout=out.decode(errors="replace"),
                             stderr=err.decode(errors="replace"), seconds=round(seconds, 3), timed_out=timed_out)
         self._log(f"$ {command}\n  exit {status}{' (timed out)' if timed_out else ''} in {seconds:.2f}s")
         return res
+
+    def command_hung(self, command: str) -> None:
+        """A command ran past its deadline, or a guest-side watchdog ended it as hung (a test's stall): it is
+        recorded, and the session's ``on_timeout`` hook (the runner's SysRq probe) runs."""
+        self.timed_out.append(command)
+        if self.on_timeout is not None:
+            self.on_timeout(command)
 
     def dmesg(self, timeout: float = 30) -> str:
         res = self.run(["dmesg"], timeout=timeout)

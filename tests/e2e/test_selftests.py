@@ -22,6 +22,7 @@ from kpipe.checks.selftests import (BuiltTest, SelftestSpec, build_extra_tests, 
                                     read_elf, run_selftests, status_from_exit)
 
 from test_selftests_logic import SEED, plan, _private_cache  # noqa: F401  (shared with the fast tier)
+from test_selftests_stall import ConsoleSession, assert_stall_ended_and_busy_ran_on
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 ALL_510 = "mremap_dontunmap,userfaultfd-anon,userfaultfd-shmem,map_fixed_noreplace,memfd_test,mlock2-tests"
@@ -338,3 +339,34 @@ def test_510_relevant_selftests_in_the_guest(kernels, src510, arch, tmp_path, mo
         assert xres["ktap_lies"].status == Status.FAIL
         assert [s.status for s in xres["ktap_lies"].subtests[0].subtests] == [Status.FAIL, Status.PASS]
         assert (run / "extra/hangs.log").read_text().startswith("about to hang\n")
+
+
+class BusyboxSession(ConsoleSession):
+    """The host session with the guest's own shell: busybox's ash and applets (setsid, sleep, kill) first."""
+
+    def __init__(self, busybox: Path, applets: Path):
+        super().__init__()
+        self.busybox, self.applets = busybox, applets
+
+    def run(self, argv, timeout):
+        if list(argv[:2]) == ["sh", "-c"]:
+            argv = [str(self.busybox), "sh", "-c", f"PATH={self.applets}:$PATH; {argv[2]}"]
+        return super().run(argv, timeout)
+
+
+@pytest.mark.e2e
+def test_the_stall_watchdog_under_the_guests_busybox(tmp_path):
+    """The watchdog's script under the shell that runs it in the guest (the image's busybox-static, x86_64, as the
+    image recipe resolves it): a sleeping known hang is ended after its stall, a busy group is not."""
+    from kpipe.guest import image
+    arch = get_arch("x86_64")
+    refs = [r for r in image.resolve_packages(arch, image.load_recipe()) if r.name == "busybox-static"]
+    [deb] = image.fetch_debs(arch, refs)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "root")], check=True)
+    busybox, applets = tmp_path / "root" / "bin" / "busybox", tmp_path / "applets"
+    applets.mkdir()
+    for name in ("setsid", "sleep", "kill", "cat"):
+        (applets / name).symlink_to(busybox)
+    session = BusyboxSession(busybox, applets)
+    assert_stall_ended_and_busy_ran_on(session, tmp_path)
+    assert all(c[0] == str(busybox) for c in session.commands if "-c" in c), session.commands

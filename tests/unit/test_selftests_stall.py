@@ -1,0 +1,107 @@
+"""The stall watchdog of a test with a known user-space hang (fast, real processes in real sh on the host, the
+guest's script as it is: busybox's ash runs the same POSIX script in every e2e run of 5.10's userfaultfd
+stress test, which must not be ended as long as it uses CPU time)."""
+from __future__ import annotations
+
+import pytest
+
+from kpipe.checks import selftests
+from kpipe.checks.selftests import BuiltTest, SelftestSpec, run_selftests
+from kpipe.checks import suite
+from kpipe.errors import UsageError
+from kpipe.report.results import Status
+
+from local_session import LocalSession
+
+
+class ConsoleSession(LocalSession):
+    """A host session with the guest session's hooks: what the console reported (None: nothing), and the
+    commands ended as hung (GuestSession.command_hung: the runner's SysRq probe)."""
+
+    def __init__(self, reported: str | None = None):
+        super().__init__()
+        self.abort_check = lambda: reported
+        self.hung: list[str] = []
+
+    def command_hung(self, command: str) -> None:
+        self.hung.append(command)
+
+
+def _test(tmp_path, name: str, body: str, **spec) -> BuiltTest:
+    f = tmp_path / "bin" / name
+    f.parent.mkdir(exist_ok=True)
+    f.write_text("#!/bin/sh\n" + body + "\n")
+    f.chmod(0o755)
+    return BuiltTest(SelftestSpec(name, (f"{name}.c",), timeout=30, **spec), f)
+
+
+# sleeps for ever on its first run (the known hang), passes on the next
+SLEEPS_ONCE = ("n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) > count; echo \"run $((n + 1))\"\n"
+               "[ $n -ge 1 ] && exit 0\nexec sleep 60")
+# the group's work is a child's while the test's main process sleeps: not a stall
+BUSY_CHILD = "sh -c 'while :; do :; done' & b=$!\nsleep 3\nkill $b\necho done"
+HANG = {"known_hang": "the test's own bug", "tries": 3, "stalled_after": 1}
+
+
+def test_a_stalled_known_hang_ends_early_as_its_timeout_would_and_a_busy_group_runs_on(tmp_path):
+    assert_stall_ended_and_busy_ran_on(ConsoleSession(), tmp_path)
+
+
+def assert_stall_ended_and_busy_ran_on(session: ConsoleSession, tmp_path) -> None:
+    """Shared with tests/e2e/test_selftests.py, which runs it under the guest's own busybox."""
+    res = {r.name: r for r in run_selftests(session, [_test(tmp_path, "uffd", SLEEPS_ONCE, **HANG),
+                                                      _test(tmp_path, "busy", BUSY_CHILD, **HANG)],
+                                            tmp_path / "run", remote_dir=str(tmp_path / "g"), parallel=2)}
+    uffd, busy = res["uffd"], res["busy"]
+    assert uffd.status == Status.PASS and uffd.runs == 2, uffd.detail
+    assert uffd.detail.startswith("uffd: run 1 of 3 stalled (no CPU time in its process group for 1 s, killed) "
+                                  "and the kernel reported nothing"), uffd.detail
+    assert uffd.seconds < 15, "the stall must end the run long before its 30 s timeout"
+    first = (tmp_path / "run/selftests/uffd.run1.log").read_text()
+    assert first.startswith("run 1\n")
+    assert f"{selftests.STALL_MARKER}: the test's process group used no CPU time" in first
+    assert (tmp_path / "run/selftests/uffd.log").read_text() == "run 2\n"
+    assert len(session.hung) == 1 and "./uffd" in session.hung[0]        # the kernel was asked, as on a timeout
+    # the busy child kept the group's CPU time moving for 3 s while its parent slept: never ended
+    assert busy.status == Status.PASS and busy.runs == 1 and busy.detail == "", busy.detail
+    assert (tmp_path / "run/selftests/busy.log").read_text() == "done\n"
+
+
+def test_a_stall_the_kernel_explains_is_the_kernels_failure_and_never_run_again(tmp_path):
+    session = ConsoleSession("SysRq-w lists a task blocked in D state")
+    [r] = run_selftests(session, [_test(tmp_path, "uffd", SLEEPS_ONCE, **HANG)], tmp_path / "run",
+                        remote_dir=str(tmp_path / "g"))
+    assert r.status == Status.FAIL and r.observed == "stalled: no CPU time for 1 s" and r.runs == 1, r
+    assert "# STALLED: killed after 1 s without CPU time" in r.detail
+    assert "TIMEOUT stalled 1 seconds" in (tmp_path / "run/selftests.ktap").read_text()
+
+
+def test_without_stalled_after_no_watchdog_runs(tmp_path):
+    spec = SelftestSpec("t", ("t.c",), timeout=30, known_hang="bug", tries=3)
+    assert "KPIPE-STALLED" not in selftests._test_script("/d", "/d/t.pid", "t", (), spec.stalled_after)
+    assert "KPIPE-STALLED" in selftests._test_script("/d", "/d/t.pid", "t", (), 30)
+
+
+HANG_TOML = """
+[known_hangs.h]
+file = "vm/t.c"
+fixed_by = "fixed"
+tries = 3
+why = "its own bug"
+stalled_after = {value}
+
+[[catalogue]]
+name = "t"
+timeout = 60
+variants = [{{ target = "vm/t", known_hang = "h" }}]
+"""
+
+
+@pytest.mark.parametrize("value", ["0", "4", '"30"', "2.5", "true"])
+def test_stalled_after_must_be_whole_seconds_of_at_least_five(tmp_path, value):
+    (tmp_path / suite.SELFTESTS_FILE).write_text(HANG_TOML.format(value=value))
+    with pytest.raises(UsageError, match="stalled_after must be a whole number of seconds, at least 5"):
+        suite._selftests(tmp_path)
+    (tmp_path / suite.SELFTESTS_FILE).write_text(HANG_TOML.format(value="30"))
+    [entry] = suite._selftests(tmp_path).catalogue
+    assert entry["variants"][0]["known_hang"]["stalled_after"] == 30
