@@ -806,32 +806,36 @@ def _test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[st
 
 
 STALL_MARKER = "KPIPE-STALLED"
+STALL_SCAN = 5         # seconds between two sums of the test's CPU time (the stall's resolution)
 
 
 def _watched_test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[str, ...],
                          stalled_after: int) -> str:
     """The test in the background, its own process group (setsid in a background job, which leads no group,
     keeps the pid), and a watchdog in the foreground (POSIX sh with only built-ins in its loop: busybox's ash in
-    the guest, dash in the fast tier): once a second it sums the CPU time (utime, stime and reaped children's
-    cutime, cstime: /proc/<pid>/stat fields 14-17, read after the command name's ")") of every process in the
-    test's group; when that sum has not moved for ``stalled_after`` seconds, it says so (STALL_MARKER) and kills
-    the group. It ends when the test has (its /proc entry gone or a zombie) and exits with the test's status:
-    128+9 when the watchdog killed it."""
+    the guest, dash in the fast tier). Once a second it looks whether the test has ended (its /proc entry gone or
+    a zombie); every STALL_SCAN seconds it sums the CPU time (utime, stime and reaped children's cutime, cstime:
+    /proc/<pid>/stat fields 14-17, read after the command name's ")") of every process in the test's group (a
+    scan reads every /proc/<pid>/stat: under TCG and a debug kernel that is not free, hence not every second);
+    when that sum has not moved for ``stalled_after`` seconds, it says so (STALL_MARKER) and kills the group.
+    It exits with the test's status: 128+9 when the watchdog killed it."""
+    scan = min(STALL_SCAN, int(stalled_after))
     return "\n".join([
         f"cd {shlex.quote(remote_dir)} || exit 1",
         f"setsid {shlex.join(['./' + binary_name, *args])} </dev/null 2>&1 &",
         "p=$!",
         f"echo $p > {shlex.quote(pidfile)}",
-        "last=; still=0",
+        "last=; still=0; n=0",
         "while sleep 1; do",
         "  read -r s 2>/dev/null </proc/$p/stat || break",
         "  set -- ${s##*)}; case $1 in Z|X) break;; esac",
+        f"  n=$((n + 1)); [ $n -lt {scan} ] && continue; n=0",
         "  t=0",
         "  for f in /proc/[0-9]*/stat; do",
         "    read -r l 2>/dev/null <$f || continue",
         "    set -- ${l##*)}; [ \"$3\" = \"$p\" ] && t=$((t + ${12} + ${13} + ${14} + ${15}))",
         "  done",
-        "  if [ \"$t\" = \"$last\" ]; then still=$((still + 1)); else still=0; last=$t; fi",
+        f"  if [ \"$t\" = \"$last\" ]; then still=$((still + {scan})); else still=0; last=$t; fi",
         f"  if [ $still -ge {int(stalled_after)} ]; then",
         f"    echo \"{STALL_MARKER}: the test's process group used no CPU time for {int(stalled_after)} s: killed\"",
         "    kill -9 -$p 2>/dev/null; break",

@@ -360,7 +360,7 @@ class BusyboxSession(ConsoleSession):
 
 
 @pytest.mark.e2e
-def test_the_stall_watchdog_under_the_guests_busybox(tmp_path):
+def test_the_stall_watchdog_under_the_guests_busybox(tmp_path, monkeypatch):
     """The watchdog's script under the shell that runs it in the guest (the image's busybox-static, x86_64, as the
     image recipe resolves it): a sleeping known hang is ended after its stall, a busy group is not."""
     from kpipe.guest import image
@@ -373,5 +373,5 @@ def test_the_stall_watchdog_under_the_guests_busybox(tmp_path):
     for name in ("setsid", "sleep", "kill", "cat"):
         (applets / name).symlink_to(busybox)
     session = BusyboxSession(busybox, applets)
-    assert_stall_ended_and_busy_ran_on(session, tmp_path)
+    assert_stall_ended_and_busy_ran_on(session, tmp_path, monkeypatch)
     assert all(c[0] == str(busybox) for c in session.commands if "-c" in c), session.commands
