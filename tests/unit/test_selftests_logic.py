@@ -87,6 +87,8 @@ def test_status_from_exit_codes():
     assert status_from_exit(4, False, 10).status == Status.SKIP
     r = status_from_exit(None, True, 30)
     assert r.status == Status.FAIL and r.directive == "TIMEOUT 30 seconds" and "# TIMEOUT" in r.details[0]
+    r = status_from_exit(None, True, 2.5)      # --test-timeout 2.5: said as the retry notes say it, not "2 s"
+    assert r.observed == "timeout after 2.5 s" and r.directive == "TIMEOUT 2.5 seconds"
     assert status_from_exit(139, False, 10).directive == "exit=139"
     assert status_from_exit(None, False, 10).status == Status.FAIL
 
