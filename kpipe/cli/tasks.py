@@ -298,6 +298,7 @@ def clean(c: Context, o: Values) -> None:
 def test(c: Context, o: Values) -> None:
     """Lint (ruff) and type-check (mypy --strict on kpipe/), then run the test suite (real git, real builds,
     real QEMU and SSH) from the kpipe checkout."""
+    import importlib.util
     import shlex
     import sys
     from ..datadirs import checkout_root
@@ -309,6 +310,13 @@ def test(c: Context, o: Values) -> None:
     cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=10"]
     if o["fast"]:
         cmd += ["-m", "not e2e"]
+        # the fast tier's tests are independent (each its own temp folders, cache and zygote): two pytest-xdist
+        # workers, about half the wall time on two cores. The full suite stays one process: it boots kernels.
+        if importlib.util.find_spec("xdist") is not None:
+            cmd += ["-n", "2"]
+        else:
+            print("kpipe: note: pytest-xdist is not installed (./kpipe-setup installs the test extras): the fast "
+                  "tier runs in one process", file=sys.stderr)
     if o["k"]:
         cmd += ["-k", o["k"]]
     with c.cd(str(root)):
