@@ -162,11 +162,12 @@ def test_choice_from_maintainers_and_kpipes_map(tmp_path):
 
 class RefusingSession(LocalSession):
     """Like dropbear once in CI: the exec request of one test's channel fails although the command started
-    (here: it really starts, in the background, and keeps running), while the connection stays up."""
+    (here: it really starts, in the background, and keeps running), while the connection stays up. The refusal
+    comes once the command shows that it runs: ``ran`` exists."""
 
-    def __init__(self, refuse: str, pidfile: Path, times: int = 1):
+    def __init__(self, refuse: str, ran: Path, times: int = 1):
         super().__init__()
-        self.refuse, self.pidfile, self.times, self.started = refuse, pidfile, times, []
+        self.refuse, self.ran, self.times, self.started = refuse, ran, times, []
 
     def run(self, argv, timeout):
         if self.times and any(self.refuse in str(a) for a in argv):
@@ -174,9 +175,9 @@ class RefusingSession(LocalSession):
             self.commands.append(list(argv))
             self.started.append(proc.spawn([str(a) for a in argv], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL))
-            end = time.monotonic() + 10                   # it wrote its pid file (the run removes it before a retry)
-            while not (self.pidfile.exists() and self.pidfile.read_text().endswith("\n")):
-                assert time.monotonic() < end, f"{self.refuse} wrote no pid file"
+            end = time.monotonic() + 10
+            while not self.ran.exists():
+                assert time.monotonic() < end, f"{self.refuse} did not start: no {self.ran}"
                 time.sleep(0.01)
             raise ChannelRefused(f"the guest's SSH server refused to start {self.refuse!r} (Channel closed.)")
         return super().run(argv, timeout)
@@ -195,7 +196,7 @@ def test_a_refused_channel_kills_what_started_and_runs_the_test_again(tmp_path):
              _script_test(tmp_path, "quick", "echo quick; sleep 0.5")]
     tests[0] = BuiltTest(replace(tests[0].spec, timeout=60), tests[0].binary)
     tests[0].binary.write_text("#!/bin/sh\n[ -e again ] && { echo second; exit 0; }; touch again; sleep 30\n")
-    session = RefusingSession("./slow", tmp_path / "g/slow.pid")
+    session = RefusingSession("./slow", tmp_path / "g/again")        # the test itself ran, not only its shell
     res = {r.name: r for r in run_selftests(session, tests, tmp_path / "run", remote_dir=str(tmp_path / "g"),
                                             parallel=2)}
     assert res["slow"].status == Status.PASS and res["slow"].observed == "exit 0"
@@ -209,7 +210,7 @@ def test_a_refused_channel_kills_what_started_and_runs_the_test_again(tmp_path):
 
 def test_a_second_refusal_is_the_sessions_error(tmp_path):
     tests = [_script_test(tmp_path, "t1", "exit 0")]
-    session = RefusingSession("./t1", tmp_path / "g/t1.pid", times=2)
+    session = RefusingSession("./t1", tmp_path / "g/t1.pid", times=2)   # its pid file: it exits at once
     with pytest.raises(InfraError, match="refused to start") as e:
         run_selftests(session, tests, tmp_path / "run", remote_dir=str(tmp_path / "g"))
     [r] = e.value.partial_results
