@@ -308,8 +308,12 @@ def test(c: Context, o: Values) -> None:
               "  fix: clone kpipe and run ./kpipe-setup test there", file=sys.stderr)
         raise Exit(code=2)
     cmd = [sys.executable, "-m", "pytest", "-ra", "--durations=10"]
+    where = "tests"
     if o["fast"]:
+        # tests/unit/ holds every test `-m "not e2e"` selects (tests/conftest.py): the e2e modules are not even
+        # imported (each worker's collection rewrites every module it imports: ~1 s of CPU for tests/e2e/)
         cmd += ["-m", "not e2e"]
+        where = "tests/unit"
         # the fast tier's tests are independent (each its own temp folders, cache and zygote): two pytest-xdist
         # workers, about half the wall time on two cores. The full suite stays one process: it boots kernels.
         if importlib.util.find_spec("xdist") is not None:
@@ -324,7 +328,7 @@ def test(c: Context, o: Values) -> None:
             c.run(shlex.join([sys.executable, "-m", "ruff", "check", "kpipe", "tests", "tasks.py", "scripts"]),
                   pty=False)
             c.run(shlex.join([sys.executable, "-m", "mypy"]), pty=False)      # strict on kpipe/ (pyproject.toml)
-        c.run(shlex.join(cmd + ["tests"]), pty=False)
+        c.run(shlex.join(cmd + [where]), pty=False)
 
 
 LAB_ACTIONS = ("up", "down", "status")
