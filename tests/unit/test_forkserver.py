@@ -64,6 +64,7 @@ def test_a_run_that_puts_the_checkout_on_pythonpath_forks_with_a_new_interpreter
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text("import os, sys\nprint(os.getppid())\nprint(sys.path)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("KPIPE_TEST_NO_FORKSERVER", raising=False)     # about the zygote: on, whatever the session's
     for pythonpath in ([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")], [os.environ.get("PYTHONPATH", "")],
                        [str(tmp_path / "lib"), str(REPO_ROOT)]):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
