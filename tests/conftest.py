@@ -66,8 +66,11 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_runtest_logreport(report):
     """KPIPE_TEST_LOG=<file>: one line per test phase as it ends (wall clock, seconds, outcome), to watch a long
-    session live and to see where its time went even when it is cut short."""
+    session live and to see where its time went even when it is cut short. Under pytest-xdist (the fast tier's
+    `kpipe test --fast`) the controller writes it, from the reports its workers send."""
     path = os.environ.get("KPIPE_TEST_LOG")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     if path and (report.when == "call" or report.outcome != "passed"):
         import time
         with open(path, "a") as fh:

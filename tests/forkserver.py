@@ -9,7 +9,8 @@ exits with Python's exit status. kpipe's own children see the caller's environme
 process with its own pid, locks, signal handlers and module state (imports only: nothing of an earlier run).
 
 What stays a real `python -m invoke`: every call from an e2e test (tests/e2e/: the command exactly as a user runs
-it), a call whose environment changes a PYTHON* variable (imports would differ) and, in the test files, the tests
+it), a call whose environment changes a PYTHON* variable (imports would differ; adding the checkout to
+PYTHONPATH does not: the zygote imported kpipe from it) and, in the test files, the tests
 that signal or race runs (they start them with Popen themselves).
 KPIPE_TEST_NO_FORKSERVER=1 turns the zygote off (every call a new interpreter)."""
 from __future__ import annotations
@@ -33,11 +34,24 @@ PRELOAD = ("invoke", "invoke.main", "invoke.program", "invoke.loader", "kpipe.cl
 
 
 def _python_vars(env: dict) -> dict:
-    """What decides a new interpreter's imports; PYTHONPATH as its entries in order, each once."""
+    """What decides a new interpreter's imports; PYTHONPATH as its entries in order, each once, less the checkout:
+    the zygote imported kpipe from it (its working directory), as a new interpreter that has the checkout on its
+    PYTHONPATH does (the fast tier's `python -m kpipe` runs put it there); a run's sys.path is its own
+    PYTHONPATH's (_run)."""
     out = {k: v for k, v in env.items() if k.startswith("PYTHON") and k != "PYTHONPATH"}
     entries = [os.path.realpath(e) for e in env.get("PYTHONPATH", "").split(os.pathsep) if e]
-    out["PYTHONPATH"] = str(list(dict.fromkeys(entries)))
+    out["PYTHONPATH"] = str([e for e in dict.fromkeys(entries) if e != os.path.realpath(REPO_ROOT)])
     return out
+
+
+def _sys_path(cwd: str, pythonpath: str, rest: list[str]) -> list[str]:
+    """A new interpreter's sys.path for `python -m` in ``cwd``: the cwd, then PYTHONPATH's entries (an empty one is
+    the cwd again) and ``rest`` (the standard library and site-packages), each of those once (site.py)."""
+    entries = [os.path.join(cwd, e) if e else cwd for e in pythonpath.split(os.pathsep)] if pythonpath else []
+    return [cwd, *dict.fromkeys([*map(os.path.normpath, entries), *rest])]
+
+
+_REST: list[str] = []       # the zygote's sys.path without its own cwd, TESTS and PYTHONPATH entries (serve)
 
 
 # ------------------------------------------------------------------------------------------------ zygote side
@@ -75,7 +89,7 @@ def _run(req: dict, fds: list[int]) -> None:
         os.environ.update(req["env"])
         os.chdir(req["cwd"])
         sys.argv = [req["argv0"], *req["args"]]
-        sys.path[:] = [req["cwd"]] + [p for p in sys.path if p not in ("", TESTS)]
+        sys.path[:] = _sys_path(req["cwd"], req["env"].get("PYTHONPATH", ""), _REST)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         import runpy
         try:
@@ -123,6 +137,8 @@ def serve(path: str) -> None:
                 importlib.import_module(mod.name)
             except Exception:
                 pass
+    own = set(_sys_path(os.getcwd(), os.environ.get("PYTHONPATH", ""), []))
+    _REST[:] = [p for p in sys.path if p not in ("", TESTS) and p not in own]
     parent = os.getppid()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

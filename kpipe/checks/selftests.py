@@ -569,8 +569,8 @@ class _Run:
 def status_from_exit(exit_status: int | None, timed_out: bool, timeout: float) -> _Run:
     """kselftest exit codes -> status (0 pass, 1 fail, 2 xfail, 3 xpass = fail, 4 skip; others fail)."""
     if timed_out:
-        return _Run(Status.FAIL, f"timeout after {timeout:.0f} s", f"TIMEOUT {timeout:.0f} seconds",
-                    [f"# TIMEOUT: killed after {timeout:.0f} s"])
+        return _Run(Status.FAIL, f"timeout after {timeout:g} s", f"TIMEOUT {timeout:g} seconds",
+                    [f"# TIMEOUT: killed after {timeout:g} s"])
     if exit_status is None or exit_status < 0:
         return _Run(Status.FAIL, "killed by a signal (no exit status)", "exit=signal",
                     ["the test died without an exit status (killed by a signal?)"])

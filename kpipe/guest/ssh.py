@@ -63,13 +63,13 @@ def bounded_request(chan: paramiko.Channel, what: str, request: Callable[[], Non
     except (paramiko.SSHException, OSError, EOFError):
         if expired.is_set():
             raise RequestTimeout(f"the guest's SSH server accepted the channel for {what} but did not answer its "
-                                 f"request within {timeout:.0f} s", fix="the guest's sshd or kernel is wedged: read "
+                                 f"request within {timeout:g} s", fix="the guest's sshd or kernel is wedged: read "
                                  "serial.log and guest.log in the run folder") from None
         raise
     finally:
         timer.cancel()
     if expired.is_set():
-        raise RequestTimeout(f"the guest's SSH server did not answer the request for {what} within {timeout:.0f} s",
+        raise RequestTimeout(f"the guest's SSH server did not answer the request for {what} within {timeout:g} s",
                              fix="the guest's sshd or kernel is wedged: read serial.log and guest.log")
 
 

@@ -299,12 +299,12 @@ def test_lock_wait_names_the_holder_at_once_and_keeps_showing_it(tmp_path, monke
                               stdout=subprocess.PIPE, text=True)
     notes: list[tuple[float, str]] = []
     monkeypatch.setattr(progress, "note", lambda msg: notes.append((time.monotonic(), msg)))
-    monkeypatch.setattr(cache, "LOCK_REMIND", 0.5)
+    monkeypatch.setattr(cache, "LOCK_REMIND", 0.3)
     try:
         assert holder.stdout.readline().strip() == "held"
         t0 = time.monotonic()
         with pytest.raises(cache.InfraError) as ei:
-            with cache.file_lock(lock, "test", timeout=1.75):
+            with cache.file_lock(lock, "test", timeout=1.0):
                 pass
     finally:
         holder.kill()

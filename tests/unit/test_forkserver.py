@@ -54,3 +54,25 @@ def test_e2e_tests_run_a_new_interpreter(monkeypatch):
     assert forkserver._in_an_e2e_test()
     monkeypatch.setenv("PYTEST_CURRENT_TEST", "tests/unit/test_command.py::test_y (call)")
     assert not forkserver._in_an_e2e_test()
+
+
+def test_a_run_that_puts_the_checkout_on_pythonpath_forks_with_a_new_interpreters_sys_path(tmp_path, monkeypatch):
+    """The fast tier's `python -m kpipe` runs add the checkout to PYTHONPATH (whatever the session's is): they fork
+    from the zygote too, and their sys.path is the one a new interpreter would have (the checkout included)."""
+    pkg = tmp_path / "showpath"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("import os, sys\nprint(os.getppid())\nprint(sys.path)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("KPIPE_TEST_NO_FORKSERVER", raising=False)     # about the zygote: on, whatever the session's
+    for pythonpath in ([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")], [os.environ.get("PYTHONPATH", "")],
+                       [str(tmp_path / "lib"), str(REPO_ROOT)]):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+        forked = run_module("showpath", [], cwd=tmp_path, env=env, timeout=60)
+        real = subprocess.run([sys.executable, "-m", "showpath"], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert forked.returncode == real.returncode == 0, forked.stderr + real.stderr
+        assert forked.stdout.splitlines()[1] == real.stdout.splitlines()[1], pythonpath
+        assert int(real.stdout.split()[0]) == os.getpid()
+        forks = str(tmp_path / "lib") not in pythonpath         # a PYTHONPATH entry of its own: a new interpreter
+        assert (int(forked.stdout.split()[0]) != os.getpid()) == forks, pythonpath

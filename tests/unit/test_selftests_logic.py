@@ -87,6 +87,8 @@ def test_status_from_exit_codes():
     assert status_from_exit(4, False, 10).status == Status.SKIP
     r = status_from_exit(None, True, 30)
     assert r.status == Status.FAIL and r.directive == "TIMEOUT 30 seconds" and "# TIMEOUT" in r.details[0]
+    r = status_from_exit(None, True, 2.5)      # --test-timeout 2.5: said as the retry notes say it, not "2 s"
+    assert r.observed == "timeout after 2.5 s" and r.directive == "TIMEOUT 2.5 seconds"
     assert status_from_exit(139, False, 10).directive == "exit=139"
     assert status_from_exit(None, False, 10).status == Status.FAIL
 
@@ -160,11 +162,12 @@ def test_choice_from_maintainers_and_kpipes_map(tmp_path):
 
 class RefusingSession(LocalSession):
     """Like dropbear once in CI: the exec request of one test's channel fails although the command started
-    (here: it really starts, in the background, and keeps running), while the connection stays up."""
+    (here: it really starts, in the background, and keeps running), while the connection stays up. The refusal
+    comes once the command shows that it runs: ``ran`` exists."""
 
-    def __init__(self, refuse: str, times: int = 1):
+    def __init__(self, refuse: str, ran: Path, times: int = 1):
         super().__init__()
-        self.refuse, self.times, self.started = refuse, times, []
+        self.refuse, self.ran, self.times, self.started = refuse, ran, times, []
 
     def run(self, argv, timeout):
         if self.times and any(self.refuse in str(a) for a in argv):
@@ -172,7 +175,10 @@ class RefusingSession(LocalSession):
             self.commands.append(list(argv))
             self.started.append(proc.spawn([str(a) for a in argv], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL))
-            time.sleep(0.5)                               # it wrote its pid file and runs
+            end = time.monotonic() + 10
+            while not self.ran.exists():
+                assert time.monotonic() < end, f"{self.refuse} did not start: no {self.ran}"
+                time.sleep(0.01)
             raise ChannelRefused(f"the guest's SSH server refused to start {self.refuse!r} (Channel closed.)")
         return super().run(argv, timeout)
 
@@ -190,7 +196,7 @@ def test_a_refused_channel_kills_what_started_and_runs_the_test_again(tmp_path):
              _script_test(tmp_path, "quick", "echo quick; sleep 0.5")]
     tests[0] = BuiltTest(replace(tests[0].spec, timeout=60), tests[0].binary)
     tests[0].binary.write_text("#!/bin/sh\n[ -e again ] && { echo second; exit 0; }; touch again; sleep 30\n")
-    session = RefusingSession("./slow")
+    session = RefusingSession("./slow", tmp_path / "g/again")        # the test itself ran, not only its shell
     res = {r.name: r for r in run_selftests(session, tests, tmp_path / "run", remote_dir=str(tmp_path / "g"),
                                             parallel=2)}
     assert res["slow"].status == Status.PASS and res["slow"].observed == "exit 0"
@@ -204,7 +210,7 @@ def test_a_refused_channel_kills_what_started_and_runs_the_test_again(tmp_path):
 
 def test_a_second_refusal_is_the_sessions_error(tmp_path):
     tests = [_script_test(tmp_path, "t1", "exit 0")]
-    session = RefusingSession("./t1", times=2)
+    session = RefusingSession("./t1", tmp_path / "g/t1.pid", times=2)   # its pid file: it exits at once
     with pytest.raises(InfraError, match="refused to start") as e:
         run_selftests(session, tests, tmp_path / "run", remote_dir=str(tmp_path / "g"))
     [r] = e.value.partial_results
@@ -228,8 +234,10 @@ HANGS_ONCE = "#!/bin/sh\nn=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) >
 
 
 def _known_hang_test(tmp_path, hangs: int) -> BuiltTest:
+    """Its runs time out after 0.5 s (each hung one costs that) until ``hangs`` runs did; a run that does not hang
+    ends at once."""
     t = _script_test(tmp_path, "uffd", HANGS_ONCE.format(hangs=hangs))
-    return BuiltTest(replace(t.spec, timeout=1, known_hang="the test's own bug", tries=3), t.binary)
+    return BuiltTest(replace(t.spec, timeout=0.5, known_hang="the test's own bug", tries=3), t.binary)
 
 
 def test_a_known_hang_with_no_kernel_report_is_run_again(tmp_path):
@@ -237,7 +245,7 @@ def test_a_known_hang_with_no_kernel_report_is_run_again(tmp_path):
                         remote_dir=str(tmp_path / "g"))
     [r] = res
     assert r.status == Status.PASS, r.detail
-    assert r.detail.startswith("uffd: run 1 of 3 timed out after 1 s and the kernel reported nothing")
+    assert r.detail.startswith("uffd: run 1 of 3 timed out after 0.5 s and the kernel reported nothing")
     assert "a known hang of the test itself, the test's own bug" in r.detail
     assert (tmp_path / "run/selftests/uffd.run1.log").read_text() == "run 1\n"
     assert (tmp_path / "run/selftests/uffd.log").read_text() == "run 2\n"
@@ -262,4 +270,4 @@ def test_a_timeout_the_kernel_explains_is_never_run_again(tmp_path):
     t = _known_hang_test(tmp_path / "p", hangs=1)
     plain = BuiltTest(replace(t.spec, known_hang="", tries=1), t.binary)
     [r] = run_selftests(ConsoleSession(), [plain], tmp_path / "run2", remote_dir=str(tmp_path / "g2"))
-    assert r.status == Status.FAIL and r.observed == "timeout after 1 s"
+    assert r.status == Status.FAIL and r.observed == "timeout after 0.5 s"
