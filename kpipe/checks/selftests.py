@@ -823,7 +823,9 @@ def _watched_test_script(remote_dir: str, pidfile: str, binary_name: str, args: 
     the test's main process (all its threads, its reaped children) used CPU time since the last look, it is not
     stalled; else the watchdog sums the CPU time of every process in the test's group (a child may work while
     the main process waits). When that has not moved for ``stalled_after`` seconds, the watchdog says so
-    (STALL_MARKER) and kills the group. Reading /proc/<pid>/stat is not free under TCG and a debug kernel
+    (STALL_MARKER) and kills the group. The group's files are read by cat, which goes on past a process that
+    ended between the glob and its open (awk stops at such a file, with nothing printed: seen under load; and an
+    empty sum never counts as unchanged). Reading /proc/<pid>/stat is not free under TCG and a debug kernel
     (busybox's `read` takes it a byte at a time: 2.8 s for 39 processes on arm64; awk 0.5 s with its exec), hence
     one file in the usual case and a look every few seconds. Exit status: the test's, 128+9 when killed."""
     scan = min(STALL_SCAN, int(stalled_after))
@@ -837,10 +839,10 @@ def _watched_test_script(remote_dir: str, pidfile: str, binary_name: str, args: 
         "  lead=; last=; still=0",
         f"  while sleep {scan} >/dev/null 2>&1; do",
         "    kill -0 $p 2>/dev/null || exit 0",
-        f"    l=$({cpu} /proc/$p/stat 2>/dev/null)",
+        f"    l=$({cpu} </proc/$p/stat 2>/dev/null)",
         "    if [ \"$l\" != \"$lead\" ]; then lead=$l; still=0; continue; fi",
-        f"    t=$({cpu} /proc/[0-9]*/stat 2>/dev/null)",
-        f"    if [ \"$t\" = \"$last\" ]; then still=$((still + {scan})); else still=0; last=$t; fi",
+        f"    t=$(cat /proc/[0-9]*/stat 2>/dev/null | {cpu})",
+        f"    if [ -n \"$t\" ] && [ \"$t\" = \"$last\" ]; then still=$((still + {scan})); else still=0; last=$t; fi",
         f"    if [ $still -ge {int(stalled_after)} ]; then",
         f"      echo \"{STALL_MARKER}: the test's process group used no CPU time for {int(stalled_after)} s: killed\"",
         "      kill -9 -$p 2>/dev/null; exit 0",

@@ -370,7 +370,7 @@ def test_the_stall_watchdog_under_the_guests_busybox(tmp_path):
     subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "root")], check=True)
     busybox, applets = tmp_path / "root" / "bin" / "busybox", tmp_path / "applets"
     applets.mkdir()
-    for name in ("setsid", "sleep", "kill", "cat", "awk"):
+    for name in ("setsid", "sleep", "kill", "cat", "awk"):      # what the watchdog runs
         (applets / name).symlink_to(busybox)
     session = BusyboxSession(busybox, applets)
     assert_stall_ended_and_busy_ran_on(session, tmp_path)
