@@ -505,6 +505,10 @@ def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = Fals
         write_doc(run_dir / "bench.json", doc)
     steps = plan_steps(plan["arches"], plan["profiles"], plan["quick"], tuple(plan.get("only", ())))
     todo = missing_steps(steps, doc)
+    if resume and only:
+        # --resume keeps the stopped bench's plan; --only narrows what this run measures of what is missing
+        kinds = tuple(k.strip() for k in only.split(",") if k.strip())
+        todo = [s for s in todo if s.kind in kinds]
     note(f"bench: {len(steps) - len(todo)} of {len(steps)} steps already in {run_dir / 'bench.json'}; "
          f"running {len(todo)}: {', '.join(s.name for s in todo) or 'none'}")
     echo(HEADER)

@@ -159,3 +159,18 @@ def test_raw_side_that_failed_fast_is_not_a_measurement():
         bench.check_raw_exits("\n".join(failed), runnable)
     with pytest.raises(InfraError, match=r"memfd_test did not run"):
         bench.check_raw_exits("\n".join(lines[:3]), runnable)
+
+
+def test_resume_with_only_measures_just_those_kinds_of_what_is_missing(tmp_path: Path) -> None:
+    """A stopped bench whose plan still lacks steps (premerge, LAVA): `--resume DIR --only warm,unchanged` runs
+    none of them (their rows are there), it does not fall back to the whole plan."""
+    d = tmp_path / "stopped"
+    d.mkdir()
+    doc = json.loads(GOLDEN.read_text())
+    doc["plan"] = {**doc["plan"], "arches": ["x86_64"], "only": []}
+    (d / "bench.json").write_text(json.dumps(doc))
+    assert missing_steps(plan_steps(["x86_64"], doc["plan"]["profiles"], doc["plan"]["quick"]), doc)
+    t = time.monotonic()
+    bench.run_bench(resume=str(d), only="warm,unchanged", echo=[].append)
+    assert time.monotonic() - t < 5                        # no tree fetched, nothing built or booted
+    assert sorted(p.name for p in d.iterdir()) == ["bench.json"]
