@@ -487,6 +487,7 @@ def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = Fals
     def say(line: str) -> None:
         print(line, flush=True)
     echo = echo or say
+    kinds = tuple(k.strip() for k in (only or "").split(",") if k.strip())
     if resume:
         run_dir = Path(resume).expanduser().resolve()
         doc = load_doc(run_dir / "bench.json")
@@ -498,16 +499,14 @@ def run_bench(arch_spec: str = "all", out: str | None = None, quick: bool = Fals
         run_dir = new_run_dir(out, "bench")
         arches = resolve_arches(arch_spec)
         profiles = ["debug", "fast"] if profile == "all" else [get_profile(profile).name]
-        kinds = tuple(k.strip() for k in (only or "").split(",") if k.strip())
         plan = {"arches": [a.name for a in arches], "profiles": profiles, "quick": quick, "only": list(kinds),
                 "samples": 1 if quick else FULL_SAMPLES}
         doc = new_doc(plan, machine_info(arches), TARGETS)
         write_doc(run_dir / "bench.json", doc)
     steps = plan_steps(plan["arches"], plan["profiles"], plan["quick"], tuple(plan.get("only", ())))
     todo = missing_steps(steps, doc)
-    if resume and only:
+    if resume and kinds:
         # --resume keeps the stopped bench's plan; --only narrows what this run measures of what is missing
-        kinds = tuple(k.strip() for k in only.split(",") if k.strip())
         todo = [s for s in todo if s.kind in kinds]
     note(f"bench: {len(steps) - len(todo)} of {len(steps)} steps already in {run_dir / 'bench.json'}; "
          f"running {len(todo)}: {', '.join(s.name for s in todo) or 'none'}")

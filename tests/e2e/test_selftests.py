@@ -21,8 +21,8 @@ from kpipe.checks import selftests
 from kpipe.checks.selftests import (BuiltTest, SelftestSpec, build_extra_tests, build_selftests, find_selftest_dir,
                                     read_elf, run_selftests, status_from_exit)
 
-from test_selftests_logic import SEED, plan, _private_cache  # noqa: F401  (shared with the fast tier)
-from test_selftests_stall import ConsoleSession, assert_stall_ended_and_busy_ran_on
+from test_selftests_logic import SEED, ConsoleSession, plan, _private_cache  # noqa: F401  (shared with the fast tier)
+from test_selftests_stall import assert_stall_ended_and_busy_ran_on
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 ALL_510 = "mremap_dontunmap,userfaultfd-anon,userfaultfd-shmem,map_fixed_noreplace,memfd_test,mlock2-tests"
@@ -331,7 +331,7 @@ def test_510_relevant_selftests_in_the_guest(kernels, src510, arch, tmp_path, mo
     # 5.10's userfaultfd stress ran under the stall watchdog (its known hang) and, busy, was never ended by it
     assert {s.name: s.stalled_after for s in specs}["userfaultfd-anon"] == 30
     for name in ("userfaultfd-anon", "userfaultfd-shmem"):
-        assert "KPIPE-STALLED" not in (run / f"selftests/{name}.log").read_text()
+        assert selftests.STALL_MARKER not in (run / f"selftests/{name}.log").read_text()
         assert "stalled" not in by[name].detail, by[name].detail
     assert by["mremap_test"].status == Status.SKIP and "not in this tree" in by["mremap_test"].detail
     doc = parse_document((run / "selftests.ktap").read_text())

@@ -222,11 +222,16 @@ def test_a_second_refusal_is_the_sessions_error(tmp_path):
 
 
 class ConsoleSession(LocalSession):
-    """A host session with the guest's abort check: what the console reported (None: nothing)."""
+    """A host session with the guest session's hooks: its abort check (what the console reported, None: nothing)
+    and the commands ended as hung (GuestSession.command_hung: the runner's SysRq probe)."""
 
     def __init__(self, reported: str | None = None):
         super().__init__()
         self.abort_check = lambda: reported
+        self.hung: list[str] = []
+
+    def command_hung(self, command: str) -> None:
+        self.hung.append(command)
 
 
 HANGS_ONCE = "#!/bin/sh\nn=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) > count\n" \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -16,28 +17,12 @@ from kpipe.checks import suite
 from kpipe.errors import UsageError
 from kpipe.report.results import Status
 
-from local_session import LocalSession
-
-
-class ConsoleSession(LocalSession):
-    """A host session with the guest session's hooks: what the console reported (None: nothing), and the
-    commands ended as hung (GuestSession.command_hung: the runner's SysRq probe)."""
-
-    def __init__(self, reported: str | None = None):
-        super().__init__()
-        self.abort_check = lambda: reported
-        self.hung: list[str] = []
-
-    def command_hung(self, command: str) -> None:
-        self.hung.append(command)
+from test_selftests_logic import ConsoleSession, _script_test
 
 
 def _test(tmp_path, name: str, body: str, **spec) -> BuiltTest:
-    f = tmp_path / "bin" / name
-    f.parent.mkdir(exist_ok=True)
-    f.write_text("#!/bin/sh\n" + body + "\n")
-    f.chmod(0o755)
-    return BuiltTest(SelftestSpec(name, (f"{name}.c",), timeout=30, **spec), f)
+    t = _script_test(tmp_path, name, body)
+    return BuiltTest(replace(t.spec, timeout=30, **spec), t.binary)
 
 
 # sleeps for ever on its first run (the known hang), passes on the next
@@ -99,8 +84,8 @@ def test_a_stall_the_kernel_explains_is_the_kernels_failure_and_never_run_again(
 
 def test_without_stalled_after_no_watchdog_runs(tmp_path):
     spec = SelftestSpec("t", ("t.c",), timeout=30, known_hang="bug", tries=3)
-    assert "KPIPE-STALLED" not in selftests._test_script("/d", "/d/t.pid", "t", (), spec.stalled_after)
-    assert "KPIPE-STALLED" in selftests._test_script("/d", "/d/t.pid", "t", (), 30)
+    assert selftests.STALL_MARKER not in selftests._test_script("/d", "/d/t.pid", "t", (), spec.stalled_after)
+    assert selftests.STALL_MARKER in selftests._test_script("/d", "/d/t.pid", "t", (), 30)
 
 
 HANG_TOML = """
