@@ -74,7 +74,7 @@ class SelftestSpec:
     why: str = ""                  # why it was chosen (the suite's map, the tree's MAINTAINERS, --selftests)
     known_hang: str = ""           # a user-space hang of this tree's test on a correct kernel (why), see the catalogue
     tries: int = 1                 # runs allowed when a timeout is that known hang
-    stalled_after: int = 0         # >0: end a run whose process group used no CPU time for this many seconds
+    stalled_after: int = 0         # >0: end a run whose process group was idle (< 0.5 % CPU) for this many seconds
 
 
 @dataclass(frozen=True)
@@ -735,17 +735,27 @@ class _TestRun:
         cr = _run_once(session, spec, script, pidfile, self.retried)
         runs = 1
         while cr.timed_out and runs < spec.tries and spec.known_hang and not _kernel_reported(session):
+            self._keep_hang(spec, pidfile, f"{spec.name}.run{runs}.hang")
             _kill_remote(session, pidfile)
             (self.logdir / f"{spec.name}.run{runs}.log").write_text(_output(cr))
             self.retried.append(f"{spec.name}: run {runs} of {spec.tries} {_hung_how(spec, cr)} and "
                                 f"the kernel reported nothing (no hung or blocked task, no lockup, asked with "
                                 f"SysRq): a known hang of the test itself, {spec.known_hang}; its output: "
-                                f"{spec.name}.run{runs}.log; run again")
+                                f"{spec.name}.run{runs}.log, its threads: {spec.name}.run{runs}.hang; run again")
             note(f"{spec.name}: {_hung_how(spec, cr)} with no kernel report, a known hang of this tree's test; "
                  f"run {runs + 1} of {spec.tries}")
             runs += 1
             cr = _run_once(session, spec, script, pidfile, self.retried)
         return cr, runs
+
+    def _keep_hang(self, spec: SelftestSpec, pidfile: str, name: str) -> None:
+        """What a hung test was doing when its time ran out, kept in the test's folder before it is killed."""
+        try:
+            cr = self.session.run(["sh", "-c", _hang_evidence_script(pidfile)], HANG_EVIDENCE_TIMEOUT)
+        except (KpipeError, OSError, EOFError) as e:
+            (self.logdir / name).write_text(f"not read: {e}\n")
+            return
+        (self.logdir / name).write_text(_output(cr) + ("(timed out)\n" if cr.timed_out else ""))
 
     def _session_lost(self, spec: SelftestSpec, e: BaseException, start: float) -> tuple[TestResult, _Run, str]:
         """The test's outcome when the session failed under it; the first such failure is the run's error."""
@@ -766,12 +776,13 @@ class _TestRun:
         output = _output(cr)
         (self.logdir / f"{spec.name}.log").write_text(output)
         if cr.timed_out:
+            self._keep_hang(spec, pidfile, f"{spec.name}.hang")
             _kill_remote(session, pidfile)
         run = status_from_exit(cr.exit_status, cr.timed_out, spec.timeout)
         if _stalled(spec, cr):
-            run = _Run(Status.FAIL, f"stalled: no CPU time for {spec.stalled_after} s",
+            run = _Run(Status.FAIL, f"stalled: almost no CPU time for {spec.stalled_after} s",
                        f"TIMEOUT stalled {spec.stalled_after} seconds",
-                       [f"# STALLED: killed after {spec.stalled_after} s without CPU time"])
+                       [f"# STALLED: killed after {spec.stalled_after} s with almost no CPU time"])
         if cr.timed_out and spec.known_hang and spec.tries > 1 and runs >= spec.tries and \
                 not _kernel_reported(session):
             # every run hung in the test's known user-space bug and the kernel said nothing when asked: nothing
@@ -807,6 +818,8 @@ def _test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[st
 
 STALL_MARKER = "KPIPE-STALLED"
 STALL_SCAN = 10        # seconds between two looks at the test's CPU time (the stall's resolution)
+# idle: fewer clock ticks than one per IDLE_SECONDS_PER_TICK seconds of a look, i.e. < 0.5 % of a CPU (USER_HZ 100)
+IDLE_SECONDS_PER_TICK = 2
 
 
 # The CPU time (utime, stime, and the reaped children's cutime, cstime: /proc/<pid>/stat fields 14-17, counted
@@ -815,36 +828,62 @@ _GROUP_CPU_AWK = ('{ s = $0; sub(/.*\\) /, "", s); split(s, f, " "); '
                   'if (f[3] == p) t += f[12] + f[13] + f[14] + f[15] } END { print t + 0 }')
 
 
+def watch_file(pidfile: str) -> str:
+    """Where the stall watchdog writes what it saw, one line per look: beside the test's pid file."""
+    return (pidfile[:-len(".pid")] if pidfile.endswith(".pid") else pidfile) + ".watch"
+
+
 def _watched_test_script(remote_dir: str, pidfile: str, binary_name: str, args: tuple[str, ...],
                          stalled_after: int) -> str:
     """The test in the background, its own process group (setsid in a background job, which leads no group,
     keeps the pid); the shell waits for it (its end is seen at once) while a watchdog subshell looks every
-    STALL_SCAN seconds (POSIX sh and awk: busybox in the guest, dash and the host's awk in the fast tier). When
-    the test's main process (all its threads, its reaped children) used CPU time since the last look, it is not
-    stalled; else the watchdog sums the CPU time of every process in the test's group (a child may work while
-    the main process waits). When that has not moved for ``stalled_after`` seconds, the watchdog says so
+    STALL_SCAN seconds (POSIX sh and awk: busybox in the guest, dash and the host's awk in the fast tier).
+
+    Idle means almost no CPU time: less than one clock tick per IDLE_SECONDS_PER_TICK seconds of the look
+    (0.5 % of one CPU at Linux's USER_HZ of 100), not none: 5.10's userfaultfd stress asleep in its known hang (every
+    thread in S: a fault that is never woken, its readers in read(), main in pthread_join) still gained a tick
+    every 10-20 s (measured in a real arm64 debug guest), and the first watchdog, which waited for no CPU time
+    at all, never ended it; the working test uses ~100 ticks per second and CPU. When the test's main process
+    (all its threads, its reaped children) was not idle since the last look, the test is busy; else the
+    watchdog reads the CPU time of every process in the test's group (a child may work while the main process
+    waits): a group idle over looks that add up to ``stalled_after`` seconds is a stall: the watchdog says so
     (STALL_MARKER) and kills the group. The group's files are read by cat, which goes on past a process that
     ended between the glob and its open (awk stops at such a file, with nothing printed: seen under load; and an
-    empty sum never counts as unchanged). Reading /proc/<pid>/stat is not free under TCG and a debug kernel
+    empty sum never counts as idle). Reading /proc/<pid>/stat is not free under TCG and a debug kernel
     (busybox's `read` takes it a byte at a time: 2.8 s for 39 processes on arm64; awk 0.5 s with its exec), hence
-    one file in the usual case and a look every few seconds. Exit status: the test's, 128+9 when killed."""
+    one file in the usual case and a look every few seconds. Each look is a line in the watch file beside the
+    pid file (watch_file: the CPU time seen, in clock ticks), which kpipe keeps when the run hangs anyway.
+    Exit status: the test's, 128+9 when killed."""
     scan = min(STALL_SCAN, int(stalled_after))
     cpu = f"awk -v p=$p {shlex.quote(_GROUP_CPU_AWK)}"
+    watch = shlex.quote(watch_file(pidfile))
+
+    def idle(now: str, before: str) -> str:      # sh has integers only: ticks * seconds-per-tick < seconds
+        return f"[ $((({now} - {before}) * {IDLE_SECONDS_PER_TICK})) -lt {scan} ]"
     return "\n".join([
         f"cd {shlex.quote(remote_dir)} || exit 1",
         f"setsid {shlex.join(['./' + binary_name, *args])} </dev/null 2>&1 &",
         "p=$!",
         f"echo $p > {shlex.quote(pidfile)}",
+        f": > {watch}",
         "(",
-        "  lead=; last=; still=0",
+        "  lead=; last=; still=0; n=0",
         f"  while sleep {scan} >/dev/null 2>&1; do",
+        f"    n=$((n + {scan}))",
         "    kill -0 $p 2>/dev/null || exit 0",
         f"    l=$({cpu} </proc/$p/stat 2>/dev/null)",
-        "    if [ \"$l\" != \"$lead\" ]; then lead=$l; still=0; continue; fi",
+        f"    if [ -z \"$lead\" ] || [ -z \"$l\" ] || ! {idle('l', 'lead')}; then",
+        f"      echo \"$n s: main $l\" >> {watch}; lead=$l; last=; still=0; continue",
+        "    fi",
+        "    lead=$l",
         f"    t=$(cat /proc/[0-9]*/stat 2>/dev/null | {cpu})",
-        f"    if [ -n \"$t\" ] && [ \"$t\" = \"$last\" ]; then still=$((still + {scan})); else still=0; last=$t; fi",
+        f"    if [ -n \"$t\" ] && [ -n \"$last\" ] && {idle('t', 'last')}; then still=$((still + {scan}))",
+        "    else still=0; fi",
+        "    [ -n \"$t\" ] && last=$t",
+        f"    echo \"$n s: main $l, group $t, idle for $still s\" >> {watch}",
         f"    if [ $still -ge {int(stalled_after)} ]; then",
-        f"      echo \"{STALL_MARKER}: the test's process group used no CPU time for {int(stalled_after)} s: killed\"",
+        f"      echo \"{STALL_MARKER}: the test's process group used almost no CPU time for {int(stalled_after)} s: "
+        "killed\"",
         "      kill -9 -$p 2>/dev/null; exit 0",
         "    fi",
         "  done",
@@ -866,7 +905,7 @@ def _stalled(spec: SelftestSpec, cr: CommandResult) -> bool:
 
 def _hung_how(spec: SelftestSpec, cr: CommandResult) -> str:
     if _stalled(spec, cr):
-        return f"stalled (no CPU time in its process group for {spec.stalled_after} s, killed)"
+        return f"stalled (almost no CPU time in its process group for {spec.stalled_after} s, killed)"
     return f"timed out after {spec.timeout:g} s"
 
 
@@ -912,6 +951,32 @@ def _as_kpipe_error(e: BaseException, when: str) -> KpipeError:
         return e
     return InfraError(f"the guest session failed {when}: {type(e).__name__}: {e}",
                       fix="the guest may have crashed: read serial.log")
+
+
+HANG_EVIDENCE_TIMEOUT = 30.0
+# each thread of the test's process group: its tid, state, user and system time (clock ticks)
+_GROUP_THREADS_AWK = ('{ s = $0; sub(/.*\\) /, "", s); split(s, f, " "); '
+                      'if (f[3] == p) print $1, "state", f[1], "utime", f[12], "stime", f[13] }')
+
+
+def _hang_evidence_script(pidfile: str) -> str:
+    """A hung test's state, read before it is killed: the stall watchdog's looks (when it watched), then each
+    thread of its process group with its state, CPU time, wait channel and kernel stack. It tells a test asleep
+    (S, nothing moving) from one spinning, and where in the kernel each thread waits."""
+    awk = f"awk -v p=$p {shlex.quote(_GROUP_THREADS_AWK)}"
+    return "\n".join([
+        f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null) || exit 0",
+        f"if [ -s {shlex.quote(watch_file(pidfile))} ]; then",
+        "  echo \"the stall watchdog's looks (CPU time in clock ticks):\"",
+        f"  cat {shlex.quote(watch_file(pidfile))}",
+        "fi",
+        "echo \"the test's threads (process group $p):\"",
+        f"cat /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null | {awk} | while read -r t rest; do",
+        "  echo \"tid $t $rest wchan $(cat /proc/$t/wchan 2>/dev/null)\"",
+        "  cat /proc/$t/stack 2>/dev/null | sed 's/^/    /'",
+        "done",
+        "true",
+    ])
 
 
 def _kill_remote(session: Session, pidfile: str) -> None:
