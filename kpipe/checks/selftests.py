@@ -75,6 +75,7 @@ class SelftestSpec:
     known_hang: str = ""           # a user-space hang of this tree's test on a correct kernel (why), see the catalogue
     tries: int = 1                 # runs allowed when a timeout is that known hang
     stalled_after: int = 0         # >0: end a run whose process group was idle (< 0.5 % CPU) for this many seconds
+    fix: str = ""                  # kpipe's fix of that hang (a patch): the test is built from a fixed copy
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class BuiltTest:
     error: str = ""                # compiler lines when the build failed
     seconds: float = 0.0
     cached: bool = False
+    note: str = ""                 # how it was built when not from the tree as it is (kpipe's fix), for its result
 
 
 # ------------------------------------------------------------------------------------------------ plan
@@ -124,7 +126,8 @@ def _spec_for(entry: CatalogueEntry, tree: Path, mmdir: str) -> SelftestSpec:
                             timeout=float(entry["timeout"]), display=" ".join([target, *args]),
                             collection=collection, binary_name=binary, needs=tuple(entry.get("needs", ())),
                             known_hang=hang["why"] if hang else "", tries=hang["tries"] if hang else 1,
-                            stalled_after=hang.get("stalled_after", 0) if hang else 0)
+                            stalled_after=hang.get("stalled_after", 0) if hang else 0,
+                            fix=hang.get("fix", "") if hang else "")
     return SelftestSpec(name=entry["name"], sources=(), timeout=float(entry["timeout"]), collection=mmdir,
                         display=entry["name"],
                         skip=f"not in this tree (looked for {' and '.join(tried)} under {SELFTESTS}, built by "
@@ -415,21 +418,51 @@ def make_command(arch: Arch, tree: Path, collection: str, headers: Path, output:
             *[f"{output}/{b}" for b in binaries]]
 
 
+def _fixed_copy(tree: Path, collection: str, fix: str, where: Path, log: Path) -> tuple[Path, str]:
+    """A private copy of the tree's selftests with ``fix`` applied to ``collection``: the top folder's own files
+    (lib.mk, kselftest headers) and the collection, nothing else of the tree, which is never touched. Returns the
+    copy's root (the tree to build from) and what happened: "" when the fix applied, else why not (then the
+    tree itself is returned)."""
+    top = Path(tree) / SELFTESTS
+    dest = where / SELFTESTS
+    dest.mkdir(parents=True)
+    for f in top.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dest / f.name)
+    shutil.copytree(top / collection, dest / collection, symlinks=True)
+    cp = proc.run(["git", "apply", "--verbose", fix], cwd=where, timeout=60, check=False, what="git apply (fix)")
+    with open(log, "a") as fh:
+        fh.write(f"\n$ (in a copy of {top}) git apply {fix}\n{cp.stdout or ''}{cp.stderr or ''}")
+    if cp.returncode != 0:
+        why = ((cp.stderr or cp.stdout or "").strip().splitlines() or ["git apply failed"])[-1]
+        return Path(tree), f"kpipe's fix {Path(fix).name} did not apply to this tree's test ({why}): built as it is"
+    return where, ""
+
+
 def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[str], headers: Path,
-                      log: Path) -> tuple[Path, dict[str, str], bool]:
-    """Build ``binaries`` of ``collection`` (cached by content); returns the cache entry, {binary: compiler
-    error lines} for those that failed, and whether it came from the cache."""
+                      log: Path, fix: str = "") -> tuple[Path, dict[str, str], bool, str]:
+    """Build ``binaries`` of ``collection`` (cached by content), from a private copy with ``fix`` applied when
+    one is given; returns the cache entry, {binary: compiler error lines} for those that failed, whether it came
+    from the cache, and how the fix went (a note for the results)."""
+    import tempfile
+
     hdr = Path(headers) / "include"
     if not hdr.is_dir():
         raise InfraError(f"installed uapi headers not found: {hdr} is missing",
                          fix="build the kernel first (its headers_install output is the headers folder)")
     key = cache.key_of(MAKE_RECIPE, toolchain.compiler(arch.cc).ident, arch.name, collection, sorted(binaries),
-                       _tree_fingerprint(hdr), _source_ids(tree))
+                       _tree_fingerprint(hdr), _source_ids(tree),
+                       hashlib.sha256(Path(fix).read_bytes()).hexdigest() if fix else "")
     entry = cache.cache_dir("selftests") / key
 
     def make(tmp: Path) -> dict[str, Any]:
-        cmd = make_command(arch, tree, collection, headers, tmp, binaries, os.cpu_count() or 1)
-        cp = proc.run(cmd, timeout=900, check=False, what="make (selftests)")
+        with tempfile.TemporaryDirectory(prefix="kpipe-selftest-fix-") as copy:
+            src, fix_note = (_fixed_copy(tree, collection, fix, Path(copy), log) if fix else (Path(tree), ""))
+            if fix and not fix_note:
+                fix_note = (f"built from a copy of the tree's source with kpipe's fix of its known hang applied "
+                            f"({Path(fix).name})")
+            cmd = make_command(arch, src, collection, headers, tmp, binaries, os.cpu_count() or 1)
+            cp = proc.run(cmd, timeout=900, check=False, what="make (selftests)")
         out = (cp.stdout or "") + (cp.stderr or "")
         with open(log, "a") as fh:
             fh.write(f"\n$ {shlex.join(cmd)}\n{out}" + (f"[exit {cp.returncode}]\n" if cp.returncode else ""))
@@ -441,11 +474,11 @@ def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[st
                                        f"{shlex.join(cmd)}", *lines[-40:]])
         for junk in [p for p in tmp.iterdir() if p.name not in binaries]:    # objects, helper outputs
             shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
-        return {"collection": collection, "cmd": cmd, "failed": failed}
+        return {"collection": collection, "cmd": cmd, "failed": failed, "fix": fix_note}
 
     meta, cached = cache.cached_entry(entry, cache.cache_dir("selftests") / f"{key}.lock",
                                       f"selftest build ({collection})", make, deep=False)
-    return entry, meta.get("failed", {}), cached
+    return entry, meta.get("failed", {}), cached, meta.get("fix", "")
 
 
 def build_selftests(specs: list[SelftestSpec], arch: Arch, tree: Path, headers: Path, out_dir: Path,
@@ -456,14 +489,16 @@ def build_selftests(specs: list[SelftestSpec], arch: Arch, tree: Path, headers: 
     log = Path(log)
     log.parent.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wanted: dict[str, list[str]] = {}
+    # one make per collection, and one more for the binaries built from a fixed copy (kpipe's fix of a known hang)
+    wanted: dict[tuple[str, str], list[str]] = {}
     for spec in specs:
-        if not spec.skip and spec.binary_name not in wanted.setdefault(spec.collection, []):
-            wanted[spec.collection].append(spec.binary_name)
+        if not spec.skip and spec.binary_name not in wanted.setdefault((spec.collection, spec.fix), []):
+            wanted[(spec.collection, spec.fix)].append(spec.binary_name)
     made: dict[tuple[str, str], BuiltTest] = {}
-    for collection, binaries in wanted.items():
+    for (collection, fix), binaries in wanted.items():
         start = time.monotonic()
-        entry, failed, cached = _build_collection(arch, Path(tree), collection, binaries, headers, log)
+        entry, failed, cached, fix_note = _build_collection(arch, Path(tree), collection, binaries, headers, log,
+                                                            fix)
         secs = round(time.monotonic() - start, 3)
         if cached:
             with open(log, "a") as fh:
@@ -479,14 +514,14 @@ def build_selftests(specs: list[SelftestSpec], arch: Arch, tree: Path, headers: 
             except OSError:
                 shutil.copy2(entry / b, dest)
             dest.chmod(0o755)
-            made[(collection, b)] = BuiltTest(SelftestSpec(b, ()), dest, "", secs, cached)
+            made[(collection, b)] = BuiltTest(SelftestSpec(b, ()), dest, "", secs, cached, fix_note)
     built = []
     for spec in specs:
         if spec.skip:
             built.append(BuiltTest(spec, None, ""))
             continue
         m = made[(spec.collection, spec.binary_name)]
-        built.append(BuiltTest(spec, m.binary, m.error, m.seconds, m.cached))
+        built.append(BuiltTest(spec, m.binary, m.error, m.seconds, m.cached, m.note))
     return built
 
 
@@ -618,6 +653,8 @@ def _result(built: BuiltTest, out_dir: Path, suite: str, rel_to: Path, output: s
             details += [f"KTAP: {p}" for p in doc.problems]
         if run.status.bad or run.status == Status.SKIP:
             details += ["--- last lines of the output ---", *_tail(output, 15 if run.status.bad else 4)]
+    if built.note:
+        details.insert(0, built.note)
     return TestResult(suite=suite, name=spec.name, status=run.status, expected="exit 0", observed=run.observed,
                       detail="\n".join(details), seconds=round(seconds, 3), output=rel, subtests=subtests), run
 

@@ -62,7 +62,8 @@ class KnownHang(TypedDict):
     fixed_by: str                  # a string the fixed source has
     tries: int
     why: str
-    stalled_after: NotRequired[int]   # seconds without CPU time in the test's process group: the hang, end it
+    stalled_after: NotRequired[int]   # seconds of almost no CPU time in the test's process group: the hang, end it
+    fix: NotRequired[str]          # kpipe's fix of the test (a patch, made absolute on load), built from a copy
 
 
 class CatalogueVariant(TypedDict):
@@ -166,6 +167,12 @@ def _selftests(root: Path) -> Selftests:
                 if stall is not None and (not isinstance(stall, int) or isinstance(stall, bool) or stall < 5):
                     raise _err(path, f"[known_hangs.{v['known_hang']}] stalled_after must be a whole number of "
                                      f"seconds, at least 5 (got {stall!r})")
+                if "fix" in hang:
+                    fix = root / str(hang["fix"])
+                    if not fix.is_file():
+                        raise _err(path, f"[known_hangs.{v['known_hang']}] fix {hang['fix']!r}: no such file under "
+                                         f"{root}")
+                    hang["fix"] = str(fix)
                 v["known_hang"] = hang
             variants.append(v)
         catalogue.append(cast(CatalogueEntry, {**e, "variants": variants}))
