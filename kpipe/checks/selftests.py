@@ -54,9 +54,10 @@ KSFT_PASS, KSFT_FAIL, KSFT_XFAIL, KSFT_XPASS, KSFT_SKIP = 0, 1, 2, 3, 4
 # ``known_hang``: a bug of the test itself (user space) that can make it sleep forever on a correct kernel, found
 # in the tree's source (``file`` has no ``fixed_by``): a timeout on which the kernel reports nothing (no hung or
 # blocked task, no lockup, even when asked with SysRq) is retried, up to ``tries`` runs, and the result says so.
-# ``stalled_after``: the hang is a sleep, so the test's process group stops using CPU time; a guest-side
-# watchdog ends the run after that many seconds without any (as a timeout: the kernel is asked, the test retried)
-# instead of waiting out the test's whole timeout.
+# ``stalled_after``: the hang is a sleep, so the test's process group (almost) stops using CPU time; a guest-side
+# watchdog ends the run after that many seconds under 0.5 % of a CPU (as a timeout: the kernel is asked, the test
+# retried) instead of waiting out the test's whole timeout. ``fix``: kpipe's own fix of the test (a patch), applied
+# to a private copy of its collection, from which the test is built (_fixed_copy); its result says so.
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SelftestSpec:
@@ -444,6 +445,7 @@ def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[st
     """Build ``binaries`` of ``collection`` (cached by content), from a private copy with ``fix`` applied when
     one is given; returns the cache entry, {binary: compiler error lines} for those that failed, whether it came
     from the cache, and how the fix went (a note for the results)."""
+    import contextlib
     import tempfile
 
     hdr = Path(headers) / "include"
@@ -456,11 +458,14 @@ def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[st
     entry = cache.cache_dir("selftests") / key
 
     def make(tmp: Path) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(prefix="kpipe-selftest-fix-") as copy:
-            src, fix_note = (_fixed_copy(tree, collection, fix, Path(copy), log) if fix else (Path(tree), ""))
-            if fix and not fix_note:
-                fix_note = (f"built from a copy of the tree's source with kpipe's fix of its known hang applied "
-                            f"({Path(fix).name})")
+        with contextlib.ExitStack() as stack:
+            src, fix_note = Path(tree), ""
+            if fix:
+                copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kpipe-selftest-fix-")))
+                src, fix_note = _fixed_copy(tree, collection, fix, copy, log)
+                if not fix_note:
+                    fix_note = (f"built from a copy of the tree's source with kpipe's fix of its known hang applied "
+                                f"({Path(fix).name})")
             cmd = make_command(arch, src, collection, headers, tmp, binaries, os.cpu_count() or 1)
             cp = proc.run(cmd, timeout=900, check=False, what="make (selftests)")
         out = (cp.stdout or "") + (cp.stderr or "")
