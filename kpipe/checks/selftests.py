@@ -996,16 +996,19 @@ def _as_kpipe_error(e: BaseException, when: str) -> KpipeError:
 
 
 HANG_EVIDENCE_TIMEOUT = 30.0
-# each thread of the test's process group: its tid, state, user and system time (clock ticks)
-_GROUP_THREADS_AWK = ('{ s = $0; sub(/.*\\) /, "", s); split(s, f, " "); '
-                      'if (f[3] == p) print $1, "state", f[1], "utime", f[12], "stime", f[13] }')
+# each thread of the test's process group: its tid, state, user and system time (clock ticks), then its wait
+# channel and kernel stack, read by the same awk (getline): one process, not two execs per thread (each exec
+# costs a fraction of a second under TCG and a debug kernel)
+_GROUP_THREADS_AWK = ('{ s = $0; sub(/.*\\) /, "", s); split(s, f, " "); if (f[3] != p) next; '
+                      't = "/proc/" $1; w = ""; getline w < (t "/wchan"); close(t "/wchan"); '
+                      'print "tid", $1, "state", f[1], "utime", f[12], "stime", f[13], "wchan", w; '
+                      'while ((getline l < (t "/stack")) > 0) print "    " l; close(t "/stack") }')
 
 
 def _hang_evidence_script(pidfile: str) -> str:
     """A hung test's state, read before it is killed: the stall watchdog's looks (when it watched), then each
     thread of its process group with its state, CPU time, wait channel and kernel stack. It tells a test asleep
     (S, nothing moving) from one spinning, and where in the kernel each thread waits."""
-    awk = f"awk -v p=$p {shlex.quote(_GROUP_THREADS_AWK)}"
     return "\n".join([
         f"p=$(cat {shlex.quote(pidfile)} 2>/dev/null) || exit 0",
         f"if [ -s {shlex.quote(watch_file(pidfile))} ]; then",
@@ -1013,10 +1016,7 @@ def _hang_evidence_script(pidfile: str) -> str:
         f"  cat {shlex.quote(watch_file(pidfile))}",
         "fi",
         "echo \"the test's threads (process group $p):\"",
-        f"cat /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null | {awk} | while read -r t rest; do",
-        "  echo \"tid $t $rest wchan $(cat /proc/$t/wchan 2>/dev/null)\"",
-        "  cat /proc/$t/stack 2>/dev/null | sed 's/^/    /'",
-        "done",
+        f"cat /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null | awk -v p=$p {shlex.quote(_GROUP_THREADS_AWK)}",
         "true",
     ])
 

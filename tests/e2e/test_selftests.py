@@ -22,7 +22,7 @@ from kpipe.checks.selftests import (BuiltTest, SelftestSpec, build_extra_tests, 
                                     read_elf, run_selftests, status_from_exit)
 
 from test_selftests_logic import SEED, ConsoleSession, plan, _private_cache  # noqa: F401  (shared with the fast tier)
-from test_selftests_stall import assert_stall_ended_and_busy_ran_on
+from test_selftests_stall import assert_stall_ended_and_busy_ran_on, assert_timeout_leaves_its_threads
 
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 ALL_510 = "mremap_dontunmap,userfaultfd-anon,userfaultfd-shmem,map_fixed_noreplace,memfd_test,mlock2-tests"
@@ -372,7 +372,8 @@ class BusyboxSession(ConsoleSession):
 @pytest.mark.e2e
 def test_the_stall_watchdog_under_the_guests_busybox(tmp_path):
     """The watchdog's script under the shell that runs it in the guest (the image's busybox-static, x86_64, as the
-    image recipe resolves it): a sleeping known hang is ended after its stall, a busy group is not."""
+    image recipe resolves it): a sleeping known hang is ended after its stall, a busy group is not; a test past
+    its timeout leaves its threads' states and kernel stacks."""
     from kpipe.guest import image
     arch = get_arch("x86_64")
     refs = [r for r in image.resolve_packages(arch, image.load_recipe()) if r.name == "busybox-static"]
@@ -383,5 +384,7 @@ def test_the_stall_watchdog_under_the_guests_busybox(tmp_path):
     for name in ("setsid", "sleep", "kill", "cat", "awk"):      # what the watchdog runs
         (applets / name).symlink_to(busybox)
     session = BusyboxSession(busybox, applets)
-    assert_stall_ended_and_busy_ran_on(session, tmp_path)
+    assert_stall_ended_and_busy_ran_on(session, tmp_path / "stall")
+    # and what a timed-out test leaves: its threads read by busybox's awk (getline of wchan and stack)
+    assert_timeout_leaves_its_threads(session, tmp_path / "timeout")
     assert all(c[0] == str(busybox) for c in session.commands if "-c" in c), session.commands

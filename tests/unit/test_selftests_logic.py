@@ -185,7 +185,7 @@ class RefusingSession(LocalSession):
 
 def _script_test(tmp_path, name: str, body: str) -> BuiltTest:
     f = tmp_path / "bin" / name
-    f.parent.mkdir(exist_ok=True)
+    f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text("#!/bin/sh\n" + body + "\n")
     f.chmod(0o755)
     return BuiltTest(SelftestSpec(name, (f"{name}.c",), timeout=20), f)

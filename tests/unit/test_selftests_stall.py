@@ -139,15 +139,21 @@ def test_stalled_after_must_be_whole_seconds_of_at_least_five(tmp_path, value):
 
 
 def test_a_test_past_its_timeout_leaves_its_threads_states_and_kernel_stacks(tmp_path):
+    assert_timeout_leaves_its_threads(ConsoleSession(), tmp_path)
+
+
+def assert_timeout_leaves_its_threads(session, tmp_path) -> None:
     """Any timeout (no watchdog here): before the test is killed, each thread of its group is listed with its
-    state, CPU time and where it waits, in <name>.hang beside its log."""
+    state, CPU time and where it waits, in <name>.hang beside its log. Shared with tests/e2e/test_selftests.py
+    (the guest's busybox awk)."""
     t = _script_test(tmp_path, "sleeper", "sleep 60 >/dev/null 2>&1 &\nexec sleep 60")
-    [r] = run_selftests(ConsoleSession(), [BuiltTest(replace(t.spec, timeout=1), t.binary)], tmp_path / "run",
+    [r] = run_selftests(session, [BuiltTest(replace(t.spec, timeout=1), t.binary)], tmp_path / "run",
                         remote_dir=str(tmp_path / "g"))
     assert r.status == Status.FAIL and r.observed == "timeout after 1 s", r
     hang = (tmp_path / "run/selftests/sleeper.hang").read_text()
     assert "the stall watchdog" not in hang and hang.startswith("the test's threads (process group "), hang
     threads = [ln for ln in hang.splitlines() if ln.startswith("tid ")]
     # the child asleep, where it waits (the main process may already be gone: the host session kills its child
-    # at the timeout, which an SSH session cannot)
+    # at the timeout, which an SSH session cannot), and its kernel stack (root reads /proc/<tid>/stack)
     assert any(" state S utime " in ln and "wchan " in ln for ln in threads), hang
+    assert any(ln.startswith("    [<") for ln in hang.splitlines()), hang
