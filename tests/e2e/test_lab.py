@@ -4,7 +4,8 @@ first test, `kpipe lab down` after the last (also when a test fails); the last t
 
 Kernels: the Debian 5.10 kernels of `kpipe lava` (patched and baseline), from kpipe's cache like the other
 LAVA tests. Budget: under ~9 minutes for the file (8 min 21 s measured with premerge --lab; measured times are
-printed; `pytest -s` shows them).
+printed; `pytest -s` shows them), plus the session's `verify --arch all` (conftest's seed_verify_all, 2-3 min)
+when this file asks for it first, as in the whole suite: the lab's seed job is held to its results.
 """
 from __future__ import annotations
 
