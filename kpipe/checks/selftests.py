@@ -422,8 +422,8 @@ def make_command(arch: Arch, tree: Path, collection: str, headers: Path, output:
 def _fixed_copy(tree: Path, collection: str, fix: str, where: Path, log: Path) -> tuple[Path, str]:
     """A private copy of the tree's selftests with ``fix`` applied to ``collection``: the top folder's own files
     (lib.mk, kselftest headers) and the collection, nothing else of the tree, which is never touched. Returns the
-    copy's root (the tree to build from) and what happened: "" when the fix applied, else why not (then the
-    tree itself is returned)."""
+    copy's root (the tree to build from) and, for the test's result, how it was built: from the fixed copy, or,
+    when the fix does not apply, from the tree itself as it is, and why."""
     top = Path(tree) / SELFTESTS
     dest = where / SELFTESTS
     dest.mkdir(parents=True)
@@ -437,7 +437,8 @@ def _fixed_copy(tree: Path, collection: str, fix: str, where: Path, log: Path) -
     if cp.returncode != 0:
         why = ((cp.stderr or cp.stdout or "").strip().splitlines() or ["git apply failed"])[-1]
         return Path(tree), f"kpipe's fix {Path(fix).name} did not apply to this tree's test ({why}): built as it is"
-    return where, ""
+    return where, (f"built from a copy of the tree's source with kpipe's fix of its known hang applied "
+                   f"({Path(fix).name})")
 
 
 def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[str], headers: Path,
@@ -463,9 +464,6 @@ def _build_collection(arch: Arch, tree: Path, collection: str, binaries: list[st
             if fix:
                 copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kpipe-selftest-fix-")))
                 src, fix_note = _fixed_copy(tree, collection, fix, copy, log)
-                if not fix_note:
-                    fix_note = (f"built from a copy of the tree's source with kpipe's fix of its known hang applied "
-                                f"({Path(fix).name})")
             cmd = make_command(arch, src, collection, headers, tmp, binaries, os.cpu_count() or 1)
             cp = proc.run(cmd, timeout=900, check=False, what="make (selftests)")
         out = (cp.stdout or "") + (cp.stderr or "")
@@ -864,10 +862,12 @@ STALL_SCAN = 10        # seconds between two looks at the test's CPU time (the s
 IDLE_SECONDS_PER_TICK = 2
 
 
-# The CPU time (utime, stime, and the reaped children's cutime, cstime: /proc/<pid>/stat fields 14-17, counted
-# after the command name's ")", which may hold spaces) of the processes of group p among the files given.
-_GROUP_CPU_AWK = ('{ s = $0; sub(/.*\\) /, "", s); split(s, f, " "); '
-                  'if (f[3] == p) t += f[12] + f[13] + f[14] + f[15] } END { print t + 0 }')
+# A /proc/<pid>/stat line's fields after the command name's ")" (which may hold spaces), as f[1] (state),
+# f[3] (process group), f[12..15] (utime, stime, cutime, cstime: fields 14-17 of the line)
+_STAT_FIELDS_AWK = '{ s = $0; sub(/.*\\) /, "", s); split(s, f, " "); '
+# The CPU time (utime, stime, and the reaped children's cutime, cstime) of the processes of group p among the
+# stat lines given.
+_GROUP_CPU_AWK = _STAT_FIELDS_AWK + 'if (f[3] == p) t += f[12] + f[13] + f[14] + f[15] } END { print t + 0 }'
 
 
 def watch_file(pidfile: str) -> str:
@@ -999,7 +999,7 @@ HANG_EVIDENCE_TIMEOUT = 30.0
 # each thread of the test's process group: its tid, state, user and system time (clock ticks), then its wait
 # channel and kernel stack, read by the same awk (getline): one process, not two execs per thread (each exec
 # costs a fraction of a second under TCG and a debug kernel)
-_GROUP_THREADS_AWK = ('{ s = $0; sub(/.*\\) /, "", s); split(s, f, " "); if (f[3] != p) next; '
+_GROUP_THREADS_AWK = (_STAT_FIELDS_AWK + 'if (f[3] != p) next; '
                       't = "/proc/" $1; w = ""; getline w < (t "/wchan"); close(t "/wchan"); '
                       'print "tid", $1, "state", f[1], "utime", f[12], "stime", f[13], "wchan", w; '
                       'while ((getline l < (t "/stack")) > 0) print "    " l; close(t "/stack") }')
