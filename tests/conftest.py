@@ -46,8 +46,8 @@ def shared_cache():
 
 # Fixtures that fetch a real tree or build real kernels: a test that uses any of them is e2e, whatever its file
 # says, so that `-m "not e2e"` (the fast tier) downloads, builds and boots nothing.
-REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "seed_verify_all", "tree_src",
-                       "src510", "needs_tree", "olddefconfig", "built_510", "fakes", "host_binary",
+REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "test_kernels", "seed_verify_all",
+                       "tree_src", "src510", "needs_tree", "olddefconfig", "built_510", "fakes", "host_binary",
                        "built"}    # test_image: guest images made from downloaded Debian packages
 
 
@@ -71,7 +71,8 @@ def pytest_runtest_logreport(report):
     path = os.environ.get("KPIPE_TEST_LOG")
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    if path and (report.when == "call" or report.outcome != "passed"):
+    # a fixture's set-up or tear-down is logged when it took a second or more (kernels, the lab, session runs)
+    if path and (report.when == "call" or report.outcome != "passed" or report.duration >= 1.0):
         import time
         with open(path, "a") as fh:
             fh.write(f"{time.strftime('%H:%M:%S')} {report.duration:8.1f}s {report.outcome:7} {report.when:8} "
@@ -149,6 +150,15 @@ def kernels(tree510, tmp_path_factory) -> dict[str, Kernel]:
 def patched_kernels(tree510, kernels, tmp_path_factory) -> dict[str, Kernel]:
     """Debian 5.10 with the shipped series, both arches (built after the baseline: incremental)."""
     return _build_all(tree510, Options(), tmp_path_factory.mktemp("build-patched"))
+
+
+@pytest.fixture(scope="session")
+def test_kernels(tree510, patched_kernels, tmp_path_factory) -> dict[str, Kernel]:
+    """5.10 + the seed + kpipe's test kernel patch (tests/patches/test-kernel.patch: kpipe_mutant= picks a wrong
+    behaviour), both arches: the build `verify --patch SEED --patch TEST_KERNEL` reuses from the cache."""
+    from kpipe_cli import SEED, TEST_KERNEL
+    return _build_all(tree510, Options(patches=(str(SEED), str(TEST_KERNEL))),
+                      tmp_path_factory.mktemp("build-test-kernel"))
 
 
 @pytest.fixture(scope="session")
