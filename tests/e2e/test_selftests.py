@@ -298,8 +298,10 @@ def test_510_selftests_run_on_the_host(built_510, tmp_path):
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
 def test_510_relevant_selftests_in_the_guest(kernels, src510, arch, tmp_path, monkeypatch, fakes):
     """Boot the 5.10 kernel, run the selftests relevant to mm/mremap.c: mremap_dontunmap must pass.
-    On x86_64 also a few --extra-test programs: a hang is killed at its timeout, exit codes and nested
-    KTAP map as on the host."""
+    5.10's userfaultfd stress tests (its known hang, kpipe's fix) run on arm64, where the hang was met (~40 s
+    each): how a test is run, watched and retried does not depend on the arch, and both arches' stress binaries
+    are proven to carry the fix by test_510_selftests_build_static_for_each_arch. On x86_64 instead a few
+    --extra-test programs: a hang is killed at its timeout, exit codes and nested KTAP map as on the host."""
     if arch not in kernels:
         pytest.skip(f"no {arch} kernel")
     from kpipe.guest import image, qemu
@@ -310,6 +312,9 @@ def test_510_relevant_selftests_in_the_guest(kernels, src510, arch, tmp_path, mo
     a, k = get_arch(arch), kernels[arch]
     initrd = image.build_image(a, tmp_path / "image.log")
     specs = plan(src510, ["mm/mremap.c"])
+    stress = ("userfaultfd-anon", "userfaultfd-shmem")
+    if arch != "arm64":
+        specs = [s for s in specs if s.name not in stress]
     t = time.monotonic()
     built = build_selftests(specs, a, src510, k.headers, tmp_path / "bin", tmp_path / "build.log")
     print(f"\n[measure] {arch} build {time.monotonic() - t:.2f} s")
@@ -332,11 +337,13 @@ def test_510_relevant_selftests_in_the_guest(kernels, src510, arch, tmp_path, mo
         print(f"[measure] {arch} guest {r.name}: {r.status.value} {r.seconds:.2f} s {r.observed}")
     assert by["mremap_dontunmap"].status == Status.PASS, by["mremap_dontunmap"].detail
     assert (run / "selftests/mremap_dontunmap.log").read_text().strip() == "OK"
-    for name in ("userfaultfd-anon", "userfaultfd-shmem", "map_fixed_noreplace", "memfd_test"):
+    ran_stress = stress if arch == "arm64" else ()
+    assert set(stress) & set(by) == set(ran_stress), sorted(by)
+    for name in ("map_fixed_noreplace", "memfd_test", *ran_stress):
         assert by[name].status == Status.PASS, (name, by[name].detail)
     # 5.10's userfaultfd stress ran under the stall watchdog (its known hang) and, busy, was never ended by it
-    assert {s.name: s.stalled_after for s in specs}["userfaultfd-anon"] == 30
-    for name in ("userfaultfd-anon", "userfaultfd-shmem"):
+    for name in ran_stress:
+        assert {s.name: s.stalled_after for s in specs}[name] == 30
         assert selftests.STALL_MARKER not in (run / f"selftests/{name}.log").read_text()
         assert "stalled" not in by[name].detail, by[name].detail
         # built with kpipe's fix of that hang: it no longer happens (before the fix: 4 of 6 arm64 runs beside a

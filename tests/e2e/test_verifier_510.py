@@ -169,9 +169,9 @@ def test_host_run_under_a_stricter_policy_fails_the_shmem_cases(host_binary, tmp
 @pytest.mark.parametrize("arch", ["x86_64"])
 def test_e2e_510_unpatched(kernels, arch, tmp_path, exp):
     """Unpatched 5.10 in QEMU: every case passes under anon-only; judged as anon+shmem the shmem cases fail.
-    One arch at this level (both policies in one boot); arm64's results on the same kernel under both policies,
-    with the same assertions, are tests/e2e/test_workflows.py's test_unpatched_kernel_rejects_shmem_under_either_policy
-    through the CLI."""
+    One arch at this level (both policies in one boot); arm64's on the same kernel through the CLI: under
+    anon+shmem tests/e2e/test_workflows.py's test_unpatched_kernel_fails_the_shmem_cases_under_the_patched_policy,
+    under anon-only the baseline side of tests/e2e/test_lab.py's premerge --lab."""
     from kpipe.guest.image import build_image
     from kpipe.guest.qemu import boot
 
