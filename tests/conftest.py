@@ -27,7 +27,7 @@ for _helpers in (UNIT, TESTS):     # `from kpipe_cli import ...` anywhere; e2e f
     if str(_helpers) not in sys.path:
         sys.path.insert(0, str(_helpers))
 SHARED_CACHE = os.environ.get("KPIPE_CACHE")     # as the session started: where shared trees and kernels live
-# kmemleak's scan costs ~25 s per arch and run under TCG: the suite's runs leave it out (the `leak_scan` setting),
+# kmemleak's scan costs ~40 s per arch and run under TCG: the suite's runs leave it out (the `leak_scan` setting),
 # except the tests about it (tests/e2e/test_workflows.py's zero-findings `verify --arch all`, the leaked-object
 # kernels), which set KPIPE_LEAK_SCAN=1 for their run. A value the caller exported wins.
 os.environ.setdefault("KPIPE_LEAK_SCAN", "0")

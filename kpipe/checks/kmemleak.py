@@ -1,8 +1,9 @@
 """kmemleak: leaked kernel objects, which no /proc counter shows, as findings.
 
 The debug profile builds kmemleak with its automatic scan off (its first pass, 60 s after boot, would land inside
-the verifier's memory-counter window). After the tests kpipe asks for a scan twice, more than five seconds apart
-(kmemleak reports only objects older than 5 s, so a leak made by the last test is old enough for the second scan),
+the verifier's memory-counter window). After the tests kpipe asks for a scan twice, the second starting at least
+five seconds after the first did (kmemleak reports only objects older than 5 s, and a new object only from its
+second scan on, so a leak made by the last test is reported by the second scan),
 then reads /sys/kernel/debug/kmemleak. Each "unreferenced object" is a finding with its allocation backtrace,
 except a tree's known boot-time false positives (kmemleak_known.toml: each with its reason and the frames it is
 recognised by). kmemleak turning itself off, or its file missing on a kernel built with it, is an error of the
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 
 KNOWN_FILE = Path(__file__).resolve().parent / "kmemleak_known.toml"
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
-SCAN_GAP = 6                     # seconds between the two scans (kmemleak's minimum object age is 5 s)
+SCAN_GAP = 6                     # seconds from the first scan's start to the second's: kmemleak reports only
+                                 # objects at least 5 s old when a scan starts (`date +%s` may lose one second)
 SCAN_TIMEOUT = 180.0             # both scans and the read (a KASAN kernel under TCG scans slowly)
 ABSENT = "KPIPE-KMEMLEAK: absent"
 SCAN_FAILED = "KPIPE-KMEMLEAK: scan failed"
@@ -97,9 +99,12 @@ def _off(line: str, detail: list[str]) -> Finding:
     return Finding(kind="kmemleak_off", source="kmemleak", line=line, context=tuple(detail))
 
 
-# both scans and the read, as one shell line: kpipe's guest runs it over SSH, a LAVA job in its kmemleak step
-SCAN_SCRIPT = (f"f={KMEMLEAK}; [ -e $f ] || {{ echo '{ABSENT}'; exit 3; }}; "
-               f"echo scan > $f || {{ echo '{SCAN_FAILED}'; exit 4; }}; sleep {SCAN_GAP}; "
+# both scans and the read, as one shell line: kpipe's guest runs it over SSH, a LAVA job in its kmemleak step.
+# The second scan waits only for what is left of SCAN_GAP after the first: a scan of a debug kernel takes 13-20 s
+# under TCG, so a leak made before the first one is old enough for the second at once.
+SCAN_SCRIPT = (f"f={KMEMLEAK}; [ -e $f ] || {{ echo '{ABSENT}'; exit 3; }}; t0=$(date +%s); "
+               f"echo scan > $f || {{ echo '{SCAN_FAILED}'; exit 4; }}; left=$((t0 + {SCAN_GAP} - $(date +%s))); "
+               f"[ $left -le 0 ] || sleep $left; "
                f"echo scan > $f || {{ echo '{SCAN_FAILED}'; exit 4; }}; cat $f")
 
 

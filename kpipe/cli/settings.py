@@ -8,8 +8,8 @@ Levels, lowest first (a later level wins; a command-line option beats them all):
   ./kpipe.yaml                          (project file in the current directory)
   KPIPE_TREE, KPIPE_ARCH, ...           (environment)
 
-leak_scan (default yes): the debug profile's kmemleak scan after the tests (~25 s per arch under TCG). Off
-(`leak_scan: no`, KPIPE_LEAK_SCAN=0) for a quick edit loop: the report then says leaks were not looked for.
+leak_scan (default yes): the debug profile's kmemleak scan after the tests (two scans, ~40 s per arch under TCG).
+Off (`leak_scan: no`, KPIPE_LEAK_SCAN=0) for a quick edit loop: the report then says leaks were not looked for.
 
 The same loader serves both entry points (`kpipe` and `invoke` in the checkout), so they agree.
 """
