@@ -22,7 +22,7 @@ from ..workflows.pipeline import Options
 VERIFY_ARGS = ("arch", "tree", "base", "series", "patch", "no_patches", "kconfig", "defconfig", "accel", "expect",
                "selftests", "extra_test", "out", "jobs", "boot_timeout", "kernel_arg", "test_timeout", "profile",
                "range", "thread", "thread_revision", "case", "suite")
-LAVA_ARGS = tuple(n for n in VERIFY_ARGS if n != "case")
+LAVA_ARGS = VERIFY_ARGS
 PREMERGE_ARGS = tuple(n for n in VERIFY_ARGS if n not in ("no_patches", "expect", "case"))
 WARNINGS_ARGS = ("arch", "tree", "base", "series", "patch", "kconfig", "defconfig", "out", "jobs", "profile", "range",
                  "thread", "thread_revision", "no_patches")

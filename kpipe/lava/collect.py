@@ -139,12 +139,14 @@ def kmemleak_result(prep: Prepared, log: LavaLog, leak_scan: bool, not_scanned: 
 
 def to_arch_result(prep: Prepared, log: LavaLog, accel: str, accel_reason: str, verifier_timeout: float,
                    lava_exit: int, lava_seconds: float, timed_out: bool, leak_scan: bool = False,
-                   leak_not_scanned: str = "") -> ArchResult:
+                   leak_not_scanned: str = "", cases: tuple[str, ...] = ()) -> ArchResult:
+    """The job's log as verify's result of the arch; ``cases``: the verifier cases the job ran (--case), judged
+    against those expectations only (() for all)."""
     ar, adir = prep.ar, prep.dir
     ar.logs.update({"lava": str(adir / "lava.log"), "serial": str(adir / "serial.log"),
                     "dmesg": str(adir / "dmesg.log")})
     (adir / "serial.log").write_text("".join(ln + "\n" for ln in log.target))
-    expectations = verifier.load_expectations(prep.suite)
+    expectations = verifier.select(verifier.load_expectations(prep.suite), cases)
     started = log.block("verifier") is not None or any(log.block(b.spec.name) for b in prep.tests)
     tests: list[TestResult] = []
     if started:

@@ -63,6 +63,7 @@ class WrittenJob(TypedDict):
     verifier_timeout: float
     leak_scan: bool            # the job scans for kmemleak's leaks after the tests
     leak_not_scanned: str      # why it does not, on a kernel built with kmemleak ("" otherwise)
+    cases: tuple[str, ...]     # the verifier cases the job runs (--case); () for all of them
 
 
 def extra_options(arch: Arch, accel: str) -> list[str]:

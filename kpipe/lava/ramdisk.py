@@ -46,6 +46,7 @@ class Payload:
     ready_marker: str = "KPIPE-GUEST-READY"
     hugepages: int = 16
     leak_scan: bool = False          # kmemleak's two scans and report after the tests (run-kmemleak.sh)
+    cases: tuple[str, ...] = ()      # only these verifier cases, by name (--case); () runs every case
 
 
 def _env() -> jinja2.Environment:
@@ -85,7 +86,8 @@ def write_ramdisk(base_initrd: Path, payload: Payload, dest: Path) -> Path:
                             for name, t, binary, args in payload.selftests)
     scripts = {
         "kpipe/run-verifier.sh": render("run-verifier.sh", binary=payload.verifier.name,
-                                        timeout=payload.verifier_timeout, case_timeout=payload.case_timeout),
+                                        timeout=payload.verifier_timeout, case_timeout=payload.case_timeout,
+                                        cases="".join(f" {c}" for c in payload.cases)),
         "kpipe/run-selftests.sh": render("run-selftests.sh"),
         "kpipe/run-dmesg.sh": render("run-dmesg.sh", pattern=payload.dmesg_pattern),
         "kpipe/step.sh": render("step.sh"),

@@ -294,7 +294,8 @@ def collect(srv: Server, sub: Submitted) -> ArchResult:
          + (f"; queued {queued} s" if queued is not None else "") + (f", on {device}" if device else "") + ")")
     log = logparse.parse(text, prep.initrd.ready_marker or "KPIPE-GUEST-READY")
     ar = collect_mod.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
-                                    0, seconds, False, written["leak_scan"], written["leak_not_scanned"])
+                                    0, seconds, False, written["leak_scan"], written["leak_not_scanned"],
+                                    written["cases"])
     if ar.boot.lava is not None:
         ar.boot.lava.server, ar.boot.lava.job_id, ar.boot.lava.job_url = srv.url, sub.job_id, sub.link
         ar.boot.lava.device, ar.boot.lava.queued_seconds = device, queued

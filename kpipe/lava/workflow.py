@@ -39,7 +39,8 @@ def _verifier_timeout(opts: Options) -> float:
 def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod.WrittenJob:
     """job.yaml, device.yaml and ramdisk.cpio.gz in the arch's folder; validated when the dispatcher is there."""
     adir = prep.dir
-    expectations = verifier.load_expectations(prep.suite)
+    expectations = verifier.select(verifier.load_expectations(prep.suite), opts.cases)
+    cases = tuple(expectations.cases) if opts.cases else ()
     vto = _verifier_timeout(opts)
     runnable = [b for b in prep.tests if b.binary is not None and not b.spec.skip]
     has_kmemleak = kmemleak.enabled(prep.kernel.config)
@@ -47,7 +48,7 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
     leak_scan = has_kmemleak and opts.leak_scan
     payload = ramdisk.Payload(
         verifier=prep.verifier_bin, expect_text=verifier.expect_file_text(expectations, prep.policy),
-        verifier_timeout=int(vto), case_timeout=verifier.case_timeout(vto),
+        verifier_timeout=int(vto), case_timeout=verifier.case_timeout(vto), cases=cases,
         selftests=tuple((b.spec.name, int(b.spec.timeout), b.binary, tuple(b.spec.args)) for b in runnable
                         if b.binary is not None),     # true of every runnable test; narrows Path | None
         dmesg_pattern=jobmod.dmesg_pattern(), ready_marker=prep.initrd.ready_marker or "KPIPE-GUEST-READY",
@@ -70,7 +71,8 @@ def write_job(prep: Prepared, opts: Options, lava: Lava | None = None) -> jobmod
     timeout = jobmod.job_dict(spec)["timeouts"]["job"]["seconds"]
     note(f"lava: {prep.arch.name} job {job_path} ({'validated' if lava else 'not validated'}; accel {accel})")
     return {"job": job_path, "device": device_path, "ramdisk": rd, "accel": accel, "accel_reason": reason,
-            "timeout": timeout, "verifier_timeout": vto, "leak_scan": leak_scan, "leak_not_scanned": not_scanned}
+            "timeout": timeout, "verifier_timeout": vto, "leak_scan": leak_scan, "leak_not_scanned": not_scanned,
+            "cases": cases}
 
 
 def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchResult:
@@ -83,7 +85,7 @@ def run_local(prep: Prepared, written: jobmod.WrittenJob, lava: Lava) -> ArchRes
                   f"{len(log.results)} LAVA results, job {log.job_result or '?'}")
     ar = collect.to_arch_result(prep, log, written["accel"], written["accel_reason"], written["verifier_timeout"],
                                 lr.exit_code, lr.seconds, lr.timed_out, written["leak_scan"],
-                                written["leak_not_scanned"])
+                                written["leak_not_scanned"], written["cases"])
     if lr.stopped is not None and ar.boot.lava is not None:
         ar.boot.lava.stopped = lr.stopped.reason
         ar.boot.verdict_after_fatal_s = lr.stopped.after_report_s

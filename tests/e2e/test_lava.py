@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from kpipe.checks import kmemleak
+from kpipe.checks.verifier import load_expectations
 from kpipe.guest import qemu
 from kpipe.lava import collect, job as jobmod, logparse, ramdisk
 
@@ -69,8 +70,10 @@ def test_shipped_patch_passes_under_lava_run_with_verifys_counts(arch_name, seed
 def test_leaked_object_is_a_kernel_failure_under_lava_run_too(tmp_path):
     """The boot-fault kernel whose every shmem DONTUNMAP move leaks a vm_area_struct (tests/e2e/test_boot_faults.py
     builds it: cached), as a LAVA job: its tests pass and LAVA calls the job complete, but the job's kmemleak
-    step reports the leak and kpipe judges it as verify does: exit 1, a kmemleak finding with its backtrace."""
-    ran = _lava_cli(tmp_path, "leak", "--arch", "arm64", "--selftests", "none", "--accel", "tcg",
+    step reports the leak and kpipe judges it as verify does: exit 1, a kmemleak finding with its backtrace.
+    Only the DONTUNMAP moves run (--case move-*, as verify's leak test): the job's verifier is given them by name
+    and runs exactly those."""
+    ran = _lava_cli(tmp_path, "leak", "--arch", "arm64", "--selftests", "none", "--accel", "tcg", "--case", "move-*",
                     *mutant_args("leak"), env=LEAK_SCAN_ON)
     assert_mutant_was_active(ran.out, "arm64", "leak")
     assert ran.code == 1, ran
@@ -79,6 +82,9 @@ def test_leaked_object_is_a_kernel_failure_under_lava_run_too(tmp_path):
     assert leaks and any("vm_area_dup" in ln for ln in leaks[0]["context"]), ar["findings"]
     assert ar["boot"]["kmemleak"]["leaks"] == len(leaks), ar["boot"]
     assert not [t for t in ar["tests"] if t["status"] in ("fail", "error")]     # only the leak says it
+    moves = [n for n in load_expectations().cases if n.startswith("move-")]
+    assert [t["name"] for t in ar["tests"]] == moves, [t["name"] for t in ar["tests"]]
+    assert ar["boot"]["lava"]["results"] == len(moves) + 2          # LAVA's own: each case, kmemleak, kernel-log
     assert ar["boot"]["lava"]["job_result"] == "pass", ar["boot"]["lava"]
     assert "unreferenced object" in (ran.out / "arm64" / "kmemleak.log").read_text()
     job = yaml.safe_load((ran.out / "arm64" / "job.yaml").read_text())

@@ -180,7 +180,7 @@ def test_a_running_job_whose_kernel_locks_up_is_canceled_after_verifys_grace(tmp
         prep = Prepared(arch, None, types.SimpleNamespace(ready_marker="KPIPE-GUEST-READY"), tmp_path / "v",
                         "anon+shmem", [], ArchResult(arch="arm64"), tmp_path, get_suite())
         written = {"timeout": 900, "accel": "tcg", "accel_reason": "TCG (requested)", "verifier_timeout": 300,
-                   "leak_scan": False, "leak_not_scanned": ""}
+                   "leak_scan": False, "leak_not_scanned": "", "cases": ()}
         job = submit.Submitted(prep, written, "4242", submit.job_url(url, "4242"), now[0], now[0] + 300)
         (ar,) = submit.wait_and_collect(server, [job])
     finally:

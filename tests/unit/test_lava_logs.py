@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -123,7 +124,7 @@ def test_ramdisk_is_one_archive_cpio_extracts_whole(tmp_path):
                                                 b"userfaultfd-anon 300 userfaultfd anon 16 4\n"
                                                 b"mremap_dontunmap 120 mremap_dontunmap \n")
     assert names["kpipe/selftests/mremap_dontunmap"][3] == b"the selftest"
-    assert b"-t 20" in names["kpipe/run-verifier.sh"][3]
+    assert re.search(rb"-e expect.txt -t 20\n", names["kpipe/run-verifier.sh"][3])     # every case
     x = tmp_path / "x"
     x.mkdir()
     (tmp_path / "r.cpio").write_bytes(raw)
@@ -137,6 +138,11 @@ def test_ramdisk_is_one_archive_cpio_extracts_whole(tmp_path):
     names = read_names(out)
     assert names["kpipe/kmemleak-scan.sh"][3].decode() == kmemleak.SCAN_SCRIPT + "\n"   # verify's own scan lines
     assert b"sh /kpipe/kmemleak-scan.sh" in names["kpipe/run-kmemleak.sh"][3]
+    # --case: the binary is given the selected cases by name, as verify gives them over SSH
+    out = ramdisk.write_ramdisk(base, replace(payload, cases=("move-anon-private", "move-memfd-shared")),
+                                tmp_path / "ramdisk-cases.cpio.gz")
+    assert re.search(rb"-e expect.txt -t 20 move-anon-private move-memfd-shared\n",
+                     read_names(out)["kpipe/run-verifier.sh"][3])
 
 
 def test_job_with_the_leak_scan_runs_it_after_the_tests_and_before_the_kernel_log():

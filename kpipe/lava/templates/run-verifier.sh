@@ -5,7 +5,7 @@
 cd /kpipe || exit 1
 mkdir -p /tmp/kpipe-verify
 kpipe_step verifier verifier {{ timeout }} /tmp/kpipe-verify/out.tap /tmp/kpipe-verify/err.txt \
-  ./bin/{{ binary }} -e expect.txt -t {{ case_timeout }}
+  ./bin/{{ binary }} -e expect.txt -t {{ case_timeout }}{{ cases }}
 # one lava-test-case per TAP test point: pass, fail or skip, with the case's seconds as measurement
 awk '
   /^# [a-z0-9-]+: observed / { n = $2; sub(":", "", n); s = ""; if ($NF == "s)") { s = $(NF-1); sub("\\(", "", s) } secs[n] = s; next }
