@@ -7,11 +7,15 @@ Two extra build folders per (tree, arch, config), beside kpipe's own build folde
   builds/<tree>-<arch>-<key>-clang/   CC=clang (Debian's clang; CROSS_COMPILE stays for arm64's binutils)
 Each is configured once from kpipe's merged .config and prepared once; a run then compiles only the touched
 objects (their .o removed first, so the compiler really runs and prints its warnings on both sides).
+What each compile found is kept in the cache (compile-checks/<key>), keyed by the source tree's content at that
+commit, the folder (tree, arch, config), the objects, the tools and their versions: the same side of another
+run (the baseline of every series on one tree, a premerge run again, its lab run) is read back, not compiled.
 
 New warnings are matched on (tool, file, message): line numbers move with the patch.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..build import kernel as buildmod
+from ..build import toolchain
 from .. import cache
 from ..arches import Arch
 from ..source.checkout import Checkout
@@ -204,6 +209,54 @@ def compile_objects(src: Path, f: Folder, objects: list[str], log: Path, jobs: i
     return res
 
 
+CHECKS_RECIPE = 1        # bump when what compile_objects records changes: older cached results are then not reused
+
+
+@functools.lru_cache(maxsize=None)
+def _sparse_version() -> str:
+    try:
+        cp = subprocess.run(["sparse", "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise InfraError(f"sparse --version failed: {e}", fix="run `kpipe setup`") from None
+    return cp.stdout.strip() or cp.stderr.strip()
+
+
+def _source_state(src: Path) -> list[str]:
+    """The content the compiler sees at the checkout's commit: its tree, and any change on top of it."""
+    tree = git(src, "rev-parse", "HEAD^{tree}").stdout.strip()
+    dirty = git(src, "diff", "HEAD", "--binary").stdout
+    return [tree, cache.key_of(dirty) if dirty else ""]
+
+
+def _to_json(res: dict[str, Any]) -> dict[str, Any]:
+    return {tool: {**r, "diags": [d.to_json() for d in r["diags"]]} for tool, r in res.items()}
+
+
+def _from_json(data: dict[str, Any]) -> dict[str, Any]:
+    return {tool: {**r, "diags": [Diag(**d) for d in r["diags"]]} for tool, r in data.items()}
+
+
+def compile_cached(src: Path, f: Folder, objects: list[str], log: Path, jobs: int,
+                   sparse: bool = False) -> tuple[dict[str, Any], bool]:
+    """compile_objects, or what it found for the same source content, folder, objects and tools before (read
+    from the cache; an interrupted compile leaves nothing there). Returns (results, whether they were cached)."""
+    cc = "clang" if f.tool == "clang" else f.arch.cc
+    key = cache.key_of("compile-checks", CHECKS_RECIPE, f.bdir.name, f.make_vars, f.arch.make_vars, objects, sparse,
+                       _source_state(src), toolchain.compiler(cc).ident, _sparse_version() if sparse else "")
+    entry = cache.cache_dir("compile-checks") / key
+
+    def make(_tmp: Path) -> dict[str, Any]:
+        return {"what": f"{f.arch.name} {f.tool}{' + sparse' if sparse else ''}: {' '.join(objects)}",
+                "result": _to_json(compile_objects(src, f, objects, log, jobs, sparse=sparse))}
+    meta, hit = cache.cached_entry(entry, entry.with_name(entry.name + ".lock"),
+                                   f"compile checks {f.arch.name} {f.tool} in {f.bdir.name}", make, deep=False)
+    if hit:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as fh:
+            fh.write(f"\n# {meta['what']}: reused from the cache ({entry}), compiled by an earlier run\n")
+    return _from_json(meta["result"]), hit
+
+
 def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path, tools: tuple[str, ...] = TOOLS,
         jobs: int = 0) -> dict[str, Any]:
     """One arch: baseline (the series' base), every prefix of the series (bisectability: gcc W=1 on its touched
@@ -223,6 +276,7 @@ def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path,
         cost[f"prepare-{f.tool}"] = prepare_folder(req, f, log, jobs)
     sides: dict[str, dict[str, Any]] = {}
     bisect: list[dict[str, Any]] = []
+    reused = [0, 0]                     # compiles read back from the cache, compiles asked for
     try:
         for i, rev in enumerate([base] + commits):
             git(src, "checkout", "-q", "--detach", rev)
@@ -232,7 +286,10 @@ def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path,
             if i == 0 or last:
                 side: dict[str, Any] = {}
                 for f in folders:
-                    side.update(compile_objects(src, f, objs, log, jobs, sparse=f.tool == "warn" and "sparse" in tools))
+                    got, hit = compile_cached(src, f, objs, log, jobs, sparse=f.tool == "warn" and "sparse" in tools)
+                    side.update(got)
+                    reused[0] += hit
+                    reused[1] += 1
                 sides["baseline" if i == 0 else "patched"] = side
                 if i == 0 and not last:
                     continue
@@ -241,7 +298,10 @@ def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path,
                     continue
                 g = side["gcc-W=1"]
             else:
-                g = compile_objects(src, folders[0], objs, log, jobs)["gcc-W=1"]
+                got, hit = compile_cached(src, folders[0], objs, log, jobs)
+                g = got["gcc-W=1"]
+                reused[0] += hit
+                reused[1] += 1
             subj = git(src, "log", "-1", "--format=%s", rev).stdout.strip()
             errs = [d.describe() for d in g["diags"] if d.severity == "error"]
             bisect.append({"patch": i, "commit": rev[:12], "subject": subj, "objects": objs,
@@ -249,7 +309,9 @@ def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path,
                            "seconds": g["seconds"]})
     finally:
         git(src, "checkout", "-q", "--detach", head)
-    return summarize(sides, bisect, cost)
+    out = summarize(sides, bisect, cost)
+    out["reused"] = {"cached": reused[0], "of": reused[1]}
+    return out
 
 
 def _touched_between(src: Path, a: str, b: str) -> list[str]:
@@ -303,7 +365,10 @@ def check_series(reqs: list[buildmod.BuildRequest], co: Checkout, touched: list[
         with phase("warnings", f"{req.arch.name}: {', '.join(tools)} on the touched objects, baseline vs patched, "
                                f"and each patch on its own", timings) as ph:
             r = run(req, co, touched, run_dir / req.arch.name / "warnings.log", tools, jobs)
-            ph.update(f"{req.arch.name}: {new_count(r)} new, {len(not_bisectable(r))} patch(es) not building alone")
+            reused = r["reused"]
+            ph.update(f"{req.arch.name}: {new_count(r)} new, {len(not_bisectable(r))} patch(es) not building alone"
+                      + (f" ({reused['cached']} of {reused['of']} compiles reused from the cache)"
+                         if reused["cached"] else ""))
         for ln in lines(req.arch.name, r):
             note(ln)
         res[req.arch.name] = r
