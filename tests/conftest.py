@@ -46,9 +46,9 @@ def shared_cache():
 
 # Fixtures that fetch a real tree or build real kernels: a test that uses any of them is e2e, whatever its file
 # says, so that `-m "not e2e"` (the fast tier) downloads, builds and boots nothing.
-REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "test_kernels", "seed_verify_all",
-                       "tree_src", "src510", "needs_tree", "olddefconfig", "built_510", "fakes", "host_binary",
-                       "built"}    # test_image: guest images made from downloaded Debian packages
+REAL_WORLD_FIXTURES = {"tree510", "mremap_sources", "kernels", "patched_kernels", "test_kernels", "fast_kernel_x86",
+                       "seed_verify_all", "tree_src", "src510", "needs_tree", "olddefconfig", "built_510", "fakes",
+                       "host_binary", "built"}    # test_image: guest images made from downloaded Debian packages
 
 
 def pytest_collection_modifyitems(config, items):
@@ -129,12 +129,12 @@ def tree510():
         return resolve_tree(Options())
 
 
-def _build_all(tree, opts: Options, logdir: Path) -> dict[str, Kernel]:
+def _build_all(tree, opts: Options, logdir: Path, arches: tuple[str, ...] = ()) -> dict[str, Kernel]:
     out = {}
     with shared_cache(), locked_checkout(tree) as co:
         series = series_of(opts)
         applied = apply(co, series, logdir / "apply.log")
-        for name in sorted(ARCHES):
+        for name in sorted(arches or ARCHES):
             out[name], _ = build_kernel(ARCHES[name], applied, opts, logdir / f"build-{name}.log",
                                         touched=series.touched)
     return out
@@ -150,6 +150,13 @@ def kernels(tree510, tmp_path_factory) -> dict[str, Kernel]:
 def patched_kernels(tree510, kernels, tmp_path_factory) -> dict[str, Kernel]:
     """Debian 5.10 with the shipped series, both arches (built after the baseline: incremental)."""
     return _build_all(tree510, Options(), tmp_path_factory.mktemp("build-patched"))
+
+
+@pytest.fixture(scope="session")
+def fast_kernel_x86(tree510, patched_kernels, tmp_path_factory) -> Kernel:
+    """5.10 + the seed, the fast profile (tinyconfig, 1 vCPU: boots in seconds), x86_64: the build `verify --arch
+    x86_64 --profile fast` reuses; for boots whose mechanics do not depend on the kernel's config."""
+    return _build_all(tree510, Options(profile="fast"), tmp_path_factory.mktemp("build-fast"), ("x86_64",))["x86_64"]
 
 
 @pytest.fixture(scope="session")
