@@ -102,6 +102,12 @@ SYSRQ_HEADER = re.compile(r"sysrq: (?:SysRq : )?(\w[\w -]*)")
 SHOW_BLOCKED = "Show Blocked State"
 SYSRQ_WINDOW = 400               # lines after the header that may still belong to the dump
 BLOCKED_TASK = re.compile(r"^\s*task:(?P<comm>.+?)\s+state:D\b|^(?P<old>\S.{0,15}?)\s+D\s+[0-9a-f]+\s+\d+\s+\d+ 0x")
+# A vfork() parent sleeps killably (listed as D) until its child execs or exits (kernel/fork.c: wait_for_vfork_done,
+# inlined into kernel_clone): it holds no lock and waits on a child that runs, so its entry says nothing about the
+# kernel (had the child hung, the child would be listed). kpipe's own command wrapper (busybox timeout) is such a
+# parent for a moment at every guest command, its probe's own included: seen listed by the probe it ran.
+VFORK_WAIT = re.compile(r"\b(?:__do_sys_vfork|__arm64_sys_vfork|__x64_sys_vfork|wait_for_vfork_done)\+0x")
+ENTRY_LINES = 60                 # a SysRq-w entry is judged once its call trace is read: at most this many lines
 
 _TIMESTAMP = re.compile(r"^\[\s*\d+\.\d+\]\s?")
 # a kernel line that starts inside another writer's line on the console (the guest's sshd logging to the same
@@ -184,13 +190,17 @@ class Scanner:
         self._cut: tuple[str, int] | None = None   # (cut-here line, lines seen since)
         self._cut_text: list[str] = []              # those lines: the report's own message (WARN's format text)
         self._sysrq_w_left = 0                      # lines left in a SysRq-w dump
+        self._entry: _Open | None = None            # a SysRq-w entry whose call trace is still being read
+        self._entry_lines = 0                       # lines read of it
+        self.vfork_waits: list[str] = []            # entries set aside: a vfork parent waiting for its child
         self._lock = threading.Lock()
 
     def _limit(self, kind: str) -> int:
         return max(self.context_lines, LONG_CONTEXT_LINES) if kind in LONG_CONTEXT_KINDS else self.context_lines
 
     def feed(self, line: str) -> str | None:
-        """Scan one line; returns the kind when this line starts a finding."""
+        """Scan one line; returns the kind when this line starts a finding (a SysRq-w entry: when its call trace
+        has been read, at the line after it)."""
         line = line.rstrip("\r\n")
         with self._lock:
             for item in self._items:
@@ -198,14 +208,18 @@ class Scanner:
                     item.context.append(line)
             bare = strip_timestamp(line)
             hdr = SYSRQ_HEADER.search(bare)
+            entry_done = self._end_entry(bare, line, ends=bool(hdr) or blocked_task_name(bare) is not None
+                                         or not self._sysrq_w_left)
             if hdr:
                 self._sysrq_w_left = SYSRQ_WINDOW if hdr.group(1).startswith(SHOW_BLOCKED) else 0
-                return None
+                return entry_done
             if self._sysrq_w_left:
                 self._sysrq_w_left -= 1
                 if blocked_task_name(bare) is not None:
-                    self._items.append(_Open("blocked_task", line, self._limit("blocked_task")))
-                    return "blocked_task"
+                    self._entry, self._entry_lines = _Open("blocked_task", line, self._limit("blocked_task")), 0
+                    return entry_done
+                if entry_done:
+                    return entry_done
             m = match(line)
             kind, seg = m if m else (None, line)
             if kind == "oops" and self._same_oops():
@@ -229,6 +243,27 @@ class Scanner:
                     return self._flush_cut()
             return None
 
+    def _end_entry(self, bare: str, line: str, ends: bool) -> str | None:
+        """The open SysRq-w entry, at ``line``: set aside when its trace shows a vfork wait; a finding
+        ("blocked_task") when ``line`` no longer belongs to it (the next entry, the next dump, the window's end)
+        or its trace is read; else still open (None)."""
+        e = self._entry
+        if e is None:
+            return None
+        if not ends:
+            self._entry_lines += 1
+            if len(e.context) < e.limit:
+                e.context.append(line)
+            if VFORK_WAIT.search(bare):
+                self.vfork_waits.append(e.line)
+                self._entry = None
+                return None
+            if self._entry_lines < ENTRY_LINES:
+                return None
+        self._items.append(e)
+        self._entry = None
+        return "blocked_task"
+
     def _same_oops(self) -> bool:
         last = self._items[-1] if self._items else None
         return last is not None and last.kind == "oops" and len(last.context) <= SAME_OOPS_LINES
@@ -244,6 +279,7 @@ class Scanner:
 
     def close(self) -> None:
         with self._lock:
+            self._end_entry("", "", ends=True)
             self._flush_cut()
 
     @property

@@ -232,6 +232,42 @@ def test_sysrq_w_lists_only_tasks_in_d_state_inside_the_dump():
     assert blocked_task_name(hung.line) == "mremap_dontunma:95"
 
 
+VFORK_ENTRY = """\
+[   70.000020] task:timeout         state:D stack:    0 pid:  105 ppid:   103 flags:0x00000000
+[   70.000021] Call Trace:
+[   70.000022]  __schedule+0x709/0x764
+[   70.000023]  schedule+0x63/0xa0
+[   70.000024]  schedule_timeout+0x74/0x150
+[   70.000025]  __wait_for_common+0x120/0x21e
+[   70.000026]  wait_for_completion_killable+0x1b/0x2f
+[   70.000027]  kernel_clone+0x29d/0x33d
+[   70.000028]  __do_sys_vfork+0x79/0x8d
+[   70.000029]  do_syscall_64+0x2d/0x3a
+"""
+
+
+def test_a_vfork_parent_waiting_for_its_child_is_not_a_blocked_task():
+    """A vfork() parent sleeps killably (D) until its child execs or exits: set aside once its trace shows it,
+    before or after a really blocked task in the same dump, and when the console ends inside its trace."""
+    from kpipe.guest.findings import Scanner, blocked_task_name
+    header, mremap, rest = SYSRQ_W.partition("[   70.000001]")[0], "[   70.000001]" + \
+        SYSRQ_W.partition("[   70.000001]")[2].partition("[   70.000009]")[0], \
+        "[   70.000009]" + SYSRQ_W.partition("[   70.000009]")[2]
+    for text in (header + VFORK_ENTRY + mremap + rest, header + mremap + VFORK_ENTRY + rest):
+        s = Scanner("console")
+        said = [k for k in map(s.feed, text.splitlines()) if k]
+        assert said == ["blocked_task"], said
+        assert [blocked_task_name(f.line) for f in s.findings] == ["mremap_dontunma:95"]
+        assert [blocked_task_name(ln) for ln in s.vfork_waits] == ["timeout:105"]
+    assert kinds(header + VFORK_ENTRY) == []                          # the console ends in its trace
+    # a blocked task's entry is a finding when the next line is not its own: the next entry, dump or the end
+    s = Scanner("console")
+    said = [s.feed(ln) for ln in (header + mremap).splitlines()]
+    assert not any(said) and s.findings == []                         # its trace may still show a vfork
+    s.close()
+    assert [f.kind for f in s.findings] == ["blocked_task"]
+
+
 def test_debug_kernel_noise_is_not_a_finding():
     assert kinds(NOISE) == []
 
