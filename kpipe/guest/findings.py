@@ -208,14 +208,15 @@ class Scanner:
                     item.context.append(line)
             bare = strip_timestamp(line)
             hdr = SYSRQ_HEADER.search(bare)
-            entry_done = self._end_entry(bare, line, ends=bool(hdr) or blocked_task_name(bare) is not None
-                                         or not self._sysrq_w_left)
+            in_dump = bool(self._sysrq_w_left) and not hdr
+            is_entry = in_dump and blocked_task_name(bare) is not None
+            entry_done = self._end_entry(bare, line, ends=bool(hdr) or is_entry or not in_dump)
             if hdr:
                 self._sysrq_w_left = SYSRQ_WINDOW if hdr.group(1).startswith(SHOW_BLOCKED) else 0
                 return entry_done
-            if self._sysrq_w_left:
+            if in_dump:
                 self._sysrq_w_left -= 1
-                if blocked_task_name(bare) is not None:
+                if is_entry:
                     self._entry, self._entry_lines = _Open("blocked_task", line, self._limit("blocked_task")), 0
                     return entry_done
                 if entry_done:

@@ -29,7 +29,7 @@ from ..build import kernel as buildmod
 from ..build import toolchain
 from .. import cache
 from ..arches import Arch
-from ..source.checkout import Checkout
+from ..source.checkout import Checkout, tree_hash
 from ..errors import InfraError
 from ..progress import note, phase
 from ..source.tree import git
@@ -221,13 +221,6 @@ def _sparse_version() -> str:
     return cp.stdout.strip() or cp.stderr.strip()
 
 
-def _source_state(src: Path) -> list[str]:
-    """The content the compiler sees at the checkout's commit: its tree, and any change on top of it."""
-    tree = git(src, "rev-parse", "HEAD^{tree}").stdout.strip()
-    dirty = git(src, "diff", "HEAD", "--binary").stdout
-    return [tree, cache.key_of(dirty) if dirty else ""]
-
-
 def _to_json(res: dict[str, Any]) -> dict[str, Any]:
     return {tool: {**r, "diags": [d.to_json() for d in r["diags"]]} for tool, r in res.items()}
 
@@ -236,13 +229,14 @@ def _from_json(data: dict[str, Any]) -> dict[str, Any]:
     return {tool: {**r, "diags": [Diag(**d) for d in r["diags"]]} for tool, r in data.items()}
 
 
-def compile_cached(src: Path, f: Folder, objects: list[str], log: Path, jobs: int,
+def compile_cached(src: Path, source_id: str, f: Folder, objects: list[str], log: Path, jobs: int,
                    sparse: bool = False) -> tuple[dict[str, Any], bool]:
-    """compile_objects, or what it found for the same source content, folder, objects and tools before (read
-    from the cache; an interrupted compile leaves nothing there). Returns (results, whether they were cached)."""
+    """compile_objects, or what it found for the same source content (``source_id``: the checkout's tree, as the
+    kernel's own content key has it), folder, objects and tools before (read from the cache; an interrupted
+    compile leaves nothing there). Returns (results, whether they were cached)."""
     cc = "clang" if f.tool == "clang" else f.arch.cc
     key = cache.key_of("compile-checks", CHECKS_RECIPE, f.bdir.name, f.make_vars, f.arch.make_vars, objects, sparse,
-                       _source_state(src), toolchain.compiler(cc).ident, _sparse_version() if sparse else "")
+                       source_id, toolchain.compiler(cc).ident, _sparse_version() if sparse else "")
     entry = cache.cache_dir("compile-checks") / key
 
     def make(_tmp: Path) -> dict[str, Any]:
@@ -276,20 +270,21 @@ def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path,
         cost[f"prepare-{f.tool}"] = prepare_folder(req, f, log, jobs)
     sides: dict[str, dict[str, Any]] = {}
     bisect: list[dict[str, Any]] = []
-    reused = [0, 0]                     # compiles read back from the cache, compiles asked for
+    hits: list[bool] = []               # each compile asked for: read back from the cache or not
     try:
         for i, rev in enumerate([base] + commits):
             git(src, "checkout", "-q", "--detach", rev)
+            source_id = tree_hash(co)
             prefix_touched = _touched_between(src, base, rev) if i else []
             objs = touched_objects(src, touched if i in (0, len(commits)) else prefix_touched)
             last = i == len(commits)
             if i == 0 or last:
                 side: dict[str, Any] = {}
                 for f in folders:
-                    got, hit = compile_cached(src, f, objs, log, jobs, sparse=f.tool == "warn" and "sparse" in tools)
+                    got, hit = compile_cached(src, source_id, f, objs, log, jobs,
+                                              sparse=f.tool == "warn" and "sparse" in tools)
                     side.update(got)
-                    reused[0] += hit
-                    reused[1] += 1
+                    hits.append(hit)
                 sides["baseline" if i == 0 else "patched"] = side
                 if i == 0 and not last:
                     continue
@@ -298,10 +293,9 @@ def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path,
                     continue
                 g = side["gcc-W=1"]
             else:
-                got, hit = compile_cached(src, folders[0], objs, log, jobs)
+                got, hit = compile_cached(src, source_id, folders[0], objs, log, jobs)
                 g = got["gcc-W=1"]
-                reused[0] += hit
-                reused[1] += 1
+                hits.append(hit)
             subj = git(src, "log", "-1", "--format=%s", rev).stdout.strip()
             errs = [d.describe() for d in g["diags"] if d.severity == "error"]
             bisect.append({"patch": i, "commit": rev[:12], "subject": subj, "objects": objs,
@@ -310,7 +304,7 @@ def run(req: buildmod.BuildRequest, co: Checkout, touched: list[str], log: Path,
     finally:
         git(src, "checkout", "-q", "--detach", head)
     out = summarize(sides, bisect, cost)
-    out["reused"] = {"cached": reused[0], "of": reused[1]}
+    out["reused"] = {"cached": sum(hits), "of": len(hits)}
     return out
 
 
@@ -379,7 +373,6 @@ def check_series(reqs: list[buildmod.BuildRequest], co: Checkout, touched: list[
 
 def request_for(arch: Arch, co: Checkout, opts: Any) -> buildmod.BuildRequest:
     """The build request of kpipe's own kernel for ``arch`` (its merged config), without the instrumentation."""
-    from ..source.checkout import tree_hash
     from .pipeline import merged_config
     merged, _ = merged_config(arch, opts, co.path)
     return buildmod.BuildRequest(arch=arch, src=co.path, tree_ident=co.tree.ident, tree_hash=tree_hash(co),
